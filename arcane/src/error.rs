@@ -1,0 +1,103 @@
+//! Typed errors of the library.
+//!
+//! Every variant carries enough context to tell the user what went wrong *and* what to do about
+//! it: the file, the tensor, the expected and found values. Tensor math itself stays infallible
+//! (shape invariants are `assert!`ed); only I/O, formats and user-supplied configuration fail.
+
+use std::path::PathBuf;
+
+/// Errors returned by the Arcane library.
+#[derive(Debug, thiserror::Error)]
+pub enum ArcaneError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A model configuration is inconsistent (for example `d_model` not divisible by `n_heads`).
+    #[error("invalid model config: {0}")]
+    InvalidConfig(String),
+
+    /// A file exists but its contents are not in the expected format.
+    #[error("{path}: {message}")]
+    Format {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+
+    /// A checkpoint tensor is missing, misshaped or of an unsupported dtype.
+    #[error("{path}: tensor `{tensor}`: {message}")]
+    Tensor {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The tensor's name in that file.
+        tensor: String,
+        /// What was expected and what was found.
+        message: String,
+    },
+
+    /// A Hugging Face architecture that Arcane cannot map onto its model.
+    #[error("{path}: unsupported architecture {found:?}; Arcane loads GPT2LMHeadModel and LlamaForCausalLM checkpoints")]
+    UnsupportedArchitecture {
+        /// The `config.json` that named it.
+        path: PathBuf,
+        /// What the file declared.
+        found: String,
+    },
+
+    /// A token id does not fit the model's vocabulary.
+    #[error("token id {id} at position {position} is out of range for a vocabulary of {vocab_size}")]
+    TokenOutOfRange {
+        /// The offending id.
+        id: u32,
+        /// Its index in the input.
+        position: usize,
+        /// The model's vocabulary size.
+        vocab_size: usize,
+    },
+
+    /// An input sequence does not fit the model's context window.
+    #[error("{what} has {len} tokens but the model's context is {max_seq_len} tokens; {hint}")]
+    ContextTooLong {
+        /// Which input (for example "the prompt").
+        what: String,
+        /// Its length in tokens.
+        len: usize,
+        /// The model's context length.
+        max_seq_len: usize,
+        /// How to fix it.
+        hint: String,
+    },
+
+    /// Invalid user input that is not a file (an empty text, a bad sampling parameter, ...).
+    #[error("{0}")]
+    InvalidInput(String),
+}
+
+impl ArcaneError {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A format error for `path` with a message that says how to fix it.
+    pub fn format(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Self::Format {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Result type of the library.
+pub type Result<T, E = ArcaneError> = std::result::Result<T, E>;

@@ -1,0 +1,120 @@
+//! Mean next-token cross-entropy (nats per token) and perplexity over a token stream.
+//!
+//! The stream is cut into windows of at most `W` tokens, each starting with the last token of
+//! the previous one, so every token after the first is predicted exactly once, with up to
+//! `W - 1` tokens of context (non-overlapping evaluation, as in the GPT-2 paper's tables; a
+//! sliding window would give each token more context and a lower number).
+
+use std::ops::Range;
+
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+use serde::Serialize;
+
+use crate::error::{ArcaneError, Result};
+use crate::model::Gpt;
+
+/// The result of [`token_loss`].
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct LossReport {
+    /// Mean cross-entropy in nats per predicted token.
+    pub loss: f64,
+    /// `exp(loss)`.
+    pub perplexity: f64,
+    /// Number of predicted tokens (the stream's length minus one).
+    pub tokens: usize,
+}
+
+/// The windows over a stream of `n` tokens: index ranges of at most `window` tokens, each
+/// starting at the last token of the previous one.
+pub fn windows(n: usize, window: usize) -> Vec<Range<usize>> {
+    assert!(window >= 2, "a window needs at least two tokens");
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start + 1 < n {
+        let end = (start + window).min(n);
+        out.push(start..end);
+        start = end - 1;
+    }
+    out
+}
+
+/// Evaluates the model's loss on `ids` with windows of `window` tokens, `batch_size` windows
+/// per forward. `progress(done, total)` is called after each batch with predicted-token counts.
+pub fn token_loss<B: Backend>(
+    model: &Gpt<B>,
+    ids: &[u32],
+    window: usize,
+    batch_size: usize,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<LossReport> {
+    let max_seq_len = model.config().max_seq_len;
+    if ids.len() < 2 {
+        return Err(ArcaneError::InvalidInput(format!(
+            "need at least 2 tokens to measure a next-token loss, got {}",
+            ids.len()
+        )));
+    }
+    if window < 2 || window > max_seq_len + 1 {
+        return Err(ArcaneError::InvalidInput(format!(
+            "the window must be between 2 and the context + 1 ({}), got {window}",
+            max_seq_len + 1
+        )));
+    }
+    model.check_tokens(ids)?;
+    let device = model.device();
+    let all = windows(ids.len(), window);
+    let total = ids.len() - 1;
+    let (mut sum, mut done) = (0.0f64, 0usize);
+    // Windows of equal length share a batch (all but the last have length `window`).
+    for group in all.chunk_by(|a, b| a.len() == b.len()) {
+        for batch in group.chunks(batch_size.max(1)) {
+            let t = batch[0].len() - 1;
+            let column = |offset: usize| -> Vec<i64> {
+                batch
+                    .iter()
+                    .flat_map(|r| ids[r.start + offset..r.start + offset + t].iter().map(|&x| x as i64))
+                    .collect()
+            };
+            let shape = [batch.len(), t];
+            let inputs = Tensor::<B, 2, Int>::from_data(TensorData::new(column(0), shape), &device);
+            let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(column(1), shape), &device);
+            sum += nll_sum(model.forward(inputs), targets);
+            done += batch.len() * t;
+            progress(done, total);
+        }
+    }
+    let loss = sum / total as f64;
+    Ok(LossReport {
+        loss,
+        perplexity: loss.exp(),
+        tokens: total,
+    })
+}
+
+/// Summed negative log-likelihood of `targets` under `logits`.
+///
+/// # Shapes
+/// - logits: `[B, T, V]`
+/// - targets: `[B, T]`
+fn nll_sum<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> f64 {
+    let log_probs = log_softmax(logits, 2);
+    let picked = log_probs.gather(2, targets.unsqueeze_dim::<3>(2)); // [B, T, 1]
+    -(picked.sum().into_scalar().elem::<f64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::windows;
+
+    #[test]
+    fn windows_predict_every_token_once() {
+        assert_eq!(windows(10, 4), vec![0..4, 3..7, 6..10]);
+        assert_eq!(windows(11, 4), vec![0..4, 3..7, 6..10, 9..11]);
+        assert_eq!(windows(2, 4), vec![0..2]);
+        for n in 2..40 {
+            let predicted: usize = windows(n, 5).iter().map(|r| r.len() - 1).sum();
+            assert_eq!(predicted, n - 1);
+        }
+    }
+}

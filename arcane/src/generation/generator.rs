@@ -1,0 +1,123 @@
+//! The decoding loop: prefill the prompt into a KV cache, then sample one token at a time.
+
+use burn::prelude::*;
+
+use super::sampler::{Sampler, SamplingConfig};
+use crate::error::{ArcaneError, Result};
+use crate::model::Gpt;
+use crate::tokenizer::Tokenizer;
+
+/// What to generate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateConfig {
+    /// Upper bound on new tokens.
+    pub max_new_tokens: usize,
+    /// Sampling parameters and seed.
+    pub sampling: SamplingConfig,
+    /// Tokens that end generation (included in the output); GPT-2's end-of-text by default.
+    pub stop_tokens: Vec<u32>,
+    /// Only the first `n` logits may be sampled: a model whose vocabulary is padded beyond the
+    /// tokenizer's (50304 > 50257) must never emit a padding id. `None`: the whole vocabulary.
+    pub vocab_limit: Option<usize>,
+}
+
+impl Default for GenerateConfig {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 64,
+            sampling: SamplingConfig::default(),
+            stop_tokens: vec![Tokenizer::END_OF_TEXT],
+            vocab_limit: Some(Tokenizer::VOCAB_SIZE),
+        }
+    }
+}
+
+/// Why generation stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// `max_new_tokens` were generated.
+    MaxNewTokens,
+    /// A stop token (end-of-text) was generated.
+    EndOfText,
+    /// The context window is full.
+    ContextFull,
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::MaxNewTokens => "reached --max-new-tokens",
+            Self::EndOfText => "generated end-of-text",
+            Self::ContextFull => "reached the model's context limit",
+        })
+    }
+}
+
+/// The new tokens and why generation ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Generation {
+    /// Generated ids, the prompt excluded.
+    pub ids: Vec<u32>,
+    /// Why it stopped.
+    pub stop: StopReason,
+}
+
+/// Continues `prompt` with the model, calling `on_token` with each new id as soon as it exists.
+pub fn generate<B: Backend>(
+    model: &Gpt<B>,
+    prompt: &[u32],
+    config: &GenerateConfig,
+    mut on_token: impl FnMut(u32),
+) -> Result<Generation> {
+    let max_seq_len = model.config().max_seq_len;
+    if prompt.is_empty() {
+        return Err(ArcaneError::InvalidInput(
+            "the prompt is empty; give at least one token".into(),
+        ));
+    }
+    model.check_tokens(prompt)?;
+    if prompt.len() > max_seq_len {
+        return Err(ArcaneError::ContextTooLong {
+            what: "the prompt".into(),
+            len: prompt.len(),
+            max_seq_len,
+            hint: "shorten the prompt".into(),
+        });
+    }
+    let mut sampler = Sampler::new(config.sampling.clone())?;
+    let device = model.device();
+    let mut cache = model.new_cache();
+    let mut ids = Vec::new();
+    let mut input = prompt.to_vec();
+    if config.max_new_tokens == 0 {
+        return Ok(Generation { ids, stop: StopReason::MaxNewTokens });
+    }
+    loop {
+        let tokens = Tensor::<B, 1, Int>::from_data(
+            TensorData::new(input.iter().map(|&t| t as i64).collect(), [input.len()]),
+            &device,
+        )
+        .unsqueeze::<2>(); // [1, T]
+        let logits = model.forward_last(tokens, &mut cache); // [1, V]
+        let mut logits: Vec<f32> = logits.into_data().convert::<f32>().to_vec().expect("f32 logits");
+        if let Some(limit) = config.vocab_limit {
+            logits.truncate(limit.max(1));
+        }
+        let next = sampler.sample(&logits);
+        ids.push(next);
+        on_token(next);
+        let stop = if config.stop_tokens.contains(&next) {
+            Some(StopReason::EndOfText)
+        } else if ids.len() >= config.max_new_tokens {
+            Some(StopReason::MaxNewTokens)
+        } else if cache.remaining() == 0 {
+            Some(StopReason::ContextFull)
+        } else {
+            None
+        };
+        if let Some(stop) = stop {
+            return Ok(Generation { ids, stop });
+        }
+        input = vec![next];
+    }
+}

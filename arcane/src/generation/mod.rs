@@ -1,0 +1,7 @@
+//! Text generation on token ids: a seeded sampler and a KV-cache decoding loop.
+
+mod generator;
+mod sampler;
+
+pub use generator::{generate, GenerateConfig, Generation, StopReason};
+pub use sampler::{Sampler, SamplingConfig};

@@ -1,0 +1,31 @@
+//! # Arcane
+//!
+//! GPT-2-class language models on [Burn](https://burn.dev): a backend-generic model (exact GPT-2
+//! and a RoPE/RMSNorm/SwiGLU family), Hugging Face checkpoint import and export, KV-cache
+//! generation with temperature, top-k and nucleus sampling, and evaluation.
+//!
+//! Everything here is generic over `B: Backend`; pick a backend at the edge:
+//!
+//! ```no_run
+//! use arcane::model::ModelConfig;
+//! use burn::backend::Flex;
+//!
+//! let device = Default::default();
+//! let model = ModelConfig::tiny().init::<Flex>(&device).unwrap();
+//! let tokens = burn::tensor::Tensor::<Flex, 2, burn::tensor::Int>::zeros([1, 8], &device);
+//! let logits = model.forward(tokens); // [1, 8, 256]
+//! ```
+
+pub mod checkpoint;
+pub mod error;
+pub mod eval;
+pub mod generation;
+pub mod model;
+pub mod pretrained;
+pub mod tokenizer;
+pub mod weights;
+
+pub use checkpoint::{load_model, save_model};
+pub use error::{ArcaneError, Result};
+pub use model::{Gpt, ModelConfig};
+pub use tokenizer::Tokenizer;

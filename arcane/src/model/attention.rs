@@ -1,0 +1,101 @@
+//! Causal multi-head self-attention with grouped-query heads, optional RoPE and a KV cache.
+
+use burn::nn::Linear;
+use burn::prelude::*;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+
+use super::config::ModelConfig;
+use super::init;
+use super::kv_cache::KvCache;
+use super::rope::Rope;
+
+/// Separate q, k, v and output projections (GPT-2's fused `c_attn` is split on import), so that
+/// LoRA can target each one and grouped-query attention needs no special layout.
+#[derive(Module, Debug)]
+pub struct CausalSelfAttention<B: Backend> {
+    /// Query projection `[C, H·D]`.
+    pub q: Linear<B>,
+    /// Key projection `[C, Hkv·D]`.
+    pub k: Linear<B>,
+    /// Value projection `[C, Hkv·D]`.
+    pub v: Linear<B>,
+    /// Output projection `[H·D, C]`, a residual projection (scaled init).
+    pub o: Linear<B>,
+    /// Query heads `H`.
+    pub n_heads: usize,
+    /// Key/value heads `Hkv` (divides `H`).
+    pub n_kv_heads: usize,
+    /// Head width `D`.
+    pub head_dim: usize,
+}
+
+impl<B: Backend> CausalSelfAttention<B> {
+    /// A freshly initialised attention layer.
+    pub fn new(config: &ModelConfig, device: &B::Device) -> Self {
+        let (c, d) = (config.d_model, config.head_dim());
+        let (h, hkv) = (config.n_heads, config.kv_heads());
+        let std = config.init_std;
+        let resid_std = init::residual_std(std, config.n_layers);
+        Self {
+            q: init::linear(c, h * d, config.bias, std, device),
+            k: init::linear(c, hkv * d, config.bias, std, device),
+            v: init::linear(c, hkv * d, config.bias, std, device),
+            o: init::linear(h * d, c, config.bias, resid_std, device),
+            n_heads: h,
+            n_kv_heads: hkv,
+            head_dim: d,
+        }
+    }
+
+    /// Attends from the `T` new positions to every earlier one (cached or in `x`).
+    ///
+    /// `start` is the absolute position of `x`'s first token. With a cache, this layer's keys
+    /// and values are appended to `cache` at index `layer`; the caller advances the cache.
+    ///
+    /// # Shapes
+    /// - x: `[B, T, C]`
+    /// - output: `[B, T, C]`
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: Option<&Rope<B>>,
+        cache: Option<(&mut KvCache<B>, usize)>,
+        start: usize,
+    ) -> Tensor<B, 3> {
+        let [b, t, _] = x.dims();
+        let (h, hkv, d) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, d]).swap_dims(1, 2);
+        let mut q = heads(self.q.forward(x.clone()), h); // [B, H, T, D]
+        let mut k = heads(self.k.forward(x.clone()), hkv); // [B, Hkv, T, D]
+        let mut v = heads(self.v.forward(x), hkv);
+        if let Some(rope) = rope {
+            q = rope.apply(q, start);
+            k = rope.apply(k, start);
+        }
+        if let Some((cache, layer)) = cache {
+            (k, v) = cache.append(layer, k, v); // [B, Hkv, S, D]
+        }
+        if hkv != h {
+            // Grouped-query attention: query head j reads key/value head j / (H / Hkv), as
+            // `repeat_kv` in Hugging Face Llama.
+            let s = k.dims()[2];
+            let repeat = |y: Tensor<B, 4>| {
+                y.unsqueeze_dim::<5>(2)
+                    .expand([b, hkv, h / hkv, s, d])
+                    .reshape([b, h, s, d])
+            };
+            k = repeat(k);
+            v = repeat(v);
+        }
+        // softmax(q kᵀ / sqrt(D)) v with the causal mask aligned bottom-right, so the T new
+        // queries see all S - T cached keys plus the new ones up to themselves.
+        let options = AttentionModuleOptions {
+            is_causal: true,
+            ..Default::default()
+        };
+        let y = attention(q, k, v, None, None, options); // [B, H, T, D]
+        let y = y.swap_dims(1, 2).reshape([b, t, h * d]); // [B, T, C]
+        self.o.forward(y)
+    }
+}

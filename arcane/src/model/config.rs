@@ -1,0 +1,363 @@
+//! The one model configuration type, covering exact GPT-2 and the Arcane (Llama-style) family,
+//! plus the named presets and the arithmetic every tool needs (parameters, FLOPs, memory).
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+use crate::error::{ArcaneError, Result};
+
+/// How token positions enter the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PositionEncoding {
+    /// A learned table of `max_seq_len` position vectors added to the token embeddings (GPT-2 `wpe`).
+    Learned,
+    /// Rotary embeddings applied to queries and keys (Su et al. 2021, arXiv:2104.09864), in the
+    /// rotate-half convention of Hugging Face Llama.
+    Rope,
+}
+
+/// The normalisation layer used before attention, before the MLP and before the head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NormKind {
+    /// LayerNorm (Ba et al. 2016): `(x - mean) / sqrt(var + eps) * weight + bias`.
+    LayerNorm,
+    /// RMSNorm (Zhang & Sennrich 2019): `x / sqrt(mean(x^2) + eps) * weight`.
+    RmsNorm,
+}
+
+/// The position-wise feed-forward block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MlpKind {
+    /// `proj(gelu_tanh(fc(x)))`: GPT-2's `gelu_new`, the tanh approximation of GELU.
+    GeluTanh,
+    /// `proj(gelu(fc(x)))` with the exact (erf) GELU.
+    Gelu,
+    /// SwiGLU (Shazeer 2020, arXiv:2002.05202): `proj(silu(gate(x)) * fc(x))`, three projections.
+    Swiglu,
+}
+
+/// Architecture of a GPT-2-class decoder-only transformer.
+///
+/// Field names follow Burn; each doc gives the GPT-2 / Hugging Face name. Every field has a
+/// default (the GPT-2 124M value where one exists), so a config file may list only what differs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Vocabulary size (`vocab_size`). 50257 for the GPT-2 BPE; pad to 50304 (a multiple of 64)
+    /// when training from scratch, because matmuls are faster on round sizes.
+    pub vocab_size: usize,
+    /// Context length in tokens (`n_positions`, `block_size`, `max_position_embeddings`).
+    pub max_seq_len: usize,
+    /// Residual stream width (`n_embd`, `hidden_size`).
+    pub d_model: usize,
+    /// Number of transformer blocks (`n_layer`, `num_hidden_layers`).
+    pub n_layers: usize,
+    /// Number of query heads (`n_head`, `num_attention_heads`).
+    pub n_heads: usize,
+    /// Number of key/value heads (`num_key_value_heads`); `None` means `n_heads` (plain multi-head
+    /// attention). Fewer gives grouped-query attention (Ainslie et al. 2023).
+    pub n_kv_heads: Option<usize>,
+    /// Learned position table or RoPE.
+    pub positions: PositionEncoding,
+    /// RoPE base frequency θ (`rope_theta`); unused with learned positions.
+    pub rope_theta: f64,
+    /// LayerNorm or RMSNorm.
+    pub norm: NormKind,
+    /// Epsilon of every norm (`layer_norm_epsilon`, `rms_norm_eps`).
+    pub norm_eps: f64,
+    /// Whether LayerNorm has a bias (ignored by RMSNorm, which never has one).
+    pub norm_bias: bool,
+    /// The feed-forward block.
+    pub mlp: MlpKind,
+    /// Hidden width of the MLP (`n_inner`, `intermediate_size`); `None` means `4 * d_model`.
+    pub mlp_hidden: Option<usize>,
+    /// Whether the attention and MLP projections have biases (GPT-2: yes; Llama: no).
+    pub bias: bool,
+    /// Whether the output head shares the token embedding matrix (`tie_word_embeddings`).
+    pub tie_embeddings: bool,
+    /// Dropout probability on embeddings and on each residual branch (`resid_pdrop`,
+    /// `embd_pdrop`). Attention probabilities are not dropped: the fused attention kernel has no
+    /// dropout. 0 for pre-training at this scale, as in build-nanogpt.
+    pub dropout: f64,
+    /// Standard deviation of the normal initialisation of weight matrices (GPT-2: 0.02).
+    pub init_std: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self::gpt2_124m()
+    }
+}
+
+impl burn::config::Config for ModelConfig {}
+
+/// The names accepted by [`ModelConfig::preset`].
+pub const PRESETS: [&str; 5] = ["tiny", "gpt2-124m", "arcane-124m", "arcane-355m", "arcane-1.3b"];
+
+impl ModelConfig {
+    /// A tiny GPT-2-style model for tests: 2 layers, width 64, byte-sized vocabulary.
+    pub fn tiny() -> Self {
+        Self {
+            vocab_size: 256,
+            max_seq_len: 64,
+            d_model: 64,
+            n_layers: 2,
+            n_heads: 4,
+            ..Self::gpt2_124m()
+        }
+    }
+
+    /// Exact GPT-2 small (124M): learned positions, LayerNorm, GELU (tanh), biases, tied head.
+    pub fn gpt2_124m() -> Self {
+        Self {
+            vocab_size: 50257,
+            max_seq_len: 1024,
+            d_model: 768,
+            n_layers: 12,
+            n_heads: 12,
+            n_kv_heads: None,
+            positions: PositionEncoding::Learned,
+            rope_theta: 10_000.0,
+            norm: NormKind::LayerNorm,
+            norm_eps: 1e-5,
+            norm_bias: true,
+            mlp: MlpKind::GeluTanh,
+            mlp_hidden: None,
+            bias: true,
+            tie_embeddings: true,
+            dropout: 0.0,
+            init_std: 0.02,
+        }
+    }
+
+    /// The Arcane family shape: RoPE, RMSNorm, SwiGLU, no biases, tied head, padded vocabulary.
+    /// The SwiGLU width is about `8/3 * d_model` (rounded to a multiple of 64), which keeps the
+    /// MLP's parameter count equal to GPT-2's `4 * d_model` GELU MLP.
+    fn arcane(d_model: usize, n_layers: usize, n_heads: usize, mlp_hidden: usize) -> Self {
+        Self {
+            vocab_size: 50304,
+            max_seq_len: 1024,
+            d_model,
+            n_layers,
+            n_heads,
+            n_kv_heads: None,
+            positions: PositionEncoding::Rope,
+            rope_theta: 10_000.0,
+            norm: NormKind::RmsNorm,
+            norm_eps: 1e-5,
+            norm_bias: false,
+            mlp: MlpKind::Swiglu,
+            mlp_hidden: Some(mlp_hidden),
+            bias: false,
+            tie_embeddings: true,
+            dropout: 0.0,
+            init_std: 0.02,
+        }
+    }
+
+    /// Arcane 124M: GPT-2 small's shape with the modern components.
+    pub fn arcane_124m() -> Self {
+        Self::arcane(768, 12, 12, 2048)
+    }
+
+    /// Arcane 355M: GPT-2 medium's shape (24 layers, width 1024, 16 heads).
+    pub fn arcane_355m() -> Self {
+        Self::arcane(1024, 24, 16, 2752)
+    }
+
+    /// Arcane 1.3B: GPT-3 XL's shape (24 layers, width 2048, 16 heads of 128).
+    pub fn arcane_1_3b() -> Self {
+        Self::arcane(2048, 24, 16, 5504)
+    }
+
+    /// Looks up a preset by name (see [`PRESETS`]).
+    pub fn preset(name: &str) -> Option<Self> {
+        match name {
+            "tiny" => Some(Self::tiny()),
+            "gpt2-124m" => Some(Self::gpt2_124m()),
+            "arcane-124m" => Some(Self::arcane_124m()),
+            "arcane-355m" => Some(Self::arcane_355m()),
+            "arcane-1.3b" => Some(Self::arcane_1_3b()),
+            _ => None,
+        }
+    }
+
+    /// Reads a model config from a JSON file and validates it.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| ArcaneError::io(path, e))?;
+        let config: Self = serde_json::from_str(&text).map_err(|e| {
+            ArcaneError::format(
+                path,
+                format!("not a valid Arcane model config: {e} (see configs/ for examples)"),
+            )
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks that the dimensions fit together; every constructor of a model calls this.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |msg: String| Err(ArcaneError::InvalidConfig(msg));
+        for (name, value) in [
+            ("vocab_size", self.vocab_size),
+            ("max_seq_len", self.max_seq_len),
+            ("d_model", self.d_model),
+            ("n_layers", self.n_layers),
+            ("n_heads", self.n_heads),
+            ("n_kv_heads", self.kv_heads()),
+            ("mlp_hidden", self.hidden_size()),
+        ] {
+            if value == 0 {
+                return fail(format!("{name} must be at least 1"));
+            }
+        }
+        if self.d_model % self.n_heads != 0 {
+            return fail(format!(
+                "d_model ({}) must be divisible by n_heads ({})",
+                self.d_model, self.n_heads
+            ));
+        }
+        if self.n_heads % self.kv_heads() != 0 {
+            return fail(format!(
+                "n_heads ({}) must be a multiple of n_kv_heads ({})",
+                self.n_heads,
+                self.kv_heads()
+            ));
+        }
+        if self.positions == PositionEncoding::Rope && self.head_dim() % 2 != 0 {
+            return fail(format!(
+                "RoPE needs an even head dimension, got d_model / n_heads = {}",
+                self.head_dim()
+            ));
+        }
+        if !(self.rope_theta > 0.0) {
+            return fail(format!("rope_theta must be positive, got {}", self.rope_theta));
+        }
+        if !(self.norm_eps > 0.0) {
+            return fail(format!("norm_eps must be positive, got {}", self.norm_eps));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return fail(format!("dropout must be in [0, 1), got {}", self.dropout));
+        }
+        if !(self.init_std > 0.0) {
+            return fail(format!("init_std must be positive, got {}", self.init_std));
+        }
+        Ok(())
+    }
+
+    /// Number of key/value heads (`n_kv_heads`, or `n_heads` when unset).
+    pub fn kv_heads(&self) -> usize {
+        self.n_kv_heads.unwrap_or(self.n_heads)
+    }
+
+    /// Width of one attention head, `D = d_model / n_heads`.
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads
+    }
+
+    /// Hidden width of the MLP.
+    pub fn hidden_size(&self) -> usize {
+        self.mlp_hidden.unwrap_or(4 * self.d_model)
+    }
+
+    /// Exact number of parameters of the model this config builds.
+    pub fn num_params(&self) -> usize {
+        let (d, h, v) = (self.d_model, self.hidden_size(), self.vocab_size);
+        let kv = self.kv_heads() * self.head_dim();
+        let bias = usize::from(self.bias);
+        let norm = match self.norm {
+            NormKind::LayerNorm if self.norm_bias => 2 * d,
+            _ => d,
+        };
+        let attn = d * d + 2 * d * kv + d * d + bias * (d + 2 * kv + d);
+        let mlp = match self.mlp {
+            MlpKind::Swiglu => 3 * d * h + bias * (2 * h + d),
+            MlpKind::Gelu | MlpKind::GeluTanh => 2 * d * h + bias * (h + d),
+        };
+        let block = 2 * norm + attn + mlp;
+        let wpe = self.position_params();
+        let head = if self.tie_embeddings { 0 } else { v * d };
+        v * d + wpe + self.n_layers * block + norm + head
+    }
+
+    /// Parameters of the learned position table (0 with RoPE).
+    pub fn position_params(&self) -> usize {
+        match self.positions {
+            PositionEncoding::Learned => self.max_seq_len * self.d_model,
+            PositionEncoding::Rope => 0,
+        }
+    }
+
+    /// Training FLOPs per token at context `seq_len`: `6N + 12·L·d·T` (Kaplan et al. 2020,
+    /// PaLM appendix B), where N counts the parameters that take part in matmuls: all of them
+    /// except the learned position table (a lookup, like the token embedding, which is counted
+    /// once because it is also the output head when tied).
+    pub fn flops_per_token(&self, seq_len: usize) -> f64 {
+        let n = (self.num_params() - self.position_params()) as f64;
+        6.0 * n + 12.0 * (self.n_layers * self.d_model * seq_len) as f64
+    }
+
+    /// Forward-only FLOPs per token at context `seq_len`: a third of [`Self::flops_per_token`].
+    pub fn forward_flops_per_token(&self, seq_len: usize) -> f64 {
+        self.flops_per_token(seq_len) / 3.0
+    }
+
+    /// Bytes of one token's keys and values across all layers (f32), the KV cache's growth rate.
+    pub fn kv_cache_bytes_per_token(&self) -> usize {
+        2 * self.n_layers * self.kv_heads() * self.head_dim() * 4
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preset_parameter_counts_match_their_names() {
+        // GPT-2 small has 124,439,808 parameters with its tied head (the HF model card's 124M).
+        assert_eq!(ModelConfig::gpt2_124m().num_params(), 124_439_808);
+        for (name, target) in [
+            ("arcane-124m", 124e6),
+            ("arcane-355m", 355e6),
+            ("arcane-1.3b", 1.3e9),
+        ] {
+            let n = ModelConfig::preset(name).unwrap().num_params() as f64;
+            assert!(
+                (n / target - 1.0).abs() < 0.05,
+                "{name} has {n} parameters, more than 5% from {target}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_preset_validates_and_round_trips_through_json() {
+        for name in PRESETS {
+            let config = ModelConfig::preset(name).unwrap();
+            config.validate().unwrap();
+            let json = serde_json::to_string(&config).unwrap();
+            assert_eq!(serde_json::from_str::<ModelConfig>(&json).unwrap(), config);
+        }
+    }
+
+    #[test]
+    fn config_files_may_omit_defaults_but_not_misspell_fields() {
+        let c: ModelConfig = serde_json::from_str(r#"{"n_layers": 2}"#).unwrap();
+        assert_eq!(c.n_layers, 2);
+        assert_eq!(c.d_model, 768);
+        assert!(serde_json::from_str::<ModelConfig>(r#"{"n_layer": 2}"#).is_err());
+    }
+
+    #[test]
+    fn inconsistent_dimensions_are_rejected_with_a_reason() {
+        let mut c = ModelConfig::tiny();
+        c.n_heads = 5;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("divisible by n_heads"), "{err}");
+        let mut c = ModelConfig::tiny();
+        c.n_kv_heads = Some(3);
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,171 @@
+//! The whole language model: embeddings, a stack of blocks, a final norm and the output head.
+
+use burn::nn::{Dropout, DropoutConfig, Embedding, Linear};
+use burn::prelude::*;
+use burn::tensor::module::linear;
+
+use super::block::Block;
+use super::config::{ModelConfig, PositionEncoding};
+use super::init;
+use super::kv_cache::KvCache;
+use super::norm::Norm;
+use super::rope::Rope;
+use crate::error::{ArcaneError, Result};
+
+/// A GPT-2-class decoder-only transformer, generic over the Burn backend.
+///
+/// Build one with [`ModelConfig::init`], load one with [`crate::checkpoint::load_model`].
+#[derive(Module, Debug)]
+pub struct Gpt<B: Backend> {
+    /// Token embedding `[V, C]` (`wte`, `embed_tokens`); also the head when tied.
+    pub wte: Embedding<B>,
+    /// Learned positions `[max_seq_len, C]` (`wpe`), when `positions = learned`.
+    pub wpe: Option<Embedding<B>>,
+    /// RoPE tables, when `positions = rope` (constants, not parameters).
+    pub rope: Option<Rope<B>>,
+    /// The transformer blocks.
+    pub blocks: Vec<Block<B>>,
+    /// Final norm (`ln_f`, `norm`).
+    pub ln_f: Norm<B>,
+    /// Output head `[C, V]` when the embeddings are not tied.
+    pub lm_head: Option<Linear<B>>,
+    /// Dropout on the embeddings (`embd_pdrop`).
+    pub dropout: Dropout,
+    /// The configuration this model was built from.
+    #[module(skip)]
+    pub config: ModelConfig,
+}
+
+impl ModelConfig {
+    /// Builds a model with GPT-2's initialisation (see [`super::init`]); parameters are
+    /// materialised lazily, on first use, from the backend's seeded RNG.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<Gpt<B>> {
+        self.validate()?;
+        let (c, v, std) = (self.d_model, self.vocab_size, self.init_std);
+        Ok(Gpt {
+            wte: init::embedding(v, c, std, device),
+            wpe: (self.positions == PositionEncoding::Learned)
+                .then(|| init::embedding(self.max_seq_len, c, std, device)),
+            rope: (self.positions == PositionEncoding::Rope)
+                .then(|| Rope::new(self.max_seq_len, self.head_dim(), self.rope_theta, device)),
+            blocks: (0..self.n_layers).map(|_| Block::new(self, device)).collect(),
+            ln_f: Norm::new(self.norm, c, self.norm_eps, self.norm_bias, device),
+            lm_head: (!self.tie_embeddings).then(|| init::linear(c, v, false, std, device)),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            config: self.clone(),
+        })
+    }
+}
+
+impl<B: Backend> Gpt<B> {
+    /// The configuration of this model.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> B::Device {
+        self.wte.weight.lazy_device()
+    }
+
+    /// An empty KV cache sized for this model.
+    pub fn new_cache(&self) -> KvCache<B> {
+        KvCache::new(self.config.n_layers, self.config.max_seq_len)
+    }
+
+    /// Checks that every id fits the vocabulary; call it on untrusted input before a forward,
+    /// which would otherwise read out of bounds.
+    pub fn check_tokens(&self, ids: &[u32]) -> Result<()> {
+        let vocab_size = self.config.vocab_size;
+        match ids.iter().position(|&id| id as usize >= vocab_size) {
+            Some(position) => Err(ArcaneError::TokenOutOfRange {
+                id: ids[position],
+                position,
+                vocab_size,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Next-token logits for every position of a batch of sequences (no cache).
+    ///
+    /// # Shapes
+    /// - tokens: `[B, T]` with `T <= max_seq_len`
+    /// - output: `[B, T, V]`
+    pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let hidden = self.forward_hidden(tokens, None);
+        self.head(hidden)
+    }
+
+    /// Logits for the `T` new tokens, reading and extending `cache`, which holds the positions
+    /// before them. Equal to [`Self::forward`] on the whole sequence, position by position.
+    ///
+    /// # Shapes
+    /// - tokens: `[B, T]`
+    /// - output: `[B, T, V]`
+    pub fn forward_cached(&self, tokens: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
+        let hidden = self.forward_hidden(tokens, Some(cache));
+        self.head(hidden)
+    }
+
+    /// Like [`Self::forward_cached`] but returns only the last position's logits, which is all
+    /// that sampling needs (it skips `T - 1` rows of the `[C, V]` head matmul).
+    ///
+    /// # Shapes
+    /// - tokens: `[B, T]`
+    /// - output: `[B, V]`
+    pub fn forward_last(&self, tokens: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> Tensor<B, 2> {
+        let hidden = self.forward_hidden(tokens, Some(cache));
+        let [b, t, _] = hidden.dims();
+        let last = hidden.narrow(1, t - 1, 1); // [B, 1, C]
+        self.head(last).reshape([b, self.config.vocab_size])
+    }
+
+    /// The final hidden states, after the last norm, before the head.
+    ///
+    /// # Shapes
+    /// - tokens: `[B, T]`
+    /// - output: `[B, T, C]`
+    pub fn forward_hidden(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        mut cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
+        let [_, t] = tokens.dims();
+        let start = cache.as_ref().map_or(0, |c| c.len());
+        assert!(
+            start + t <= self.config.max_seq_len,
+            "sequence of {} positions exceeds the context of {}",
+            start + t,
+            self.config.max_seq_len
+        );
+        let device = tokens.device();
+        let mut x = self.wte.forward(tokens); // [B, T, C]
+        if let Some(wpe) = &self.wpe {
+            let positions = Tensor::arange(start as i64..(start + t) as i64, &device);
+            x = x + wpe.forward(positions.unsqueeze::<2>()); // [1, T, C] broadcast
+        }
+        x = self.dropout.forward(x);
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| (c, layer));
+            x = block.forward(x, self.rope.as_ref(), layer_cache, start);
+        }
+        if let Some(cache) = cache {
+            cache.advance(t);
+        }
+        self.ln_f.forward(x)
+    }
+
+    /// Projects hidden states onto the vocabulary: `h · Wteᵀ` when tied, else `lm_head(h)`.
+    ///
+    /// # Shapes
+    /// - hidden: `[B, T, C]`
+    /// - output: `[B, T, V]`
+    pub fn head(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => linear(hidden, self.wte.weight.val().transpose(), None),
+        }
+    }
+}
+

@@ -1,0 +1,53 @@
+//! The position-wise feed-forward block: GELU (GPT-2) or SwiGLU (Llama).
+
+use burn::nn::Linear;
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, gelu_approximate, silu};
+
+use super::config::{MlpKind, ModelConfig};
+use super::init;
+
+/// `proj(act(fc(x)))`, or `proj(silu(gate(x)) · fc(x))` when `gate` is present.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    /// Up projection `[C, F]` (GPT-2 `c_fc`, Llama `up_proj`).
+    pub fc: Linear<B>,
+    /// Gate projection `[C, F]` of SwiGLU (Llama `gate_proj`); absent for GELU.
+    pub gate: Option<Linear<B>>,
+    /// Down projection `[F, C]` (GPT-2 `c_proj`, Llama `down_proj`), a residual projection.
+    pub proj: Linear<B>,
+    /// Exact (erf) GELU instead of the tanh approximation; unused by SwiGLU.
+    pub exact_gelu: bool,
+}
+
+impl<B: Backend> Mlp<B> {
+    /// A freshly initialised MLP.
+    pub fn new(config: &ModelConfig, device: &B::Device) -> Self {
+        let (c, f, std) = (config.d_model, config.hidden_size(), config.init_std);
+        let swiglu = config.mlp == MlpKind::Swiglu;
+        Self {
+            fc: init::linear(c, f, config.bias, std, device),
+            gate: swiglu.then(|| init::linear(c, f, config.bias, std, device)),
+            proj: init::linear(
+                f,
+                c,
+                config.bias,
+                init::residual_std(std, config.n_layers),
+                device,
+            ),
+            exact_gelu: config.mlp == MlpKind::Gelu,
+        }
+    }
+
+    /// # Shapes
+    /// - x: `[B, T, C]`
+    /// - output: `[B, T, C]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let hidden = match &self.gate {
+            Some(gate) => silu(gate.forward(x.clone())) * self.fc.forward(x), // [B, T, F]
+            None if self.exact_gelu => gelu(self.fc.forward(x)),
+            None => gelu_approximate(self.fc.forward(x)),
+        };
+        self.proj.forward(hidden)
+    }
+}

@@ -1,0 +1,33 @@
+//! The transformer: pure architecture, no training or sampling logic.
+//!
+//! Shape letters used in every `# Shapes` doc and shape comment (as in llm.c):
+//!
+//! | letter | meaning |
+//! |---|---|
+//! | `B` | batch size |
+//! | `T` | sequence length of the current input (new tokens only when decoding with a cache) |
+//! | `S` | keys/values seen so far, cache included (`S = past + T`) |
+//! | `C` | model width, `d_model` |
+//! | `H` | query heads; `Hkv` key/value heads |
+//! | `D` | head width, `C / H` |
+//! | `F` | MLP hidden width |
+//! | `V` | vocabulary size |
+
+mod attention;
+mod block;
+mod config;
+mod gpt;
+mod init;
+mod kv_cache;
+mod mlp;
+mod norm;
+mod rope;
+
+pub use attention::CausalSelfAttention;
+pub use block::Block;
+pub use config::{MlpKind, ModelConfig, NormKind, PositionEncoding, PRESETS};
+pub use gpt::Gpt;
+pub use kv_cache::{KvCache, LayerCache};
+pub use mlp::Mlp;
+pub use norm::Norm;
+pub use rope::Rope;

@@ -1,0 +1,68 @@
+//! Rotary position embedding (RoFormer, Su et al. 2021, arXiv:2104.09864) in the *rotate-half*
+//! convention of Hugging Face Llama: dimension `i` is paired with `i + D/2`, not with its
+//! neighbour. Burn's `RotaryEncoding` pairs neighbours `(2i, 2i+1)`, which would need the q/k
+//! projection rows permuted on every import; implementing rotate-half keeps weights as they are.
+
+use burn::prelude::*;
+
+/// Precomputed cos/sin tables for positions `0..max_seq_len`. Not a parameter.
+#[derive(Module, Debug)]
+pub struct Rope<B: Backend> {
+    /// `cos(p · θ_i)` as `[max_seq_len, D]`, the `D/2` frequencies repeated twice.
+    cos: Tensor<B, 2>,
+    /// `sin(p · θ_i)` with the first half negated, `[max_seq_len, D]`, so that
+    /// `rotate_half(x) · sin == swap_halves(x) · sin_signed`.
+    sin_signed: Tensor<B, 2>,
+}
+
+impl<B: Backend> Rope<B> {
+    /// Tables for a head width `head_dim` (even) and base `theta`.
+    pub fn new(max_seq_len: usize, head_dim: usize, theta: f64, device: &B::Device) -> Self {
+        assert!(head_dim % 2 == 0, "RoPE needs an even head dimension");
+        let half = head_dim / 2;
+        let mut cos = Vec::with_capacity(max_seq_len * head_dim);
+        let mut sin = Vec::with_capacity(max_seq_len * head_dim);
+        for p in 0..max_seq_len {
+            // θ_i = theta^(-2i/D); angles in f64 so long contexts keep their precision.
+            let angles: Vec<f64> = (0..half)
+                .map(|i| p as f64 * theta.powf(-((2 * i) as f64) / head_dim as f64))
+                .collect();
+            for half_index in 0..2 {
+                for a in &angles {
+                    cos.push(a.cos() as f32);
+                    let s = a.sin() as f32;
+                    sin.push(if half_index == 0 { -s } else { s });
+                }
+            }
+        }
+        let shape = [max_seq_len, head_dim];
+        Self {
+            cos: Tensor::from_data(TensorData::new(cos, shape), device),
+            sin_signed: Tensor::from_data(TensorData::new(sin, shape), device),
+        }
+    }
+
+    /// Rotates `x` as if its first position were `start`.
+    ///
+    /// `out = x · cos + rotate_half(x) · sin` with `rotate_half([a, b]) = [-b, a]`.
+    ///
+    /// # Shapes
+    /// - x: `[B, H, T, D]`
+    /// - output: `[B, H, T, D]`
+    pub fn apply(&self, x: Tensor<B, 4>, start: usize) -> Tensor<B, 4> {
+        let [_, _, t, d] = x.dims();
+        let max = self.cos.dims()[0];
+        assert!(
+            start + t <= max,
+            "RoPE table covers {max} positions, asked for {}",
+            start + t
+        );
+        let cos = self.cos.clone().narrow(0, start, t).unsqueeze::<4>(); // [1, 1, T, D]
+        let sin = self.sin_signed.clone().narrow(0, start, t).unsqueeze::<4>();
+        let half = d / 2;
+        let x1 = x.clone().narrow(3, 0, half);
+        let x2 = x.clone().narrow(3, half, half);
+        let swapped = Tensor::cat(vec![x2, x1], 3);
+        x * cos + swapped * sin
+    }
+}

@@ -1,0 +1,50 @@
+//! Shared helpers of the integration tests: the CPU backend, fixtures and comparisons.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use burn::prelude::*;
+use serde_json::Value;
+
+/// The backend every CPU test runs on.
+pub type TestBackend = burn::backend::Flex;
+/// Its autodiff wrapper.
+pub type TestAutodiff = burn::backend::Autodiff<TestBackend>;
+
+/// A file or folder under `tests/fixtures`.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// `tests/fixtures/reference.json`, written by `scripts/make_reference.py` from transformers.
+pub fn reference() -> Value {
+    let text = std::fs::read_to_string(fixture("reference.json")).expect("reference.json");
+    serde_json::from_str(&text).expect("valid reference.json")
+}
+
+/// A JSON array of numbers as f32.
+pub fn floats(v: &Value) -> Vec<f32> {
+    v.as_array().expect("array").iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+/// A JSON array of integers as u32.
+pub fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().expect("array").iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+/// `[1, T]` token tensor.
+pub fn tokens<B: Backend>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> {
+    let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+    Tensor::<B, 1, Int>::from_data(TensorData::new(data, [ids.len()]), device).unsqueeze()
+}
+
+/// A tensor's values on the host.
+pub fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec().unwrap()
+}
+
+/// Largest absolute difference between two equally long slices.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}

@@ -1,0 +1,152 @@
+//! Parity with Hugging Face transformers: logits, cached decoding and greedy continuations of
+//! tiny random GPT-2 and Llama checkpoints (see `scripts/make_reference.py`).
+
+mod common;
+
+use arcane::generation::{generate, GenerateConfig, SamplingConfig, StopReason};
+use arcane::{load_model, Gpt};
+use common::*;
+use serde_json::Value;
+
+const TOL: f32 = 1e-4;
+
+fn load(name: &str) -> Gpt<TestBackend> {
+    load_model::<TestBackend>(&fixture(name), &Default::default()).expect("fixture loads")
+}
+
+/// Compares our logits with one reference record (all columns, or every `column_stride`-th).
+fn check_logits(model: &Gpt<TestBackend>, record: &Value) {
+    let seq = ids(&record["tokens"]);
+    let v = model.config().vocab_size;
+    let logits = values(model.forward(tokens(&seq, &model.device()))); // [T * V]
+    let stride = record["column_stride"].as_u64().unwrap_or(1) as usize;
+    let ours: Vec<f32> = logits
+        .chunks(v)
+        .flat_map(|row| row.iter().step_by(stride).copied().collect::<Vec<_>>())
+        .collect();
+    let diff = max_abs_diff(&ours, &floats(&record["logits"]));
+    assert!(diff < TOL, "logits differ from transformers by {diff}");
+    for (t, row) in logits.chunks(v).enumerate() {
+        // log-sum-exp over the whole row (in f64: 50257 terms), which every column influences.
+        let max = row.iter().copied().fold(f32::MIN, f32::max) as f64;
+        let lse = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+        let expected = floats(&record["logsumexp"])[t] as f64;
+        assert!((lse - expected).abs() < TOL as f64, "logsumexp at {t}: {lse} vs {expected}");
+        assert_eq!(arcane::generation::Sampler::new(SamplingConfig::greedy()).unwrap().sample(row), ids(&record["argmax"])[t]);
+    }
+}
+
+#[test]
+fn gpt2_logits_match_transformers() {
+    let model = load("gpt2");
+    for record in reference()["gpt2"]["logits"].as_array().unwrap() {
+        check_logits(&model, record);
+    }
+}
+
+#[test]
+fn llama_logits_match_transformers() {
+    let model = load("llama");
+    assert_eq!(model.config().kv_heads(), 2, "the fixture exercises grouped-query attention");
+    for record in reference()["llama"]["logits"].as_array().unwrap() {
+        check_logits(&model, record);
+    }
+}
+
+/// Decoding one token at a time through the KV cache gives the full forward's logits.
+fn check_cached_decoding(model: &Gpt<TestBackend>, seq: &[u32]) {
+    let device = model.device();
+    let full = values(model.forward(tokens(seq, &device)));
+    let mut cache = model.new_cache();
+    let mut stepped = Vec::new();
+    // A 3-token prefill, then single tokens: both paths of the cache.
+    stepped.extend(values(model.forward_cached(tokens(&seq[..3], &device), &mut cache)));
+    for &id in &seq[3..] {
+        stepped.extend(values(model.forward_cached(tokens(&[id], &device), &mut cache)));
+    }
+    assert_eq!(cache.len(), seq.len());
+    let diff = max_abs_diff(&full, &stepped);
+    assert!(diff < 1e-5, "cached decoding differs from the full forward by {diff}");
+}
+
+#[test]
+fn cached_decoding_matches_full_forward() {
+    let r = reference();
+    check_cached_decoding(&load("gpt2"), &ids(&r["gpt2"]["logits"][1]["tokens"]));
+    check_cached_decoding(&load("llama"), &ids(&r["llama"]["logits"][0]["tokens"]));
+}
+
+fn check_greedy(name: &str, eos: u32) {
+    let model = load(name);
+    let greedy = &reference()[name]["greedy"];
+    let expected = ids(&greedy["ids"]);
+    let config = GenerateConfig {
+        max_new_tokens: expected.len(),
+        sampling: SamplingConfig::greedy(),
+        stop_tokens: vec![eos],
+        vocab_limit: None,
+    };
+    let mut streamed = Vec::new();
+    let out = generate(&model, &ids(&greedy["prompt"]), &config, |id| streamed.push(id)).unwrap();
+    assert_eq!(out.ids, expected, "{name}: greedy continuation differs from transformers");
+    assert_eq!(streamed, expected);
+    assert_eq!(out.stop, StopReason::MaxNewTokens);
+}
+
+#[test]
+fn greedy_continuation_matches_transformers() {
+    check_greedy("gpt2", 50256);
+    check_greedy("llama", 2);
+}
+
+#[test]
+fn generation_stops_at_the_context_limit() {
+    let model = load("llama"); // context 64
+    let prompt: Vec<u32> = (0..60).collect();
+    let config = GenerateConfig {
+        max_new_tokens: 100,
+        sampling: SamplingConfig::greedy(),
+        stop_tokens: vec![],
+        vocab_limit: None,
+    };
+    let out = generate(&model, &prompt, &config, |_| {}).unwrap();
+    assert_eq!(out.stop, StopReason::ContextFull);
+    assert_eq!(out.ids.len(), 5, "60 prompt tokens + 4 fed back fill 64 positions, the 5th is sampled last");
+}
+
+#[test]
+fn bad_prompts_are_errors_not_panics() {
+    let model = load("llama");
+    let config = GenerateConfig::default();
+    assert!(generate(&model, &[], &config, |_| {}).is_err());
+    let err = generate(&model, &[5, 512], &config, |_| {}).unwrap_err().to_string();
+    assert!(err.contains("out of range"), "{err}");
+    let long: Vec<u32> = vec![1; 65];
+    let err = generate(&model, &long, &config, |_| {}).unwrap_err().to_string();
+    assert!(err.contains("shorten the prompt"), "{err}");
+}
+
+#[test]
+fn windowed_loss_matches_transformers() {
+    let model = load("gpt2");
+    let r = reference();
+    let text = std::fs::read_to_string(fixture("eval.txt")).unwrap();
+    let ids = arcane::Tokenizer::gpt2().encode(&text);
+    assert_eq!(ids, common::ids(&r["tokenizer"][text.as_str()]), "tiktoken-rs agrees with HF's GPT-2 tokenizer");
+    for key in ["eval", "eval_window_16"] {
+        let expected = &r["gpt2"][key];
+        let window = expected["window"].as_u64().unwrap() as usize;
+        let report = arcane::eval::token_loss(&model, &ids, window, 3, |_, _| {}).unwrap();
+        assert_eq!(report.tokens as u64, expected["tokens"].as_u64().unwrap());
+        let diff = (report.loss - expected["loss"].as_f64().unwrap()).abs();
+        assert!(diff < 1e-4, "{key}: loss {} vs transformers {}", report.loss, expected["loss"]);
+    }
+}
+
+#[test]
+fn tokenizer_matches_hf_gpt2_tokenizer() {
+    let tok = arcane::Tokenizer::gpt2();
+    for (text, expected) in reference()["tokenizer"].as_object().unwrap() {
+        assert_eq!(tok.encode(text), ids(expected), "{text:?}");
+    }
+}

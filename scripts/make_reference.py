@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Writes the reference fixtures that Arcane's parity tests compare against.
+
+Not run by CI (CI has no Python). Run it by hand after changing what it produces:
+
+    pip install torch transformers safetensors
+    python3 scripts/make_reference.py --tokenizer-dir ~/.cargo/registry/src/*/tiktoken-rs-0.12.1/assets
+
+It builds two tiny random Hugging Face checkpoints with `transformers` on the CPU, in float32:
+
+* `gpt2/`  GPT2LMHeadModel with the full GPT-2 vocabulary (50257) so that real text can be
+  tokenized, but width 8, briefly trained on `eval.txt` so that its greedy continuation and loss
+  are not those of a uniform guess, and stored as float16 to stay small (the float16 values are
+  what both sides compute with, in float32);
+* `llama/` LlamaForCausalLM with a 512-token vocabulary, grouped-query attention (4 query heads,
+  2 key/value heads), untied head and a non-default RoPE theta, stored as float32;
+
+and `reference.json` with, for each model: token sequences and transformers' logits for them
+(all of them for Llama; for GPT-2's 50257 columns, every 251st column, each row's log-sum-exp and
+argmax, to keep the file small), a greedy continuation, and the mean next-token loss over
+`eval.txt` with the windowing of `arcane-cli eval loss`.
+"""
+
+import argparse
+import json
+import math
+import pathlib
+import shutil
+import tempfile
+
+import torch
+from transformers import (GPT2Config, GPT2LMHeadModel, GPT2Tokenizer, LlamaConfig,
+                          LlamaForCausalLM)
+
+FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "arcane" / "tests" / "fixtures"
+COLUMN_STRIDE = 251
+GREEDY_NEW_TOKENS = 12
+
+EVAL_TEXT = (
+    "Call me Ishmael. Some years ago, never mind how long precisely, having little or no money "
+    "in my purse, and nothing particular to interest me on shore, I thought I would sail about a "
+    "little and see the watery part of the world. It is a way I have of driving off the spleen, "
+    "and regulating the circulation. Whenever I find myself growing grim about the mouth; whenever "
+    "it is a damp, drizzly November in my soul; whenever I find myself involuntarily pausing before "
+    "coffin warehouses, and bringing up the rear of every funeral I meet; then, I account it high "
+    "time to get to sea as soon as I can.\n"
+)
+
+
+def window_loss(model, ids, window):
+    """Mean next-token cross-entropy with windows of `window` tokens, each starting with the
+    last token of the previous one, so that every token after the first is predicted once."""
+    total, count, start = 0.0, 0, 0
+    while start + 1 < len(ids):
+        chunk = ids[start:start + window]
+        x = torch.tensor([chunk[:-1]])
+        y = torch.tensor([chunk[1:]])
+        with torch.no_grad():
+            logits = model(x).logits.float()
+        loss = torch.nn.functional.cross_entropy(logits[0], y[0], reduction="sum")
+        total += loss.item()
+        count += len(chunk) - 1
+        start += window - 1
+    return total / count, count
+
+
+def short(values):
+    """Seven significant digits: far below the tests' 1e-4 tolerance, half the file size."""
+    return [float(f"{v:.7g}") for v in values]
+
+
+def train_briefly(model, ids, steps, window):
+    """A few AdamW steps on random windows of `ids`, so the model has something to say."""
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-2, weight_decay=0.0)
+    g = torch.Generator().manual_seed(3)
+    model.train()
+    for _ in range(steps):
+        starts = torch.randint(0, len(ids) - window, (4,), generator=g).tolist()
+        x = torch.tensor([ids[s:s + window] for s in starts])
+        y = torch.tensor([ids[s + 1:s + window + 1] for s in starts])
+        loss = torch.nn.functional.cross_entropy(model(x).logits.flatten(0, 1), y.flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    return loss.item()
+
+
+def logits_record(model, sequences, full):
+    out = []
+    for seq in sequences:
+        with torch.no_grad():
+            logits = model(torch.tensor([seq])).logits[0].float()  # [T, V]
+        rec = {
+            "tokens": seq,
+            "argmax": logits.argmax(-1).tolist(),
+            "logsumexp": short(torch.logsumexp(logits, -1).tolist()),
+        }
+        if full:
+            rec["logits"] = short(logits.flatten().tolist())
+        else:
+            rec["column_stride"] = COLUMN_STRIDE
+            rec["logits"] = short(logits[:, ::COLUMN_STRIDE].flatten().tolist())
+        out.append(rec)
+    return out
+
+
+def greedy(model, prompt, eos):
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=GREEDY_NEW_TOKENS,
+                             do_sample=False, eos_token_id=eos, pad_token_id=eos)
+    return {"prompt": prompt, "ids": out[0, len(prompt):].tolist()}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tokenizer-dir", required=True,
+                    help="folder with GPT-2's encoder.json and vocab.bpe (tiktoken-rs assets)")
+    args = ap.parse_args()
+    tok_dir = pathlib.Path(args.tokenizer_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        # GPT-2's own vocab.json / merges.txt, under the names that transformers expects.
+        shutil.copy(tok_dir / "encoder.json", pathlib.Path(tmp) / "vocab.json")
+        shutil.copy(tok_dir / "vocab.bpe", pathlib.Path(tmp) / "merges.txt")
+        tokenizer = GPT2Tokenizer.from_pretrained(tmp)
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    (FIXTURES / "eval.txt").write_text(EVAL_TEXT)
+    eval_ids = tokenizer(EVAL_TEXT)["input_ids"]
+    reference = {
+        "tokenizer": {
+            text: tokenizer(text)["input_ids"]
+            for text in ["Hello world", "hello world", " The quick brown fox.", "naïve café 😀", EVAL_TEXT]
+        }
+    }
+
+    # GPT-2: full vocabulary, tiny width, float16 weights.
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=50257, n_positions=64, n_embd=8, n_layer=2, n_head=2,
+                     activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0,
+                     attn_pdrop=0.0, initializer_range=0.2, layer_norm_epsilon=1e-5)
+    gpt2 = GPT2LMHeadModel(cfg)
+    print("gpt2 trained to loss", train_briefly(gpt2, eval_ids, steps=150, window=32))
+    with torch.no_grad():
+        for p in gpt2.parameters():
+            p.copy_(p.half().float())  # the values the float16 file will hold
+    prompt = tokenizer("The meaning of life is")["input_ids"]
+    reference["gpt2"] = {
+        "logits": logits_record(gpt2, [prompt, eval_ids[:24]], full=False),
+        "greedy": greedy(gpt2, prompt, 50256),
+        "greedy_prompt_text": "The meaning of life is",
+        "eval": dict(zip(["loss", "tokens"], window_loss(gpt2, eval_ids, 64)), window=64),
+        "eval_window_16": dict(zip(["loss", "tokens"], window_loss(gpt2, eval_ids, 16)), window=16),
+    }
+    gpt2.half().save_pretrained(FIXTURES / "gpt2", safe_serialization=True)
+
+    # Llama: small vocabulary, GQA, untied, RoPE theta 1000, float32.
+    torch.manual_seed(1)
+    cfg = LlamaConfig(vocab_size=512, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      rms_norm_eps=1e-6, rope_theta=1000.0, tie_word_embeddings=False,
+                      initializer_range=0.2, bos_token_id=1, eos_token_id=2)
+    llama = LlamaForCausalLM(cfg).eval()
+    g = torch.Generator().manual_seed(2)
+    seqs = [torch.randint(0, 512, (12,), generator=g).tolist(),
+            torch.randint(0, 512, (7,), generator=g).tolist()]
+    reference["llama"] = {
+        "logits": logits_record(llama, seqs, full=True),
+        "greedy": greedy(llama, seqs[1], 2),
+    }
+    llama.save_pretrained(FIXTURES / "llama", safe_serialization=True)
+
+    with open(FIXTURES / "reference.json", "w") as f:
+        json.dump(reference, f)
+    for name in ["gpt2", "llama"]:
+        print(name, "greedy", reference[name]["greedy"]["ids"])
+    print("gpt2 eval", reference["gpt2"]["eval"], reference["gpt2"]["eval_window_16"])
+    assert math.isfinite(reference["gpt2"]["eval"]["loss"])
+
+
+if __name__ == "__main__":
+    main()
