@@ -61,7 +61,10 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     let path = dir.join(MANIFEST);
     let text = std::fs::read_to_string(&path).map_err(|e| ArcaneError::io(&path, e))?;
     let manifest: Manifest = serde_json::from_str(&text).map_err(|e| {
-        ArcaneError::format(&path, format!("corrupt Arcane manifest ({e}); re-save the model"))
+        ArcaneError::format(
+            &path,
+            format!("corrupt Arcane manifest ({e}); re-save the model"),
+        )
     })?;
     if manifest.format != FORMAT {
         return Err(ArcaneError::format(
@@ -79,7 +82,10 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
             ),
         ));
     }
-    manifest.config.validate().map_err(|e| ArcaneError::format(&path, e.to_string()))?;
+    manifest
+        .config
+        .validate()
+        .map_err(|e| ArcaneError::format(&path, e.to_string()))?;
     Ok(manifest)
 }
 

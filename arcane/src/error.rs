@@ -53,7 +53,9 @@ pub enum ArcaneError {
     },
 
     /// A token id does not fit the model's vocabulary.
-    #[error("token id {id} at position {position} is out of range for a vocabulary of {vocab_size}")]
+    #[error(
+        "token id {id} at position {position} is out of range for a vocabulary of {vocab_size}"
+    )]
     TokenOutOfRange {
         /// The offending id.
         id: u32,

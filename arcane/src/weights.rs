@@ -43,7 +43,10 @@ impl HostTensor {
 
     /// Splits the last dimension into `n` equal parts (GPT-2's fused `c_attn` into q, k, v).
     pub fn split_last(&self, n: usize) -> Vec<Self> {
-        let last = *self.shape.last().expect("split needs at least one dimension");
+        let last = *self
+            .shape
+            .last()
+            .expect("split needs at least one dimension");
         let rows = self.values.len() / last;
         let width = last / n;
         (0..n)
@@ -167,7 +170,10 @@ pub fn write_safetensors(
 /// Writes `bytes` to `path` through a temporary file and a rename, syncing before the rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| ArcaneError::io(dir, e))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
@@ -216,7 +222,8 @@ impl<B: Backend> ModuleVisitor<B> for Collector {
             .convert::<f32>()
             .to_vec::<f32>()
             .expect("a float tensor converts to f32");
-        self.out.insert(self.path.join("."), HostTensor { shape, values });
+        self.out
+            .insert(self.path.join("."), HostTensor { shape, values });
     }
 }
 
@@ -225,7 +232,11 @@ impl<B: Backend> ModuleVisitor<B> for Collector {
 /// Fails, naming the tensor, if one is missing or has another shape, or if `tensors` holds a
 /// name that the module does not have. `source` names the file in error messages. Parameter ids
 /// and gradient settings are kept, and lazily initialised parameters are never materialised.
-pub fn apply<B: Backend, M: Module<B>>(module: M, tensors: NamedTensors, source: &Path) -> Result<M> {
+pub fn apply<B: Backend, M: Module<B>>(
+    module: M,
+    tensors: NamedTensors,
+    source: &Path,
+) -> Result<M> {
     let mut loader = Loader {
         path: Vec::new(),
         tensors,
@@ -300,4 +311,3 @@ impl<B: Backend> ModuleMapper<B> for Loader {
         }
     }
 }
-

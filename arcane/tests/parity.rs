@@ -29,10 +29,23 @@ fn check_logits(model: &Gpt<TestBackend>, record: &Value) {
     for (t, row) in logits.chunks(v).enumerate() {
         // log-sum-exp over the whole row (in f64: 50257 terms), which every column influences.
         let max = row.iter().copied().fold(f32::MIN, f32::max) as f64;
-        let lse = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+        let lse = max
+            + row
+                .iter()
+                .map(|&x| (x as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
         let expected = floats(&record["logsumexp"])[t] as f64;
-        assert!((lse - expected).abs() < TOL as f64, "logsumexp at {t}: {lse} vs {expected}");
-        assert_eq!(arcane::generation::Sampler::new(SamplingConfig::greedy()).unwrap().sample(row), ids(&record["argmax"])[t]);
+        assert!(
+            (lse - expected).abs() < TOL as f64,
+            "logsumexp at {t}: {lse} vs {expected}"
+        );
+        assert_eq!(
+            arcane::generation::Sampler::new(SamplingConfig::greedy())
+                .unwrap()
+                .sample(row),
+            ids(&record["argmax"])[t]
+        );
     }
 }
 
@@ -47,7 +60,11 @@ fn gpt2_logits_match_transformers() {
 #[test]
 fn llama_logits_match_transformers() {
     let model = load("llama");
-    assert_eq!(model.config().kv_heads(), 2, "the fixture exercises grouped-query attention");
+    assert_eq!(
+        model.config().kv_heads(),
+        2,
+        "the fixture exercises grouped-query attention"
+    );
     for record in reference()["llama"]["logits"].as_array().unwrap() {
         check_logits(&model, record);
     }
@@ -60,13 +77,20 @@ fn check_cached_decoding(model: &Gpt<TestBackend>, seq: &[u32]) {
     let mut cache = model.new_cache();
     let mut stepped = Vec::new();
     // A 3-token prefill, then single tokens: both paths of the cache.
-    stepped.extend(values(model.forward_cached(tokens(&seq[..3], &device), &mut cache)));
+    stepped.extend(values(
+        model.forward_cached(tokens(&seq[..3], &device), &mut cache),
+    ));
     for &id in &seq[3..] {
-        stepped.extend(values(model.forward_cached(tokens(&[id], &device), &mut cache)));
+        stepped.extend(values(
+            model.forward_cached(tokens(&[id], &device), &mut cache),
+        ));
     }
     assert_eq!(cache.len(), seq.len());
     let diff = max_abs_diff(&full, &stepped);
-    assert!(diff < 1e-5, "cached decoding differs from the full forward by {diff}");
+    assert!(
+        diff < 1e-5,
+        "cached decoding differs from the full forward by {diff}"
+    );
 }
 
 #[test]
@@ -87,8 +111,14 @@ fn check_greedy(name: &str, eos: u32) {
         vocab_limit: None,
     };
     let mut streamed = Vec::new();
-    let out = generate(&model, &ids(&greedy["prompt"]), &config, |id| streamed.push(id)).unwrap();
-    assert_eq!(out.ids, expected, "{name}: greedy continuation differs from transformers");
+    let out = generate(&model, &ids(&greedy["prompt"]), &config, |id| {
+        streamed.push(id)
+    })
+    .unwrap();
+    assert_eq!(
+        out.ids, expected,
+        "{name}: greedy continuation differs from transformers"
+    );
     assert_eq!(streamed, expected);
     assert_eq!(out.stop, StopReason::MaxNewTokens);
 }
@@ -111,7 +141,11 @@ fn generation_stops_at_the_context_limit() {
     };
     let out = generate(&model, &prompt, &config, |_| {}).unwrap();
     assert_eq!(out.stop, StopReason::ContextFull);
-    assert_eq!(out.ids.len(), 5, "60 prompt tokens + 4 fed back fill 64 positions, the 5th is sampled last");
+    assert_eq!(
+        out.ids.len(),
+        5,
+        "60 prompt tokens + 4 fed back fill 64 positions, the 5th is sampled last"
+    );
 }
 
 #[test]
@@ -119,10 +153,14 @@ fn bad_prompts_are_errors_not_panics() {
     let model = load("llama");
     let config = GenerateConfig::default();
     assert!(generate(&model, &[], &config, |_| {}).is_err());
-    let err = generate(&model, &[5, 512], &config, |_| {}).unwrap_err().to_string();
+    let err = generate(&model, &[5, 512], &config, |_| {})
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("out of range"), "{err}");
     let long: Vec<u32> = vec![1; 65];
-    let err = generate(&model, &long, &config, |_| {}).unwrap_err().to_string();
+    let err = generate(&model, &long, &config, |_| {})
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("shorten the prompt"), "{err}");
 }
 
@@ -132,14 +170,23 @@ fn windowed_loss_matches_transformers() {
     let r = reference();
     let text = std::fs::read_to_string(fixture("eval.txt")).unwrap();
     let ids = arcane::Tokenizer::gpt2().encode(&text);
-    assert_eq!(ids, common::ids(&r["tokenizer"][text.as_str()]), "tiktoken-rs agrees with HF's GPT-2 tokenizer");
+    assert_eq!(
+        ids,
+        common::ids(&r["tokenizer"][text.as_str()]),
+        "tiktoken-rs agrees with HF's GPT-2 tokenizer"
+    );
     for key in ["eval", "eval_window_16"] {
         let expected = &r["gpt2"][key];
         let window = expected["window"].as_u64().unwrap() as usize;
         let report = arcane::eval::token_loss(&model, &ids, window, 3, |_, _| {}).unwrap();
         assert_eq!(report.tokens as u64, expected["tokens"].as_u64().unwrap());
         let diff = (report.loss - expected["loss"].as_f64().unwrap()).abs();
-        assert!(diff < 1e-4, "{key}: loss {} vs transformers {}", report.loss, expected["loss"]);
+        assert!(
+            diff < 1e-4,
+            "{key}: loss {} vs transformers {}",
+            report.loss,
+            expected["loss"]
+        );
     }
 }
 

@@ -73,12 +73,17 @@ pub fn token_loss<B: Backend>(
             let column = |offset: usize| -> Vec<i64> {
                 batch
                     .iter()
-                    .flat_map(|r| ids[r.start + offset..r.start + offset + t].iter().map(|&x| x as i64))
+                    .flat_map(|r| {
+                        ids[r.start + offset..r.start + offset + t]
+                            .iter()
+                            .map(|&x| x as i64)
+                    })
                     .collect()
             };
             let shape = [batch.len(), t];
             let inputs = Tensor::<B, 2, Int>::from_data(TensorData::new(column(0), shape), &device);
-            let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(column(1), shape), &device);
+            let targets =
+                Tensor::<B, 2, Int>::from_data(TensorData::new(column(1), shape), &device);
             sum += nll_sum(model.forward(inputs), targets);
             done += batch.len() * t;
             progress(done, total);

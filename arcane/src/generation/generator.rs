@@ -90,7 +90,10 @@ pub fn generate<B: Backend>(
     let mut ids = Vec::new();
     let mut input = prompt.to_vec();
     if config.max_new_tokens == 0 {
-        return Ok(Generation { ids, stop: StopReason::MaxNewTokens });
+        return Ok(Generation {
+            ids,
+            stop: StopReason::MaxNewTokens,
+        });
     }
     loop {
         let tokens = Tensor::<B, 1, Int>::from_data(
@@ -99,7 +102,11 @@ pub fn generate<B: Backend>(
         )
         .unsqueeze::<2>(); // [1, T]
         let logits = model.forward_last(tokens, &mut cache); // [1, V]
-        let mut logits: Vec<f32> = logits.into_data().convert::<f32>().to_vec().expect("f32 logits");
+        let mut logits: Vec<f32> = logits
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .expect("f32 logits");
         if let Some(limit) = config.vocab_limit {
             logits.truncate(limit.max(1));
         }

@@ -4,4 +4,4 @@ mod generator;
 mod sampler;
 
 pub use generator::{generate, GenerateConfig, Generation, StopReason};
-pub use sampler::{Sampler, SamplingConfig};
+pub use sampler::{argmax, Sampler, SamplingConfig};

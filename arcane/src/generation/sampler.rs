@@ -90,7 +90,11 @@ impl Sampler {
         }
         // Candidates sorted by logit, most likely first (ties: lower id first, for determinism).
         let mut order: Vec<u32> = (0..logits.len() as u32).collect();
-        let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
+        let by_logit = |a: &u32, b: &u32| {
+            logits[*b as usize]
+                .total_cmp(&logits[*a as usize])
+                .then(a.cmp(b))
+        };
         let k = self.config.top_k.unwrap_or(logits.len()).min(logits.len());
         if k < order.len() {
             order.select_nth_unstable_by(k - 1, by_logit);
@@ -184,13 +188,19 @@ mod tests {
     #[test]
     fn top_k_and_top_p_cut_the_tail() {
         let logits = [1f32.ln(), 2f32.ln(), 7f32.ln()];
-        assert_eq!(histogram(&mut sampler(1.0, Some(2), None), &logits, 2000)[0], 0);
+        assert_eq!(
+            histogram(&mut sampler(1.0, Some(2), None), &logits, 2000)[0],
+            0
+        );
         // Top-p 0.75: 0.7 alone is short of 0.75, so {0.7, 0.2} are kept.
         let counts = histogram(&mut sampler(1.0, None, Some(0.75)), &logits, 2000);
         assert_eq!(counts[0], 0);
         assert!(counts[1] > 0 && counts[2] > 0);
         // Top-p 0.5: the single most likely token.
-        assert_eq!(histogram(&mut sampler(1.0, None, Some(0.5)), &logits, 500)[2], 500);
+        assert_eq!(
+            histogram(&mut sampler(1.0, None, Some(0.5)), &logits, 500)[2],
+            500
+        );
     }
 
     #[test]
@@ -204,15 +214,32 @@ mod tests {
     #[test]
     fn same_seed_same_tokens() {
         let logits: Vec<f32> = (0..100).map(|i| (i as f32 * 0.37).sin()).collect();
-        let a: Vec<u32> = (0..50).map(|_| 0).scan(sampler(1.0, None, None), |s, _| Some(s.sample(&logits))).collect();
-        let b: Vec<u32> = (0..50).map(|_| 0).scan(sampler(1.0, None, None), |s, _| Some(s.sample(&logits))).collect();
+        let a: Vec<u32> = (0..50)
+            .map(|_| 0)
+            .scan(sampler(1.0, None, None), |s, _| Some(s.sample(&logits)))
+            .collect();
+        let b: Vec<u32> = (0..50)
+            .map(|_| 0)
+            .scan(sampler(1.0, None, None), |s, _| Some(s.sample(&logits)))
+            .collect();
         assert_eq!(a, b);
     }
 
     #[test]
     fn bad_parameters_are_rejected() {
-        for (t, k, p) in [(-1.0, None, None), (1.0, Some(0), None), (1.0, None, Some(0.0)), (1.0, None, Some(1.5))] {
-            assert!(Sampler::new(SamplingConfig { temperature: t, top_k: k, top_p: p, seed: 0 }).is_err());
+        for (t, k, p) in [
+            (-1.0, None, None),
+            (1.0, Some(0), None),
+            (1.0, None, Some(0.0)),
+            (1.0, None, Some(1.5)),
+        ] {
+            assert!(Sampler::new(SamplingConfig {
+                temperature: t,
+                top_k: k,
+                top_p: p,
+                seed: 0
+            })
+            .is_err());
         }
     }
 }

@@ -56,7 +56,9 @@ impl<B: Backend> Block<B> {
         cache: Option<(&mut KvCache<B>, usize)>,
         start: usize,
     ) -> Tensor<B, 3> {
-        let a = self.attn.forward(self.ln1.forward(x.clone()), rope, cache, start);
+        let a = self
+            .attn
+            .forward(self.ln1.forward(x.clone()), rope, cache, start);
         let x = x + self.dropout.forward(a);
         let m = self.mlp.forward(self.ln2.forward(x.clone()));
         x + self.dropout.forward(m)

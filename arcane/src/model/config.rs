@@ -95,7 +95,13 @@ impl Default for ModelConfig {
 impl burn::config::Config for ModelConfig {}
 
 /// The names accepted by [`ModelConfig::preset`].
-pub const PRESETS: [&str; 5] = ["tiny", "gpt2-124m", "arcane-124m", "arcane-355m", "arcane-1.3b"];
+pub const PRESETS: [&str; 5] = [
+    "tiny",
+    "gpt2-124m",
+    "arcane-124m",
+    "arcane-355m",
+    "arcane-1.3b",
+];
 
 impl ModelConfig {
     /// A tiny GPT-2-style model for tests: 2 layers, width 64, byte-sized vocabulary.
@@ -234,7 +240,10 @@ impl ModelConfig {
             ));
         }
         if !(self.rope_theta > 0.0) {
-            return fail(format!("rope_theta must be positive, got {}", self.rope_theta));
+            return fail(format!(
+                "rope_theta must be positive, got {}",
+                self.rope_theta
+            ));
         }
         if !(self.norm_eps > 0.0) {
             return fail(format!("norm_eps must be positive, got {}", self.norm_eps));

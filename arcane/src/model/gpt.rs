@@ -12,6 +12,9 @@ use super::norm::Norm;
 use super::rope::Rope;
 use crate::error::{ArcaneError, Result};
 
+/// Up to this many rows (`B·T`), the tied head multiplies the embedding table from the left.
+const SMALL_BATCH_ROWS: usize = 16;
+
 /// A GPT-2-class decoder-only transformer, generic over the Burn backend.
 ///
 /// Build one with [`ModelConfig::init`], load one with [`crate::checkpoint::load_model`].
@@ -48,7 +51,9 @@ impl ModelConfig {
                 .then(|| init::embedding(self.max_seq_len, c, std, device)),
             rope: (self.positions == PositionEncoding::Rope)
                 .then(|| Rope::new(self.max_seq_len, self.head_dim(), self.rope_theta, device)),
-            blocks: (0..self.n_layers).map(|_| Block::new(self, device)).collect(),
+            blocks: (0..self.n_layers)
+                .map(|_| Block::new(self, device))
+                .collect(),
             ln_f: Norm::new(self.norm, c, self.norm_eps, self.norm_bias, device),
             lm_head: (!self.tie_embeddings).then(|| init::linear(c, v, false, std, device)),
             dropout: DropoutConfig::new(self.dropout).init(),
@@ -103,7 +108,11 @@ impl<B: Backend> Gpt<B> {
     /// # Shapes
     /// - tokens: `[B, T]`
     /// - output: `[B, T, V]`
-    pub fn forward_cached(&self, tokens: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
+    pub fn forward_cached(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        cache: &mut KvCache<B>,
+    ) -> Tensor<B, 3> {
         let hidden = self.forward_hidden(tokens, Some(cache));
         self.head(hidden)
     }
@@ -162,10 +171,18 @@ impl<B: Backend> Gpt<B> {
     /// - hidden: `[B, T, C]`
     /// - output: `[B, T, V]`
     pub fn head(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, t, c] = hidden.dims();
         match &self.lm_head {
             Some(head) => head.forward(hidden),
+            // Decoding: `Wte · hᵀ` reads the `[V, C]` table in its own layout. The CPU backend's
+            // matrix-vector path would otherwise copy the transposed 50257 x 768 table on every
+            // token (measured: 4 tokens/s instead of 30 for gpt2-124m).
+            None if b * t <= SMALL_BATCH_ROWS => {
+                let h = hidden.reshape([b * t, c]).transpose(); // [C, B·T]
+                let logits = self.wte.weight.val().matmul(h); // [V, B·T]
+                logits.transpose().reshape([b, t, self.config.vocab_size])
+            }
             None => linear(hidden, self.wte.weight.val().transpose(), None),
         }
     }
 }
-

@@ -42,7 +42,10 @@ impl<B: Backend> Norm<B> {
         } else {
             // The backend's fused LayerNorm (biased variance, as torch.nn.LayerNorm).
             let weight = self.weight.val().into_primitive().tensor();
-            let bias = self.bias.as_ref().map(|b| b.val().into_primitive().tensor());
+            let bias = self
+                .bias
+                .as_ref()
+                .map(|b| b.val().into_primitive().tensor());
             Tensor::from_primitive(TensorPrimitive::Float(B::layer_norm(
                 x.into_primitive().tensor(),
                 weight,

@@ -51,8 +51,14 @@ pub fn read_hf_config(path: &Path) -> Result<(HfArchitecture, ModelConfig)> {
     let text = std::fs::read_to_string(path).map_err(|e| ArcaneError::io(path, e))?;
     let value: Value = serde_json::from_str(&text)
         .map_err(|e| ArcaneError::format(path, format!("config.json is not valid JSON: {e}")))?;
-    let fields = Fields { path, value: &value };
-    let model_type = value.get("model_type").and_then(Value::as_str).unwrap_or("");
+    let fields = Fields {
+        path,
+        value: &value,
+    };
+    let model_type = value
+        .get("model_type")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let class = value
         .get("architectures")
         .and_then(|a| a.get(0))
@@ -68,7 +74,10 @@ pub fn read_hf_config(path: &Path) -> Result<(HfArchitecture, ModelConfig)> {
             })
         }
     };
-    config.1.validate().map_err(|e| ArcaneError::format(path, e.to_string()))?;
+    config
+        .1
+        .validate()
+        .map_err(|e| ArcaneError::format(path, e.to_string()))?;
     Ok(config)
 }
 
@@ -107,7 +116,9 @@ impl Fields<'_> {
     fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => v.as_bool().ok_or_else(|| self.missing(key, "true or false")),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| self.missing(key, "true or false")),
         }
     }
 
@@ -132,7 +143,11 @@ fn gpt2(f: &Fields) -> Result<ModelConfig> {
     let mlp = match f.str_or("activation_function", "gelu_new")? {
         "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => MlpKind::GeluTanh,
         "gelu" => MlpKind::Gelu,
-        other => return Err(f.unsupported(format!("activation_function {other:?} (Arcane has gelu and gelu_new)"))),
+        other => {
+            return Err(f.unsupported(format!(
+                "activation_function {other:?} (Arcane has gelu and gelu_new)"
+            )))
+        }
     };
     if !f.bool_or("scale_attn_weights", true)? {
         return Err(f.unsupported("scale_attn_weights = false".into()));
@@ -179,7 +194,10 @@ fn llama(f: &Fields) -> Result<ModelConfig> {
     if act != "silu" {
         return Err(f.unsupported(format!("hidden_act {act:?} (Arcane's SwiGLU uses silu)")));
     }
-    let (attention_bias, mlp_bias) = (f.bool_or("attention_bias", false)?, f.bool_or("mlp_bias", false)?);
+    let (attention_bias, mlp_bias) = (
+        f.bool_or("attention_bias", false)?,
+        f.bool_or("mlp_bias", false)?,
+    );
     if attention_bias != mlp_bias {
         return Err(f.unsupported("attention_bias differs from mlp_bias".into()));
     }

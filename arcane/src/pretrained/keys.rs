@@ -49,37 +49,92 @@ pub fn key_table(arch: HfArchitecture, config: &ModelConfig) -> Vec<KeyMap> {
     let mut rows = Vec::new();
     match arch {
         HfArchitecture::Gpt2 => {
-            rows.push(row("wte.weight".into(), vec![v, c], &one("wte.weight"), Layout::Same));
-            rows.push(row("wpe.weight".into(), vec![config.max_seq_len, c], &one("wpe.weight"), Layout::Same));
+            rows.push(row(
+                "wte.weight".into(),
+                vec![v, c],
+                &one("wte.weight"),
+                Layout::Same,
+            ));
+            rows.push(row(
+                "wpe.weight".into(),
+                vec![config.max_seq_len, c],
+                &one("wpe.weight"),
+                Layout::Same,
+            ));
             for i in 0..config.n_layers {
                 let (h, a) = (format!("h.{i}"), format!("blocks.{i}"));
                 for (hf_norm, norm) in [("ln_1", "ln1"), ("ln_2", "ln2")] {
                     for p in ["weight", "bias"] {
-                        rows.push(row(format!("{h}.{hf_norm}.{p}"), vec![c], &one(&format!("{a}.{norm}.{p}")), Layout::Same));
+                        rows.push(row(
+                            format!("{h}.{hf_norm}.{p}"),
+                            vec![c],
+                            &one(&format!("{a}.{norm}.{p}")),
+                            Layout::Same,
+                        ));
                     }
                 }
                 let qkv = |p: &str| ["q", "k", "v"].map(|n| format!("{a}.attn.{n}.{p}"));
-                rows.push(row(format!("{h}.attn.c_attn.weight"), vec![c, 3 * c], &qkv("weight"), Layout::SplitLast));
-                rows.push(row(format!("{h}.attn.c_attn.bias"), vec![3 * c], &qkv("bias"), Layout::SplitLast));
+                rows.push(row(
+                    format!("{h}.attn.c_attn.weight"),
+                    vec![c, 3 * c],
+                    &qkv("weight"),
+                    Layout::SplitLast,
+                ));
+                rows.push(row(
+                    format!("{h}.attn.c_attn.bias"),
+                    vec![3 * c],
+                    &qkv("bias"),
+                    Layout::SplitLast,
+                ));
                 for (hf_lin, lin, shape) in [
                     ("attn.c_proj", "attn.o", [c, c]),
                     ("mlp.c_fc", "mlp.fc", [c, f]),
                     ("mlp.c_proj", "mlp.proj", [f, c]),
                 ] {
-                    rows.push(row(format!("{h}.{hf_lin}.weight"), shape.to_vec(), &one(&format!("{a}.{lin}.weight")), Layout::Same));
-                    rows.push(row(format!("{h}.{hf_lin}.bias"), vec![shape[1]], &one(&format!("{a}.{lin}.bias")), Layout::Same));
+                    rows.push(row(
+                        format!("{h}.{hf_lin}.weight"),
+                        shape.to_vec(),
+                        &one(&format!("{a}.{lin}.weight")),
+                        Layout::Same,
+                    ));
+                    rows.push(row(
+                        format!("{h}.{hf_lin}.bias"),
+                        vec![shape[1]],
+                        &one(&format!("{a}.{lin}.bias")),
+                        Layout::Same,
+                    ));
                 }
             }
             for p in ["weight", "bias"] {
-                rows.push(row(format!("ln_f.{p}"), vec![c], &one(&format!("ln_f.{p}")), Layout::Same));
+                rows.push(row(
+                    format!("ln_f.{p}"),
+                    vec![c],
+                    &one(&format!("ln_f.{p}")),
+                    Layout::Same,
+                ));
             }
         }
         HfArchitecture::Llama => {
-            rows.push(row("model.embed_tokens.weight".into(), vec![v, c], &one("wte.weight"), Layout::Same));
+            rows.push(row(
+                "model.embed_tokens.weight".into(),
+                vec![v, c],
+                &one("wte.weight"),
+                Layout::Same,
+            ));
             for i in 0..config.n_layers {
                 let (h, a) = (format!("model.layers.{i}"), format!("blocks.{i}"));
-                rows.push(row(format!("{h}.input_layernorm.weight"), vec![c], &one(&format!("{a}.ln1.weight")), Layout::Same));
-                rows.push(row(format!("{h}.post_attention_layernorm.weight"), vec![c], &one(&format!("{a}.ln2.weight")), Layout::Same));
+                rows.push(row(
+                    format!("{h}.input_layernorm.weight"),
+                    vec![c],
+                    &one(&format!("{a}.ln1.weight")),
+                    Layout::Same,
+                ));
+                rows.push(row(
+                    format!("{h}.post_attention_layernorm.weight"),
+                    vec![c],
+                    &one(&format!("{a}.ln2.weight")),
+                    Layout::Same,
+                ));
                 let mut linears = vec![
                     ("self_attn.q_proj", "attn.q", [c, c]),
                     ("self_attn.k_proj", "attn.k", [c, kv]),
@@ -92,17 +147,37 @@ pub fn key_table(arch: HfArchitecture, config: &ModelConfig) -> Vec<KeyMap> {
                     linears.push(("mlp.gate_proj", "mlp.gate", [c, f]));
                 }
                 for (hf_lin, lin, [d_in, d_out]) in linears {
-                    rows.push(row(format!("{h}.{hf_lin}.weight"), vec![d_out, d_in], &one(&format!("{a}.{lin}.weight")), Layout::Transpose));
+                    rows.push(row(
+                        format!("{h}.{hf_lin}.weight"),
+                        vec![d_out, d_in],
+                        &one(&format!("{a}.{lin}.weight")),
+                        Layout::Transpose,
+                    ));
                     if config.bias {
-                        rows.push(row(format!("{h}.{hf_lin}.bias"), vec![d_out], &one(&format!("{a}.{lin}.bias")), Layout::Same));
+                        rows.push(row(
+                            format!("{h}.{hf_lin}.bias"),
+                            vec![d_out],
+                            &one(&format!("{a}.{lin}.bias")),
+                            Layout::Same,
+                        ));
                     }
                 }
             }
-            rows.push(row("model.norm.weight".into(), vec![c], &one("ln_f.weight"), Layout::Same));
+            rows.push(row(
+                "model.norm.weight".into(),
+                vec![c],
+                &one("ln_f.weight"),
+                Layout::Same,
+            ));
         }
     }
     if !config.tie_embeddings {
-        rows.push(row("lm_head.weight".into(), vec![v, c], &one("lm_head.weight"), Layout::Transpose));
+        rows.push(row(
+            "lm_head.weight".into(),
+            vec![v, c],
+            &one("lm_head.weight"),
+            Layout::Transpose,
+        ));
     }
     rows
 }
@@ -125,7 +200,10 @@ mod tests {
             (HfArchitecture::Llama, ModelConfig::arcane_124m()),
         ] {
             let rows = key_table(arch, &config);
-            let hf_params: usize = rows.iter().map(|r| r.hf_shape.iter().product::<usize>()).sum();
+            let hf_params: usize = rows
+                .iter()
+                .map(|r| r.hf_shape.iter().product::<usize>())
+                .sum();
             assert_eq!(hf_params, config.num_params(), "{arch:?}");
             let mut paths: Vec<_> = rows.iter().flat_map(|r| r.arcane.clone()).collect();
             let n = paths.len();

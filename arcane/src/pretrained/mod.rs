@@ -32,7 +32,14 @@ pub fn load_hf<B: Backend>(dir: &Path, device: &B::Device) -> Result<Gpt<B>> {
         // save_pretrained writes `transformer.h.0...`; OpenAI's original files have no prefix.
         hf = hf
             .into_iter()
-            .map(|(k, t)| (k.strip_prefix("transformer.").map(str::to_string).unwrap_or(k), t))
+            .map(|(k, t)| {
+                (
+                    k.strip_prefix("transformer.")
+                        .map(str::to_string)
+                        .unwrap_or(k),
+                    t,
+                )
+            })
             .collect();
     }
     let mut named = NamedTensors::new();
@@ -61,7 +68,10 @@ pub fn load_hf<B: Backend>(dir: &Path, device: &B::Device) -> Result<Gpt<B>> {
         }
     }
     let tied_head = config.tie_embeddings.then_some("lm_head.weight");
-    if let Some(extra) = hf.keys().find(|k| !is_buffer(k) && Some(k.as_str()) != tied_head) {
+    if let Some(extra) = hf
+        .keys()
+        .find(|k| !is_buffer(k) && Some(k.as_str()) != tied_head)
+    {
         return Err(ArcaneError::Tensor {
             path: source,
             tensor: extra.clone(),
@@ -93,7 +103,11 @@ pub fn save_hf<B: Backend>(model: &Gpt<B>, dir: &Path) -> Result<HfArchitecture>
         let parts: Vec<HostTensor> = row
             .arcane
             .iter()
-            .map(|p| named.remove(p).expect("the key table covers the model's parameters"))
+            .map(|p| {
+                named
+                    .remove(p)
+                    .expect("the key table covers the model's parameters")
+            })
             .collect();
         let key = match arch {
             HfArchitecture::Gpt2 if row.hf != "lm_head.weight" => format!("transformer.{}", row.hf),
@@ -158,5 +172,8 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     } else {
         "expected model.safetensors or model.safetensors.index.json"
     };
-    Err(ArcaneError::format(dir, format!("no safetensors weights: {hint}")))
+    Err(ArcaneError::format(
+        dir,
+        format!("no safetensors weights: {hint}"),
+    ))
 }

@@ -6,14 +6,25 @@ use std::path::PathBuf;
 use burn::prelude::*;
 use serde_json::Value;
 
-/// The backend every CPU test runs on.
+/// The backend the tests run on: the CPU, or a GPU with `--features test-cuda` / `test-wgpu`.
+#[cfg(not(any(feature = "test-cuda", feature = "test-wgpu")))]
 pub type TestBackend = burn::backend::Flex;
+/// The backend the tests run on (CUDA).
+#[cfg(feature = "test-cuda")]
+pub type TestBackend = burn::backend::Cuda;
+/// The backend the tests run on (wgpu).
+#[cfg(all(feature = "test-wgpu", not(feature = "test-cuda")))]
+pub type TestBackend = burn::backend::Wgpu;
 /// Its autodiff wrapper.
 pub type TestAutodiff = burn::backend::Autodiff<TestBackend>;
 
-/// A file or folder under `tests/fixtures`.
+/// A file or folder under `tests/fixtures` (or under `$ARCANE_FIXTURES`, for test binaries
+/// carried to another machine).
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    let dir = std::env::var_os("ARCANE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"));
+    dir.join(name)
 }
 
 /// `tests/fixtures/reference.json`, written by `scripts/make_reference.py` from transformers.
@@ -24,12 +35,20 @@ pub fn reference() -> Value {
 
 /// A JSON array of numbers as f32.
 pub fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().expect("array").iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 /// A JSON array of integers as u32.
 pub fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().expect("array").iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 /// `[1, T]` token tensor.
@@ -46,5 +65,8 @@ pub fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 /// Largest absolute difference between two equally long slices.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }

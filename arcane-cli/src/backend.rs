@@ -1,0 +1,142 @@
+//! The only place that names concrete backends: `--backend` becomes a type parameter here.
+//!
+//! A command implements [`Task`] once, generically; [`run`] picks the backend type at run time.
+//! Backends missing from this build, and GPUs missing from this machine, are errors that say
+//! what to do, never panics.
+
+use anyhow::Result;
+use burn::prelude::*;
+
+/// The `--backend` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// burn-flex on the CPU (feature `flex`, the default).
+    Cpu,
+    /// wgpu: Vulkan, Metal or DX12 (feature `wgpu`).
+    Wgpu,
+    /// NVIDIA CUDA (feature `cuda`).
+    Cuda,
+}
+
+impl BackendKind {
+    /// The lower-case name used in output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::Wgpu => "wgpu",
+            Self::Cuda => "cuda",
+        }
+    }
+}
+
+/// Work that can run on any backend.
+pub trait Task {
+    /// What the work returns.
+    type Output;
+    /// Runs the work on backend `B` and `device`.
+    fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output>;
+}
+
+/// Runs `task` on the backend named by `kind`.
+pub fn run<T: Task>(kind: BackendKind, task: T) -> Result<T::Output> {
+    match kind {
+        BackendKind::Cpu => cpu(task),
+        BackendKind::Wgpu => wgpu(task),
+        BackendKind::Cuda => cuda(task),
+    }
+}
+
+fn missing(kind: BackendKind) -> anyhow::Error {
+    let feature = match kind {
+        BackendKind::Cpu => "flex",
+        other => other.name(),
+    };
+    anyhow::anyhow!(
+        "this arcane-cli was built without the {} backend; rebuild with \
+         `cargo build --release -p arcane-cli --features {feature}`",
+        kind.name()
+    )
+}
+
+#[cfg(feature = "flex")]
+fn cpu<T: Task>(task: T) -> Result<T::Output> {
+    task.run::<burn::backend::Flex>(Default::default())
+}
+
+#[cfg(not(feature = "flex"))]
+fn cpu<T: Task>(_task: T) -> Result<T::Output> {
+    Err(missing(BackendKind::Cpu))
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu<T: Task>(task: T) -> Result<T::Output> {
+    type B = burn::backend::Wgpu;
+    let device = burn::backend::wgpu::WgpuDevice::default();
+    probe::<B>(&device).map_err(|detail| {
+        anyhow::anyhow!(
+            "no wgpu adapter found ({detail}); install a Vulkan driver or use --backend cpu"
+        )
+    })?;
+    task.run::<B>(device)
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu<T: Task>(_task: T) -> Result<T::Output> {
+    Err(missing(BackendKind::Wgpu))
+}
+
+#[cfg(feature = "cuda")]
+fn cuda<T: Task>(task: T) -> Result<T::Output> {
+    type B = burn::backend::Cuda;
+    let device = burn::backend::cuda::CudaDevice::default();
+    probe::<B>(&device).map_err(|detail| {
+        anyhow::anyhow!(
+            "CUDA is not available ({detail}); check the NVIDIA driver (`nvidia-smi`) or use --backend cpu"
+        )
+    })?;
+    task.run::<B>(device)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda<T: Task>(_task: T) -> Result<T::Output> {
+    Err(missing(BackendKind::Cuda))
+}
+
+/// Runs one tiny operation on `device`, turning the panic that Burn raises when the driver or
+/// adapter is missing (possibly on one of its worker threads) into an error message.
+#[allow(dead_code)]
+fn probe<B: Backend>(device: &B::Device) -> std::result::Result<(), String> {
+    use std::sync::{Arc, Mutex};
+    let first_panic: Arc<Mutex<Option<String>>> = Arc::default();
+    let hook = std::panic::take_hook();
+    let record = first_panic.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "the backend panicked at start-up".into());
+        record
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(message);
+    }));
+    let device = device.clone();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let x = Tensor::<B, 1>::ones([4], &device);
+        x.sum().into_scalar().elem::<f32>()
+    }));
+    std::panic::set_hook(hook);
+    let first = first_panic.lock().unwrap_or_else(|e| e.into_inner()).take();
+    match result {
+        Ok(v) if v == 4.0 => Ok(()),
+        Ok(v) => Err(format!("a test sum gave {v} instead of 4")),
+        Err(_) => Err(first
+            .unwrap_or_default()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()),
+    }
+}

@@ -1,0 +1,167 @@
+//! The command line, as clap types. Parsing only; no work happens here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::backend::BackendKind;
+
+/// Train, sample, evaluate and benchmark GPT-2-class language models on Burn.
+#[derive(Debug, Parser)]
+#[command(name = "arcane-cli", version, about)]
+pub struct Cli {
+    /// Compute backend: `cpu` (default), `wgpu` or `cuda` (needs a build with that feature).
+    #[arg(long, global = true, value_enum, default_value_t = BackendKind::Cpu)]
+    pub backend: BackendKind,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show a config's parameters, FLOPs per token and memory needs.
+    Info(InfoArgs),
+    /// Continue a prompt with a model, streaming the text.
+    Generate(GenerateArgs),
+    /// Evaluate a model.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+    /// Measure throughput (JSON lines on stdout).
+    Bench(BenchArgs),
+    /// Convert a model directory to the Arcane or Hugging Face format.
+    Convert(ConvertArgs),
+}
+
+/// `info`
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// A preset (tiny, gpt2-124m, arcane-124m, arcane-355m, arcane-1.3b) or a config file.
+    #[arg(long, default_value = "gpt2-124m")]
+    pub config: String,
+    /// Sequence length for FLOPs and memory (default: the model's context).
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `generate`
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// An Arcane model directory or a Hugging Face directory (config.json + model.safetensors).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The text to continue.
+    #[arg(long)]
+    pub prompt: String,
+    /// Upper bound on generated tokens.
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Sample only among the k most likely tokens.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Nucleus sampling: the smallest set of tokens with this much probability.
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Print one JSON object {"prompt_ids", "ids", "text"} instead of streaming.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `eval ...`
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Mean next-token loss (nats/token) and perplexity of a text file.
+    Loss(EvalLossArgs),
+}
+
+/// `eval loss`
+#[derive(Debug, Args)]
+pub struct EvalLossArgs {
+    /// An Arcane model directory or a Hugging Face directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// A UTF-8 text file to score.
+    #[arg(long)]
+    pub text: PathBuf,
+    /// Tokens per window (default: the model's context); windows overlap by one token.
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Windows per forward pass.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Print one JSON object {"loss", "perplexity", "tokens"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `bench` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchKind {
+    /// Full-sequence forward passes.
+    Forward,
+    /// Batch-1 decoding with the KV cache: a 32-token prompt, then 128 new tokens.
+    Decode,
+}
+
+/// `bench`
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[arg(value_enum)]
+    pub kind: BenchKind,
+    /// A preset or a config file (random weights).
+    #[arg(long, default_value = "gpt2-124m")]
+    pub config: String,
+    /// Sequences per forward (forward only).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Sequence length (forward only; default: min(context, 1024)).
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// Timed repeats after the warm-up; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+}
+
+/// Output formats of `convert`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModelFormat {
+    /// arcane.json + model.safetensors
+    Arcane,
+    /// Hugging Face config.json + model.safetensors (GPT-2 or Llama)
+    Hf,
+}
+
+/// `convert`
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The model directory to read (Arcane or Hugging Face).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Where to write the converted model.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The format to write.
+    #[arg(long, value_enum)]
+    pub format: ModelFormat,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}
