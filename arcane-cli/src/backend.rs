@@ -37,12 +37,20 @@ pub trait Task {
     fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output>;
 }
 
-/// Runs `task` on the backend named by `kind`.
+/// Runs `task` on the backend named by `kind`, on its first device.
 pub fn run<T: Task>(kind: BackendKind, task: T) -> Result<T::Output> {
+    run_on(kind, 0, task)
+}
+
+/// Runs `task` on device `index` of the backend named by `kind` (the CPU has one device).
+pub fn run_on<T: Task>(kind: BackendKind, index: usize, task: T) -> Result<T::Output> {
     match kind {
+        BackendKind::Cpu if index > 0 => {
+            anyhow::bail!("the CPU backend has one device (0), not {index}")
+        }
         BackendKind::Cpu => cpu(task),
-        BackendKind::Wgpu => wgpu(task),
-        BackendKind::Cuda => cuda(task),
+        BackendKind::Wgpu => wgpu(task, index),
+        BackendKind::Cuda => cuda(task, index),
     }
 }
 
@@ -69,9 +77,12 @@ fn cpu<T: Task>(_task: T) -> Result<T::Output> {
 }
 
 #[cfg(feature = "wgpu")]
-fn wgpu<T: Task>(task: T) -> Result<T::Output> {
+fn wgpu<T: Task>(task: T, index: usize) -> Result<T::Output> {
     type B = burn::backend::Wgpu;
-    let device = burn::backend::wgpu::WgpuDevice::default();
+    let device = match index {
+        0 => burn::backend::wgpu::WgpuDevice::default(),
+        i => burn::backend::wgpu::WgpuDevice::DiscreteGpu(i),
+    };
     probe::<B>(&device).map_err(|detail| {
         anyhow::anyhow!(
             "no wgpu adapter found ({detail}); install a Vulkan driver or use --backend cpu"
@@ -81,14 +92,14 @@ fn wgpu<T: Task>(task: T) -> Result<T::Output> {
 }
 
 #[cfg(not(feature = "wgpu"))]
-fn wgpu<T: Task>(_task: T) -> Result<T::Output> {
+fn wgpu<T: Task>(_task: T, _index: usize) -> Result<T::Output> {
     Err(missing(BackendKind::Wgpu))
 }
 
 #[cfg(feature = "cuda")]
-fn cuda<T: Task>(task: T) -> Result<T::Output> {
+fn cuda<T: Task>(task: T, index: usize) -> Result<T::Output> {
     type B = burn::backend::Cuda;
-    let device = burn::backend::cuda::CudaDevice::default();
+    let device = burn::backend::cuda::CudaDevice::new(index);
     probe::<B>(&device).map_err(|detail| {
         anyhow::anyhow!(
             "CUDA is not available ({detail}); check the NVIDIA driver (`nvidia-smi`) or use --backend cpu"
@@ -98,8 +109,22 @@ fn cuda<T: Task>(task: T) -> Result<T::Output> {
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda<T: Task>(_task: T) -> Result<T::Output> {
+fn cuda<T: Task>(_task: T, _index: usize) -> Result<T::Output> {
     Err(missing(BackendKind::Cuda))
+}
+
+/// The GPU's name as nvidia-smi reports it (for the MFU peak table), if it can be asked.
+pub fn nvidia_gpu_name(index: usize) -> Option<String> {
+    let out = std::process::Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=name",
+            "--format=csv,noheader",
+            &format!("--id={index}"),
+        ])
+        .output()
+        .ok()?;
+    let name = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !name.is_empty()).then_some(name)
 }
 
 /// Runs one tiny operation on `device`, turning the panic that Burn raises when the driver or

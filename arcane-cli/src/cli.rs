@@ -21,6 +21,12 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Tokenize text files into training and validation shards.
+    Prepare(PrepareArgs),
+    /// Pre-train a model (with no arguments: tiny-cpu on the bundled corpus, then a sample).
+    Train(TrainArgs),
+    /// Draw the loss curves of one or more runs into one picture.
+    Plot(PlotArgs),
     /// Show a config's parameters, FLOPs per token and memory needs.
     Info(InfoArgs),
     /// Continue a prompt with a model, streaming the text.
@@ -32,6 +38,79 @@ pub enum Command {
     Bench(BenchArgs),
     /// Convert a model directory to the Arcane or Hugging Face format.
     Convert(ConvertArgs),
+}
+
+/// `prepare`
+#[derive(Debug, Args)]
+pub struct PrepareArgs {
+    /// Files or folders of .txt, .jsonl (a "text" field per line) or their .gz.
+    #[arg(long, required = true, num_args = 1..)]
+    pub input: Vec<PathBuf>,
+    /// Output folder for the shards and manifest.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Tokens in the validation split (default: 5% of the corpus, at most 10M).
+    #[arg(long)]
+    pub val_tokens: Option<usize>,
+    /// Tokens per shard file.
+    #[arg(long, default_value_t = 100_000_000)]
+    pub shard_tokens: usize,
+}
+
+/// `train`
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// A training preset (tiny-cpu, gpt2-124m, arcane-124m, arcane-355m, arcane-1.3b) or a
+    /// config file (see configs/).
+    #[arg(long)]
+    pub config: Option<String>,
+    /// Prepared data (from `prepare`); default: the bundled corpus, prepared on first use.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// The run folder (default: runs/CONFIG, or runs/CONFIG-2, ... if taken).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in this folder from its last checkpoint.
+    #[arg(long, conflicts_with_all = ["config", "out"])]
+    pub resume: Option<PathBuf>,
+    /// Override max_steps (with --resume: train on to this step).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Override checkpoint_every.
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Override eval_every.
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// Override the micro-batch size (tokens_per_step is kept).
+    #[arg(long)]
+    pub micro_batch: Option<usize>,
+    /// Override tokens_per_step.
+    #[arg(long)]
+    pub tokens_per_step: Option<usize>,
+    /// Recompute activations in the backward pass to save memory.
+    #[arg(long)]
+    pub activation_checkpointing: bool,
+    /// Peak TFLOP/s of one device for MFU (default: looked up for known GPUs).
+    #[arg(long)]
+    pub peak_tflops: Option<f64>,
+    /// Device indices for data-parallel training, e.g. 0,1,2,3 (GPU backends).
+    #[arg(long, value_delimiter = ',')]
+    pub devices: Option<Vec<usize>>,
+    /// Plain log lines even on a terminal (no dashboard).
+    #[arg(long)]
+    pub no_dashboard: bool,
+}
+
+/// `plot`
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// Run folders.
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Output path without extension (default: RUN/loss for one run, loss-comparison otherwise).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// `info`
@@ -111,6 +190,8 @@ pub enum BenchKind {
     Forward,
     /// Batch-1 decoding with the KV cache: a 32-token prompt, then 128 new tokens.
     Decode,
+    /// Full optimizer steps: forward, backward, global-norm clipping, AdamW.
+    Train,
 }
 
 /// `bench`
@@ -122,14 +203,17 @@ pub struct BenchArgs {
     /// A preset or a config file (random weights).
     #[arg(long, default_value = "gpt2-124m")]
     pub config: String,
-    /// Sequences per forward (forward only).
+    /// Sequences per step (forward and train).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
-    /// Sequence length (forward only; default: min(context, 1024)).
+    /// Sequence length (forward and train; default: min(context, 1024)).
     #[arg(long)]
     pub seq_len: Option<usize>,
-    /// Timed repeats after the warm-up; the median is reported.
-    #[arg(long, default_value_t = 5)]
+    /// Recompute activations in the backward pass (train only); compare peak memory.
+    #[arg(long)]
+    pub activation_checkpointing: bool,
+    /// Timed repeats (optimizer steps for `train`) after the warm-up; the median is reported.
+    #[arg(long, visible_alias = "steps", default_value_t = 5)]
     pub repeats: usize,
 }
 

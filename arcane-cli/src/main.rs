@@ -3,6 +3,7 @@
 //! Arguments are parsed into typed configs (`cli.rs`), the backend is chosen at run time
 //! (`backend.rs`), and each subcommand lives in its own file under `commands/`.
 
+mod allocator;
 mod backend;
 mod cli;
 mod commands;
@@ -12,6 +13,7 @@ mod progress;
 use clap::Parser;
 
 fn main() {
+    allocator::tune_for_tensors();
     let cli = cli::Cli::parse();
     if let Err(error) = commands::run(cli) {
         // `{:#}` prints the whole context chain on one line: "loading model: file: reason".

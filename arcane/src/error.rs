@@ -20,7 +20,7 @@ pub enum ArcaneError {
     },
 
     /// A model configuration is inconsistent (for example `d_model` not divisible by `n_heads`).
-    #[error("invalid model config: {0}")]
+    #[error("invalid config: {0}")]
     InvalidConfig(String),
 
     /// A file exists but its contents are not in the expected format.

@@ -17,12 +17,14 @@
 //! ```
 
 pub mod checkpoint;
+pub mod data;
 pub mod error;
 pub mod eval;
 pub mod generation;
 pub mod model;
 pub mod pretrained;
 pub mod tokenizer;
+pub mod training;
 pub mod weights;
 
 pub use checkpoint::{load_model, save_model};

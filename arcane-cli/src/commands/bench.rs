@@ -8,8 +8,14 @@ use std::time::Instant;
 
 use anyhow::Result;
 use arcane::generation::argmax;
+use arcane::training::{clip_global_norm, GroupedAdamW, LmBatch, OptimizerConfig};
 use arcane::{Gpt, ModelConfig};
+use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+use burn::backend::Autodiff;
+use burn::optim::Optimizer;
 use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::TrainStep;
 use serde_json::{json, Value};
 
 use crate::backend::{self, BackendKind, Task};
@@ -51,6 +57,13 @@ impl Task for Bench {
     type Output = Value;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<Value> {
+        if self.args.kind == BenchKind::Train {
+            return if self.args.activation_checkpointing {
+                self.train::<Autodiff<B, BalancedCheckpointing>>(device)
+            } else {
+                self.train::<Autodiff<B>>(device)
+            };
+        }
         B::seed(&device, 0);
         let model = self.config.init::<B>(&device)?;
         let c = &self.config;
@@ -103,26 +116,97 @@ impl Task for Bench {
                     Box::new(run),
                 )
             }
+            BenchKind::Train => unreachable!("handled above"),
         };
         timer(); // warm-up
-        let mut seconds: Vec<f64> = (0..self.args.repeats).map(|_| timer()).collect();
+        let seconds: Vec<f64> = (0..self.args.repeats).map(|_| timer()).collect();
+        let batch = if kind == "decode" { 1 } else { self.args.batch };
+        Ok(self.result(
+            kind,
+            batch,
+            seq_len,
+            tokens_per_run,
+            flops_per_token,
+            seconds,
+        ))
+    }
+}
+
+impl Bench {
+    /// The JSON line of a measurement from its per-repeat seconds.
+    fn result(
+        &self,
+        kind: &str,
+        batch: usize,
+        seq_len: usize,
+        tokens: usize,
+        flops_per_token: f64,
+        mut seconds: Vec<f64>,
+    ) -> Value {
         seconds.sort_by(f64::total_cmp);
         let median = seconds[seconds.len() / 2];
-        let tokens_per_s = tokens_per_run as f64 / median;
-        Ok(json!({
+        let tokens_per_s = tokens as f64 / median;
+        json!({
             "bench": kind,
             "config": self.name,
             "backend": self.backend.name(),
-            "batch": if kind == "decode" { 1 } else { self.args.batch },
+            "batch": batch,
             "seq_len": seq_len,
             "tokens_per_s": tokens_per_s,
             "achieved_gflops": tokens_per_s * flops_per_token / 1e9,
             "median_s": median,
             "min_s": seconds[0],
-            "repeats": self.args.repeats,
-            "params": c.num_params(),
-        }))
+            "repeats": seconds.len(),
+            "params": self.config.num_params(),
+            "activation_checkpointing": self.args.activation_checkpointing,
+            "peak_rss_mib": peak_rss_mib(),
+        })
     }
+
+    /// Optimizer steps on random tokens: forward, backward, global-norm clipping, AdamW.
+    fn train<B: AutodiffBackend>(self, device: B::Device) -> Result<Value> {
+        let c = &self.config;
+        let t = self.args.seq_len.unwrap_or(c.max_seq_len.min(1024));
+        if t == 0 || t > c.max_seq_len {
+            anyhow::bail!(
+                "--seq-len must be between 1 and the context ({})",
+                c.max_seq_len
+            );
+        }
+        let b = self.args.batch;
+        B::seed(&device, 0);
+        let mut model: Gpt<B> = c.init(&device)?;
+        let mut optim = GroupedAdamW::new(&OptimizerConfig::default(), &model);
+        let ids: Vec<u32> = (0..b * (t + 1))
+            .map(|i| ((i * 7919 + 13) % c.vocab_size) as u32)
+            .collect();
+        let batch = arcane::data::Batch {
+            tokens: ids,
+            batch_size: b,
+            seq_len: t,
+        };
+        let mut step = || {
+            let start = Instant::now();
+            let output = TrainStep::step(&model, LmBatch::<B>::new(&batch, 1.0, &device));
+            let mut grads = output.grads;
+            clip_global_norm(&model, &mut grads, 1.0);
+            model = optim.step(1e-4, model.clone(), grads);
+            // Reading the loss waits for the whole step on asynchronous backends.
+            std::hint::black_box(output.item.loss.into_scalar().elem::<f32>());
+            start.elapsed().as_secs_f64()
+        };
+        step(); // warm-up
+        let seconds: Vec<f64> = (0..self.args.repeats).map(|_| step()).collect();
+        Ok(self.result("train", b, t, b * t, c.flops_per_token(t), seconds))
+    }
+}
+
+/// The process's peak resident memory in MiB (Linux; `null` elsewhere).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// Seconds that `f` takes.

@@ -5,6 +5,9 @@ mod convert;
 mod eval_loss;
 mod generate;
 mod info;
+mod plot;
+mod prepare;
+mod train;
 
 use anyhow::Result;
 
@@ -14,6 +17,9 @@ use crate::cli::{Cli, Command, EvalCommand};
 pub fn run(cli: Cli) -> Result<()> {
     let backend = cli.backend;
     match cli.command {
+        Command::Prepare(args) => prepare::run(args),
+        Command::Train(args) => train::run(args, backend),
+        Command::Plot(args) => plot::run(args),
         Command::Info(args) => info::run(args),
         Command::Generate(args) => generate::run(args, backend),
         Command::Eval(EvalCommand::Loss(args)) => eval_loss::run(args, backend),

@@ -241,13 +241,15 @@ fn llama(f: &Fields) -> Result<ModelConfig> {
 /// The `config.json` transformers needs to load `config` as `arch`.
 pub fn hf_config_json(arch: HfArchitecture, config: &ModelConfig) -> Value {
     let c = config;
+    // GPT-2's end-of-text doubles as BOS/EOS, when the vocabulary has it.
+    let eot = (c.vocab_size > 50256).then_some(50256);
     let common = json!({
         "architectures": [arch.class_name()],
         "vocab_size": c.vocab_size,
         "tie_word_embeddings": c.tie_embeddings,
         "initializer_range": c.init_std,
-        "bos_token_id": 50256,
-        "eos_token_id": 50256,
+        "bos_token_id": eot,
+        "eos_token_id": eot,
         "torch_dtype": "float32",
         "dtype": "float32",
     });

@@ -1,0 +1,47 @@
+//! `arcane-cli prepare`: text files to token shards, with a progress bar.
+
+use anyhow::{Context, Result};
+use arcane::data::{prepare, DataManifest, PrepareConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::PrepareArgs;
+
+/// Prepares the inputs and prints a summary.
+pub fn run(args: PrepareArgs) -> Result<()> {
+    let config = PrepareConfig {
+        inputs: args.input,
+        out: args.out,
+        val_tokens: args.val_tokens,
+        shard_tokens: args.shard_tokens,
+    };
+    let manifest = prepare_with_progress(&config)?;
+    println!(
+        "{} documents, {} tokens: {} train in {} shard(s), {} validation, in {}",
+        manifest.documents,
+        manifest.tokens,
+        manifest.train_tokens,
+        manifest.train_shards.len(),
+        manifest.val_tokens,
+        config.out.display()
+    );
+    Ok(())
+}
+
+/// Runs `prepare` with a byte-based progress bar (tokens/s in the message).
+pub fn prepare_with_progress(config: &PrepareConfig) -> Result<DataManifest> {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, ETA {eta}) {msg}")
+            .expect("valid template"),
+    );
+    let start = std::time::Instant::now();
+    let manifest = prepare(config, |p| {
+        bar.set_length(p.total_bytes.max(p.bytes));
+        bar.set_position(p.bytes);
+        let rate = p.tokens as f64 / start.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!("{} tokens, {:.0} tokens/s", p.tokens, rate));
+    })
+    .with_context(|| format!("preparing {}", config.out.display()))?;
+    bar.finish_and_clear();
+    Ok(manifest)
+}

@@ -1,0 +1,257 @@
+//! `arcane-cli train`: pre-train or resume a run, then print a sample.
+//!
+//! With no arguments it trains `tiny-cpu` on the bundled Moby-Dick corpus (prepared on first
+//! use) into `runs/tiny-cpu`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use arcane::data::{DataManifest, PrepareConfig};
+use arcane::training::{
+    read_run_config, train, LoopOutcome, StopReason, TrainOptions, TrainingConfig,
+};
+use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+use burn::backend::Autodiff;
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{self, BackendKind, Task};
+use crate::cli::TrainArgs;
+use crate::commands::prepare::prepare_with_progress;
+
+/// The bundled corpus, embedded so that the binary trains out of the box anywhere.
+const CORPUS: &[u8] = include_bytes!("../../corpus/moby-dick.txt.gz");
+/// Where the bundled corpus is prepared.
+const DEFAULT_DATA: &str = "data/moby-dick";
+/// The run's launch details the training config does not hold.
+const RUN_FILE: &str = "run.json";
+
+#[derive(Serialize, Deserialize)]
+struct RunFile {
+    data: PathBuf,
+    backend: String,
+}
+
+/// Resolves config, data and run folder, then trains on the chosen backend.
+pub fn run(args: TrainArgs, backend_kind: BackendKind) -> Result<()> {
+    let devices = args.devices.clone().unwrap_or_else(|| vec![0]);
+    if devices.len() > 1 {
+        bail!(
+            "data-parallel training over {} devices is not available in this build of Arcane; \
+             train on one device (--devices {}) and raise micro_batch or tokens_per_step instead",
+            devices.len(),
+            devices[0]
+        );
+    }
+    let (mut config, name, run_dir, data) = match &args.resume {
+        Some(dir) => {
+            let config = read_run_config(dir)?;
+            for (flag, set) in [
+                ("--micro-batch", args.micro_batch.is_some()),
+                ("--tokens-per-step", args.tokens_per_step.is_some()),
+            ] {
+                if set {
+                    bail!("{flag} cannot change on --resume: it would change the data order of the run");
+                }
+            }
+            let saved: Option<RunFile> = std::fs::read_to_string(dir.join(RUN_FILE))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok());
+            let data = match (&args.data, saved) {
+                (Some(data), _) => data.clone(),
+                (None, Some(saved)) => saved.data,
+                (None, None) => bail!(
+                    "{} has no {RUN_FILE}; pass --data with the run's prepared data",
+                    dir.display()
+                ),
+            };
+            (config, String::new(), dir.clone(), data)
+        }
+        None => {
+            let name = args.config.clone().unwrap_or_else(|| "tiny-cpu".into());
+            let config = match TrainingConfig::preset(&name) {
+                Some(config) => config,
+                None if Path::new(&name).is_file() => TrainingConfig::from_file(Path::new(&name))?,
+                None => bail!(
+                    "{name:?} is neither a training preset ({}) nor a config file",
+                    arcane::training::TRAINING_PRESETS.join(", ")
+                ),
+            };
+            let stem = Path::new(&name)
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("run")
+                .to_string();
+            let run_dir = args.out.clone().unwrap_or_else(|| free_run_dir(&stem));
+            let data = match &args.data {
+                Some(data) => data.clone(),
+                None => bundled_corpus()?,
+            };
+            (config, stem, run_dir, data)
+        }
+    };
+    if let Some(v) = args.max_steps {
+        config.max_steps = v;
+    }
+    if let Some(v) = args.checkpoint_every {
+        config.checkpoint_every = v;
+    }
+    if let Some(v) = args.eval_every {
+        config.eval_every = v;
+        if args.checkpoint_every.is_none() && config.checkpoint_every % v != 0 {
+            config.checkpoint_every = v;
+        }
+    }
+    if let Some(v) = args.micro_batch {
+        config.micro_batch = v;
+    }
+    if let Some(v) = args.tokens_per_step {
+        config.tokens_per_step = v;
+    }
+    if args.activation_checkpointing {
+        config.activation_checkpointing = true;
+    }
+    config
+        .validate(devices.len())
+        .context("the training config does not fit")?;
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let run_file = serde_json::to_string_pretty(&RunFile {
+        data: data.clone(),
+        backend: backend_kind.name().into(),
+    })?;
+    std::fs::write(run_dir.join(RUN_FILE), run_file)?;
+
+    let peak_flops = args
+        .peak_tflops
+        .map(|t| t * 1e12)
+        .or_else(|| match backend_kind {
+            BackendKind::Cuda => backend::nvidia_gpu_name(devices[0])
+                .and_then(|n| arcane::training::peak_flops_for(&n)),
+            _ => None,
+        });
+    let resume = args.resume.is_some();
+    eprintln!(
+        "{} {} on {} ({} parameters, {} steps of {} tokens) -> {}",
+        if resume { "resuming" } else { "training" },
+        if name.is_empty() {
+            run_dir.display().to_string()
+        } else {
+            name
+        },
+        backend_kind.name(),
+        config.model.num_params(),
+        config.max_steps,
+        config.tokens_per_step,
+        run_dir.display()
+    );
+    let task = TrainTask {
+        config,
+        run_dir: run_dir.clone(),
+        data,
+        resume,
+        dashboard: if args.no_dashboard { Some(false) } else { None },
+        peak_flops,
+    };
+    let outcome = backend::run_on(backend_kind, devices[0], task)?;
+    report(&outcome, &run_dir);
+    Ok(())
+}
+
+struct TrainTask {
+    config: TrainingConfig,
+    run_dir: PathBuf,
+    data: PathBuf,
+    resume: bool,
+    dashboard: Option<bool>,
+    peak_flops: Option<f64>,
+}
+
+impl TrainTask {
+    fn train<B: burn::tensor::backend::AutodiffBackend>(
+        self,
+        device: B::Device,
+    ) -> Result<LoopOutcome> {
+        let mut options = TrainOptions::<B>::new(&self.run_dir, &self.data);
+        options.resume = self.resume;
+        options.dashboard = self.dashboard;
+        options.peak_flops = self.peak_flops;
+        Ok(train::<B>(self.config, options, device)?)
+    }
+}
+
+impl Task for TrainTask {
+    type Output = LoopOutcome;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<LoopOutcome> {
+        // Each choice is another copy of the generic training code; two per backend.
+        if self.config.activation_checkpointing {
+            self.train::<Autodiff<B, BalancedCheckpointing>>(device)
+        } else {
+            self.train::<Autodiff<B>>(device)
+        }
+    }
+}
+
+fn report(outcome: &LoopOutcome, run_dir: &Path) {
+    if outcome.stop == StopReason::Interrupted {
+        println!(
+            "stopped at step {}; continue with `arcane-cli train --resume {}`",
+            outcome.step,
+            run_dir.display()
+        );
+    }
+    let val = outcome.val_loss.map_or("-".into(), |v| format!("{v:.4}"));
+    let mfu = outcome
+        .mfu
+        .map_or(String::new(), |m| format!(", MFU {:.1}%", 100.0 * m));
+    println!(
+        "step {}: validation loss {val}, {:.0} tokens/s{mfu}",
+        outcome.step, outcome.tokens_per_s
+    );
+    println!(
+        "model, checkpoints, metrics.jsonl and loss.png are in {} (use it as --model for generate and eval loss)",
+        run_dir.display()
+    );
+    if let Some(sample) = &outcome.sample {
+        println!("sample:\n{sample}");
+    }
+}
+
+/// `runs/NAME`, or `runs/NAME-2`, `-3`, ... when taken.
+fn free_run_dir(name: &str) -> PathBuf {
+    let base = PathBuf::from("runs");
+    (1..)
+        .map(|i| {
+            if i == 1 {
+                base.join(name)
+            } else {
+                base.join(format!("{name}-{i}"))
+            }
+        })
+        .find(|p| !p.exists())
+        .expect("some run folder is free")
+}
+
+/// Writes the embedded corpus and prepares it, once.
+fn bundled_corpus() -> Result<PathBuf> {
+    let data = PathBuf::from(DEFAULT_DATA);
+    if DataManifest::read(&data).ok().flatten().is_some() {
+        return Ok(data);
+    }
+    let source = data.join("source");
+    std::fs::create_dir_all(&source).with_context(|| format!("creating {}", source.display()))?;
+    let file = source.join("moby-dick.txt.gz");
+    std::fs::write(&file, CORPUS).with_context(|| format!("writing {}", file.display()))?;
+    eprintln!(
+        "preparing the bundled corpus (Moby-Dick) into {}",
+        data.display()
+    );
+    let config = PrepareConfig {
+        inputs: vec![source],
+        out: data.clone(),
+        val_tokens: None,
+        shard_tokens: 100_000_000,
+    };
+    prepare_with_progress(&config)?;
+    Ok(data)
+}

@@ -1,0 +1,363 @@
+//! End-to-end training through the binary: prepare, train, kill, resume exactly, and the
+//! failures a user can cause (bad data, bad batch arithmetic, a diverging run).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_arcane-cli"))
+}
+
+fn corpus() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus/moby-dick.txt.gz")
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap()
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn fails(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{cmd:?} should fail cleanly: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{cmd:?} panicked: {stderr}");
+    stderr
+}
+
+/// Prepares the bundled corpus once per test into `dir/data`.
+fn prepare(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    ok(bin()
+        .args(["prepare", "--input"])
+        .arg(corpus())
+        .arg("--out")
+        .arg(&data)
+        .args(["--val-tokens", "4096", "--shard-tokens", "100000"]));
+    data
+}
+
+/// A small, fast training config (d=32, T=32, 128 tokens per step).
+fn config(dir: &Path, overrides: Value) -> PathBuf {
+    let mut c = json!({
+        "model": {"vocab_size": 50304, "max_seq_len": 32, "d_model": 32, "n_layers": 2, "n_heads": 2,
+                  "positions": "rope", "norm": "rms_norm", "norm_bias": false, "mlp": "swiglu",
+                  "mlp_hidden": 64, "bias": false, "tie_embeddings": true},
+        "seed": 7, "micro_batch": 2, "tokens_per_step": 128, "max_steps": 8,
+        "optimizer": {"max_lr": 3e-3},
+        "schedule": {"warmup_steps": 2},
+        "eval_every": 2, "eval_tokens": 256, "checkpoint_every": 4, "keep_checkpoints": 2,
+        "sample_tokens": 4, "log_every": 1
+    });
+    for (k, v) in overrides.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    let path = dir.join("config.json");
+    std::fs::write(&path, c.to_string()).unwrap();
+    path
+}
+
+fn train_cmd(cfg: &Path, data: &Path, out: &Path) -> Command {
+    let mut cmd = bin();
+    cmd.args(["train", "--no-dashboard", "--config"])
+        .arg(cfg)
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out);
+    cmd
+}
+
+/// (step, loss) of every training record in a run's metrics.jsonl.
+fn train_losses(run: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["kind"] == "train")
+        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
+        .collect()
+}
+
+/// Largest difference between the final weights of two runs.
+fn weight_diff(a: &Path, b: &Path) -> f32 {
+    let read =
+        |run: &Path| arcane::weights::read_safetensors(&[run.join("model.safetensors")]).unwrap();
+    let (a, b) = (read(a), read(b));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    a.iter()
+        .flat_map(|(name, t)| {
+            t.values
+                .iter()
+                .zip(&b[name].values)
+                .map(|(x, y)| (x - y).abs())
+        })
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn prepare_is_deterministic_and_reports_its_split() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = prepare(tmp.path());
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["val_tokens"], 4096);
+    assert!(manifest["train_tokens"].as_u64().unwrap() > 250_000);
+    assert_eq!(
+        manifest["train_shards"].as_array().unwrap().len(),
+        4,
+        "100k-token shards"
+    );
+    let b = tmp.path().join("again");
+    ok(bin()
+        .args(["prepare", "--input"])
+        .arg(corpus())
+        .arg("--out")
+        .arg(&b)
+        .args(["--val-tokens", "4096", "--shard-tokens", "100000"]));
+    for name in ["train_000000.bin", "train_000003.bin", "val_000000.bin"] {
+        assert_eq!(
+            std::fs::read(a.join(name)).unwrap(),
+            std::fs::read(b.join(name)).unwrap(),
+            "{name} differs between runs"
+        );
+    }
+}
+
+#[test]
+fn training_learns_and_leaves_a_usable_run_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = prepare(tmp.path());
+    let run_dir = tmp.path().join("run");
+    let cfg = config(
+        tmp.path(),
+        json!({"max_steps": 30, "eval_every": 10, "checkpoint_every": 10, "optimizer": {"max_lr": 1e-2}}),
+    );
+    let stdout = ok(&mut train_cmd(&cfg, &data, &run_dir));
+    assert!(stdout.contains("sample:"), "{stdout}");
+    let losses = train_losses(&run_dir);
+    assert_eq!(losses.len(), 30);
+    let first = losses[..3].iter().map(|l| l.1).sum::<f64>() / 3.0;
+    let last = losses[27..].iter().map(|l| l.1).sum::<f64>() / 3.0;
+    assert!(
+        last < first - 1.5,
+        "loss should fall: {first:.3} -> {last:.3}"
+    );
+    for file in [
+        "loss.png",
+        "loss.svg",
+        "config.json",
+        "arcane.json",
+        "model.safetensors",
+    ] {
+        assert!(run_dir.join(file).is_file(), "{file} missing");
+    }
+    let steps: Vec<_> = std::fs::read_dir(run_dir.join("checkpoint"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("state-"))
+        .collect();
+    assert_eq!(steps.len(), 2, "keep_checkpoints = 2: {steps:?}");
+    // The run folder is a model for generate and eval loss.
+    let out = ok(bin()
+        .args([
+            "generate",
+            "--max-new-tokens",
+            "5",
+            "--json",
+            "--prompt",
+            "The whale",
+            "--model",
+        ])
+        .arg(&run_dir));
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["ids"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+    ok(bin()
+        .args(["eval", "loss", "--json", "--text"])
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../arcane/tests/fixtures/eval.txt"))
+        .arg("--model")
+        .arg(&run_dir));
+    // plot draws several runs together.
+    let out = tmp.path().join("both");
+    ok(bin()
+        .arg("plot")
+        .arg(&run_dir)
+        .arg(&run_dir)
+        .arg("--out")
+        .arg(&out));
+    assert!(out.with_extension("png").is_file());
+}
+
+#[test]
+fn a_killed_run_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = prepare(tmp.path());
+    let cfg = config(
+        tmp.path(),
+        json!({"max_steps": 40, "checkpoint_every": 4, "eval_every": 4, "keep_checkpoints": 10}),
+    );
+    // Reference: 40 steps in one go.
+    let whole = tmp.path().join("whole");
+    ok(&mut train_cmd(&cfg, &data, &whole));
+    // Same run, killed with SIGKILL once its first checkpoint is complete.
+    let killed = tmp.path().join("killed");
+    let mut child = train_cmd(&cfg, &data, &killed)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let marker = killed.join("checkpoint/state-4.json");
+    let start = Instant::now();
+    while !marker.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let seen = train_losses(&killed).len();
+    assert!(
+        seen < 40,
+        "the run finished before it could be killed ({seen} steps)"
+    );
+    ok(bin()
+        .args(["train", "--no-dashboard", "--resume"])
+        .arg(&killed));
+    let (a, b) = (train_losses(&whole), train_losses(&killed));
+    assert_eq!(a.len(), 40);
+    assert_eq!(b.len(), 40, "the resumed log has each step once");
+    for ((sa, la), (sb, lb)) in a.iter().zip(&b) {
+        assert_eq!(sa, sb);
+        assert!(
+            (la - lb).abs() < 1e-5,
+            "step {sa}: {la} (one go) vs {lb} (killed and resumed)"
+        );
+    }
+    let diff = weight_diff(&whole, &killed);
+    eprintln!("final weights differ by at most {diff}");
+    assert!(diff < 1e-5, "final weights differ by {diff}");
+}
+
+#[test]
+fn bad_inputs_are_errors_with_hints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = prepare(tmp.path());
+    // Batch arithmetic that does not divide.
+    let cfg = config(tmp.path(), json!({"tokens_per_step": 100}));
+    let err = fails(&mut train_cmd(&cfg, &data, &tmp.path().join("r1")));
+    assert!(
+        err.contains("tokens_per_step (100) must be a whole multiple"),
+        "{err}"
+    );
+    // A misspelled field.
+    let bad = tmp.path().join("bad.json");
+    std::fs::write(&bad, r#"{"max_step": 3}"#).unwrap();
+    assert!(fails(&mut train_cmd(&bad, &data, &tmp.path().join("r2"))).contains("unknown field"));
+    // Missing data, and a corrupt shard.
+    let cfg = config(tmp.path(), json!({}));
+    assert!(fails(&mut train_cmd(
+        &cfg,
+        &tmp.path().join("nothing"),
+        &tmp.path().join("r3")
+    ))
+    .contains("nothing"));
+    let shard = data.join("val_000000.bin");
+    let bytes = std::fs::read(&shard).unwrap();
+    std::fs::write(&shard, &bytes[..bytes.len() - 10]).unwrap();
+    let err = fails(&mut train_cmd(&cfg, &data, &tmp.path().join("r4")));
+    assert!(err.contains("truncated"), "{err}");
+    // Inputs prepare cannot read.
+    let text = tmp.path().join("latin1.txt");
+    std::fs::write(&text, [b'c', b'a', b'f', 0xe9]).unwrap();
+    assert!(fails(
+        bin()
+            .args(["prepare", "--input"])
+            .arg(&text)
+            .arg("--out")
+            .arg(tmp.path().join("d2"))
+    )
+    .contains("not UTF-8"));
+    let jsonl = tmp.path().join("docs.jsonl");
+    std::fs::write(&jsonl, "{\"text\": \"fine\"}\nnot json\n").unwrap();
+    assert!(fails(
+        bin()
+            .args(["prepare", "--input"])
+            .arg(&jsonl)
+            .arg("--out")
+            .arg(tmp.path().join("d3"))
+    )
+    .contains("line 2 is not JSON"));
+    assert!(fails(
+        bin()
+            .args(["prepare", "--input"])
+            .arg(tmp.path().join("none.txt"))
+            .arg("--out")
+            .arg(tmp.path().join("d4"))
+    )
+    .contains("none.txt"));
+    // Resuming something that is not a run.
+    let empty = tempfile::tempdir().unwrap();
+    assert!(fails(bin().args(["train", "--resume"]).arg(empty.path())).contains("not a run folder"));
+}
+
+#[test]
+fn a_diverging_run_stops_and_keeps_its_last_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = prepare(tmp.path());
+    let cfg = config(
+        tmp.path(),
+        json!({"max_steps": 20, "checkpoint_every": 1, "eval_every": 1, "schedule": {"warmup_steps": 0}, "optimizer": {"max_lr": 1e30, "grad_clip": 0.0}}),
+    );
+    let run_dir = tmp.path().join("run");
+    let err = fails(&mut train_cmd(&cfg, &data, &run_dir));
+    assert!(
+        err.contains("the loss is") && err.contains("last good checkpoint"),
+        "{err}"
+    );
+    let states: Vec<String> = std::fs::read_dir(run_dir.join("checkpoint"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("state-"))
+        .collect();
+    let losses = train_losses(&run_dir);
+    let last_good = losses.len();
+    assert!(
+        losses.iter().all(|(_, l)| l.is_finite()),
+        "only finite steps are logged: {losses:?}"
+    );
+    assert_eq!(
+        states,
+        vec![format!("state-{last_good}.json")],
+        "the checkpoint of the last finite step stays"
+    );
+    // The run can be resumed from it (and stops again at the same point).
+    let err = fails(
+        bin()
+            .args(["train", "--no-dashboard", "--resume"])
+            .arg(&run_dir),
+    );
+    assert!(err.contains(&format!("step {}", last_good + 1)), "{err}");
+}

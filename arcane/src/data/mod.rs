@@ -1,0 +1,12 @@
+//! Token data: the shard format on disk, corpus preparation, and the seeded window sampler that
+//! feeds training and validation.
+
+mod prepare;
+mod sampler;
+mod shard;
+
+pub use prepare::{prepare, DataManifest, PrepareConfig, PrepareProgress, SourceFile};
+pub use sampler::{Batch, DataPosition, TokenData, WindowSampler};
+pub use shard::{
+    read_shard_header, write_shard, Shard, SHARD_HEADER_BYTES, SHARD_MAGIC, SHARD_VERSION,
+};

@@ -1,0 +1,261 @@
+//! Training checkpoints: model, optimizer and schedule through burn-train's
+//! `LearningCheckpointer`, plus a state file with the step, data position and config
+//! fingerprint. Every file is written to a temporary name and renamed, and the state file,
+//! written last, marks a checkpoint as complete: a crash at any moment leaves the previous
+//! checkpoint usable and never a half-written one that looks complete.
+//!
+//! Layout of `RUN_DIR/checkpoint/` for step `N`: `model-N.mpk`, `optim-N.mpk`,
+//! `scheduler-N.mpk` (Burn's named MessagePack, full precision) and `state-N.json`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+
+use burn::prelude::Backend;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Record};
+use burn::train::checkpoint::{
+    Checkpointer, CheckpointerError, CheckpointingAction, CheckpointingStrategy,
+};
+use burn::train::metric::store::EventStoreClient;
+use serde::{Deserialize, Serialize};
+
+use super::config::TrainingConfig;
+use crate::data::DataPosition;
+use crate::error::{ArcaneError, Result};
+use crate::weights::write_atomic;
+
+/// The recorder of every checkpoint file.
+pub type CheckpointRecorder = NamedMpkFileRecorder<FullPrecisionSettings>;
+
+/// The `format` of a state file.
+pub const STATE_FORMAT: &str = "arcane-train-state";
+
+/// `state-N.json`: where the run was when checkpoint `N` was taken.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Always [`STATE_FORMAT`].
+    pub format: String,
+    /// Format version (1).
+    pub version: u32,
+    /// Optimizer steps completed.
+    pub step: usize,
+    /// Tokens trained on.
+    pub tokens: u64,
+    /// Position in the training data.
+    pub data: DataPosition,
+    /// The seed of data order and dropout (the RNG state is a function of seed and step).
+    pub seed: u64,
+    /// Fingerprint of the model config, to refuse a checkpoint of another architecture.
+    pub model_fingerprint: String,
+    /// Training seconds so far.
+    pub elapsed_s: f64,
+}
+
+/// A stable fingerprint of the model architecture (its JSON).
+pub fn fingerprint(config: &TrainingConfig) -> String {
+    serde_json::to_string(&config.model).expect("config serializes")
+}
+
+/// Tracks which saves the background checkpointer threads have finished.
+#[derive(Default)]
+pub struct SaveTracker {
+    done: Mutex<HashMap<String, std::result::Result<usize, String>>>,
+    changed: Condvar,
+}
+
+impl SaveTracker {
+    fn report(&self, name: &str, result: std::result::Result<usize, String>) {
+        self.done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), result);
+        self.changed.notify_all();
+    }
+
+    /// Blocks until every file in `names` reports step `step`, or one reports an error.
+    pub fn wait(&self, names: &[&str], step: usize) -> Result<()> {
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            for name in names {
+                if let Some(Err(e)) = done.get(*name) {
+                    return Err(ArcaneError::InvalidInput(format!(
+                        "writing the {name} checkpoint failed: {e}"
+                    )));
+                }
+            }
+            if names
+                .iter()
+                .all(|n| matches!(done.get(*n), Some(Ok(s)) if *s == step))
+            {
+                return Ok(());
+            }
+            done = self.changed.wait(done).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// A burn-train [`Checkpointer`] that writes `NAME-STEP.mpk` through a temporary file and a
+/// rename, and reports completion to a [`SaveTracker`].
+pub struct AtomicCheckpointer {
+    dir: PathBuf,
+    name: String,
+    recorder: CheckpointRecorder,
+    tracker: Arc<SaveTracker>,
+}
+
+impl AtomicCheckpointer {
+    /// A checkpointer for files `dir/name-STEP.mpk`.
+    pub fn new(dir: &Path, name: &str, tracker: Arc<SaveTracker>) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            name: name.into(),
+            recorder: CheckpointRecorder::new(),
+            tracker,
+        }
+    }
+
+    /// The file of `step` (with its extension).
+    pub fn file(&self, step: usize) -> PathBuf {
+        self.dir.join(format!("{}-{step}.mpk", self.name))
+    }
+
+    fn save_inner<R: Record<B>, B: Backend>(
+        &self,
+        step: usize,
+        record: R,
+    ) -> std::result::Result<(), CheckpointerError> {
+        std::fs::create_dir_all(&self.dir).map_err(CheckpointerError::IOError)?;
+        // The recorder sets the extension ".mpk" on this stem (which has none).
+        let stem = self
+            .dir
+            .join(format!(".tmp-{}-{step}-{}", self.name, std::process::id()));
+        let written = stem.with_extension("mpk");
+        burn::record::Recorder::<B>::record(&self.recorder, record, stem)
+            .map_err(CheckpointerError::RecorderError)?;
+        // Durable before it becomes visible under its real name.
+        std::fs::File::open(&written)
+            .and_then(|f| f.sync_all())
+            .map_err(CheckpointerError::IOError)?;
+        std::fs::rename(&written, self.file(step)).map_err(CheckpointerError::IOError)
+    }
+}
+
+impl<R: Record<B>, B: Backend> Checkpointer<R, B> for AtomicCheckpointer {
+    fn save(&self, step: usize, record: R) -> std::result::Result<(), CheckpointerError> {
+        let result = self.save_inner::<R, B>(step, record);
+        self.tracker.report(
+            &self.name,
+            result.as_ref().map(|_| step).map_err(|e| e.to_string()),
+        );
+        result
+    }
+
+    fn delete(&self, step: usize) -> std::result::Result<(), CheckpointerError> {
+        match std::fs::remove_file(self.file(step)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(CheckpointerError::IOError(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn restore(
+        &self,
+        step: usize,
+        device: &B::Device,
+    ) -> std::result::Result<R, CheckpointerError> {
+        let stem = self.dir.join(format!("{}-{step}", self.name));
+        burn::record::Recorder::<B>::load(&self.recorder, stem, device)
+            .map_err(CheckpointerError::RecorderError)
+    }
+}
+
+/// burn-train's checkpointing strategy for Arcane: the loop decides when to checkpoint and
+/// prunes old checkpoints itself (state file first), so every call saves.
+pub struct SaveEveryCall;
+
+impl CheckpointingStrategy for SaveEveryCall {
+    fn checkpointing(
+        &mut self,
+        _step: usize,
+        _store: &EventStoreClient,
+    ) -> Vec<CheckpointingAction> {
+        vec![CheckpointingAction::Save]
+    }
+}
+
+/// The checkpoint folder of a run.
+pub fn checkpoint_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoint")
+}
+
+fn state_file(run_dir: &Path, step: usize) -> PathBuf {
+    checkpoint_dir(run_dir).join(format!("state-{step}.json"))
+}
+
+/// Writes the state file that completes checkpoint `state.step`.
+pub fn write_state(run_dir: &Path, state: &TrainState) -> Result<()> {
+    let json = serde_json::to_string_pretty(state).expect("state serializes");
+    write_atomic(&state_file(run_dir, state.step), json.as_bytes())
+}
+
+/// Steps of the complete checkpoints of a run, oldest first.
+pub fn checkpoint_steps(run_dir: &Path) -> Result<Vec<usize>> {
+    let dir = checkpoint_dir(run_dir);
+    if !dir.is_dir() {
+        return Ok(vec![]);
+    }
+    let mut steps: Vec<usize> = std::fs::read_dir(&dir)
+        .map_err(|e| ArcaneError::io(&dir, e))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| {
+            n.strip_prefix("state-")?
+                .strip_suffix(".json")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    steps.sort_unstable();
+    Ok(steps)
+}
+
+/// Reads and checks the state of checkpoint `step`.
+pub fn read_state(run_dir: &Path, step: usize) -> Result<TrainState> {
+    let path = state_file(run_dir, step);
+    let text = std::fs::read_to_string(&path).map_err(|e| ArcaneError::io(&path, e))?;
+    let state: TrainState = serde_json::from_str(&text).map_err(|e| {
+        ArcaneError::format(
+            &path,
+            format!(
+                "corrupt checkpoint state ({e}); delete it to resume from the checkpoint before"
+            ),
+        )
+    })?;
+    if state.format != STATE_FORMAT || state.version != 1 || state.step != step {
+        return Err(ArcaneError::format(
+            &path,
+            "not an Arcane training state of version 1 for this step",
+        ));
+    }
+    Ok(state)
+}
+
+/// Deletes all but the newest `keep` checkpoints (state files first, so that a crash halfway
+/// never leaves a state file without its weights).
+pub fn prune(run_dir: &Path, keep: usize) -> Result<()> {
+    let steps = checkpoint_steps(run_dir)?;
+    let dir = checkpoint_dir(run_dir);
+    for step in steps.iter().take(steps.len().saturating_sub(keep)) {
+        let state = state_file(run_dir, *step);
+        std::fs::remove_file(&state).map_err(|e| ArcaneError::io(&state, e))?;
+        for name in ["model", "optim", "scheduler"] {
+            let file = dir.join(format!("{name}-{step}.mpk"));
+            if let Err(e) = std::fs::remove_file(&file) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(ArcaneError::io(&file, e));
+                }
+            }
+        }
+    }
+    Ok(())
+}

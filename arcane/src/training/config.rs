@@ -1,0 +1,346 @@
+//! The training configuration: model, batch arithmetic, optimizer, schedule, evaluation and
+//! checkpointing, with build-nanogpt's GPT-2 recipe as presets. A run saves the resolved config
+//! as `config.json` beside its checkpoints.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ArcaneError, Result};
+use crate::model::ModelConfig;
+
+/// AdamW with two parameter groups (decay on weight matrices, none on biases and norm gains),
+/// every hyper-parameter explicit: Burn's defaults differ from PyTorch's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimizerConfig {
+    /// Peak learning rate, reached at the end of warmup.
+    pub max_lr: f64,
+    /// Final learning rate as a fraction of `max_lr` (build-nanogpt: 10%).
+    pub min_lr_ratio: f64,
+    /// AdamW β₁.
+    pub beta1: f64,
+    /// AdamW β₂ (0.95, as GPT-3; PyTorch's default is 0.999).
+    pub beta2: f64,
+    /// AdamW ε (1e-8, PyTorch's default; Burn's is 1e-5).
+    pub epsilon: f64,
+    /// Decoupled weight decay of the decay group (Loshchilov & Hutter 2019).
+    pub weight_decay: f64,
+    /// Whether the embedding tables decay too (GPT-2/nanoGPT: yes, every 2-D tensor decays).
+    pub decay_embeddings: bool,
+    /// Clip the global gradient norm over all parameters to this value (PyTorch's
+    /// `clip_grad_norm_`); 0 disables clipping.
+    pub grad_clip: f64,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        Self {
+            max_lr: 6e-4,
+            min_lr_ratio: 0.1,
+            beta1: 0.9,
+            beta2: 0.95,
+            epsilon: 1e-8,
+            weight_decay: 0.1,
+            decay_embeddings: true,
+            grad_clip: 1.0,
+        }
+    }
+}
+
+/// Shape of the learning-rate schedule after warmup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleKind {
+    /// Cosine decay from `max_lr` to the floor at `max_steps` (nanoGPT's `get_lr`).
+    Cosine,
+    /// Warmup-stable-decay (Hu et al. 2024, MiniCPM): constant `max_lr`, then a linear decay to
+    /// the floor over the last `decay_fraction` of the steps.
+    Wsd,
+}
+
+/// The learning-rate schedule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Cosine or warmup-stable-decay.
+    pub kind: ScheduleKind,
+    /// Steps of linear warmup from `max_lr / warmup_steps` to `max_lr`.
+    pub warmup_steps: usize,
+    /// WSD only: fraction of `max_steps` spent decaying.
+    pub decay_fraction: f64,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            kind: ScheduleKind::Cosine,
+            warmup_steps: 715,
+            decay_fraction: 0.2,
+        }
+    }
+}
+
+/// Everything a training run needs besides data and an output folder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainingConfig {
+    /// The model to train.
+    pub model: ModelConfig,
+    /// Seed of initialisation, data order and dropout.
+    pub seed: u64,
+    /// Tokens per sequence `T` (`None`: the model's context).
+    pub seq_len: Option<usize>,
+    /// Sequences per forward pass on each device `B`.
+    pub micro_batch: usize,
+    /// Tokens per optimizer step (2^19 = 524288 in GPT-2's recipe). Must equal
+    /// `micro_batch x seq_len x accumulation x devices` for a whole accumulation count.
+    pub tokens_per_step: usize,
+    /// The run stops after this many optimizer steps.
+    pub max_steps: usize,
+    /// AdamW and gradient clipping.
+    pub optimizer: OptimizerConfig,
+    /// Learning-rate schedule.
+    pub schedule: ScheduleConfig,
+    /// Steps between validation losses and samples (also one "epoch" of the dashboard).
+    pub eval_every: usize,
+    /// Validation tokens per evaluation.
+    pub eval_tokens: usize,
+    /// Steps between checkpoints; a multiple of `eval_every`. The last step always checkpoints.
+    pub checkpoint_every: usize,
+    /// How many checkpoints to keep (the newest).
+    pub keep_checkpoints: usize,
+    /// Prompt of the text sample printed at each evaluation.
+    pub sample_prompt: String,
+    /// Tokens in each sample.
+    pub sample_tokens: usize,
+    /// Steps between plain log lines when stdout is not a terminal.
+    pub log_every: usize,
+    /// Recompute activations in the backward pass (Burn's balanced checkpointing) to save memory.
+    pub activation_checkpointing: bool,
+    /// Peak FLOP/s of one device for MFU; `None`: looked up from the device name, else unknown.
+    pub peak_flops: Option<f64>,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        Self::tiny_cpu()
+    }
+}
+
+impl burn::config::Config for TrainingConfig {}
+
+/// Names accepted by [`TrainingConfig::preset`].
+pub const TRAINING_PRESETS: [&str; 5] = [
+    "tiny-cpu",
+    "gpt2-124m",
+    "arcane-124m",
+    "arcane-355m",
+    "arcane-1.3b",
+];
+
+impl TrainingConfig {
+    /// The README's default run: a 4-layer Arcane model on the bundled corpus, minutes on two
+    /// CPU cores.
+    pub fn tiny_cpu() -> Self {
+        let model = ModelConfig {
+            max_seq_len: 128,
+            d_model: 128,
+            n_layers: 4,
+            n_heads: 4,
+            mlp_hidden: Some(344),
+            ..ModelConfig::arcane_124m()
+        };
+        Self {
+            model,
+            seed: 1337,
+            seq_len: None,
+            micro_batch: 16,
+            tokens_per_step: 16 * 128,
+            max_steps: 600,
+            optimizer: OptimizerConfig {
+                max_lr: 3e-3,
+                ..OptimizerConfig::default()
+            },
+            schedule: ScheduleConfig {
+                warmup_steps: 30,
+                ..ScheduleConfig::default()
+            },
+            eval_every: 100,
+            eval_tokens: 16 * 128 * 8,
+            checkpoint_every: 200,
+            keep_checkpoints: 2,
+            sample_prompt: "The whale".into(),
+            sample_tokens: 48,
+            log_every: 10,
+            activation_checkpointing: false,
+            peak_flops: None,
+        }
+    }
+
+    /// build-nanogpt's GPT-2 124M recipe: 19,073 steps of 2^19 tokens (10B tokens), T = 1024,
+    /// warmup 715, max LR 6e-4, cosine to 10%.
+    pub fn gpt2_124m() -> Self {
+        Self {
+            model: ModelConfig {
+                vocab_size: 50304,
+                ..ModelConfig::gpt2_124m()
+            },
+            micro_batch: 64,
+            tokens_per_step: 1 << 19,
+            max_steps: 19_073,
+            optimizer: OptimizerConfig::default(),
+            schedule: ScheduleConfig::default(),
+            eval_every: 250,
+            eval_tokens: 20 * 64 * 1024,
+            checkpoint_every: 5000,
+            keep_checkpoints: 3,
+            sample_prompt: "Hello, I'm a language model,".into(),
+            sample_tokens: 32,
+            log_every: 1,
+            ..Self::tiny_cpu()
+        }
+    }
+
+    /// The GPT-2 recipe on the Arcane 124M architecture.
+    pub fn arcane_124m() -> Self {
+        Self {
+            model: ModelConfig::arcane_124m(),
+            ..Self::gpt2_124m()
+        }
+    }
+
+    /// Arcane 355M: the same recipe with GPT-3 medium's learning rate (3e-4).
+    pub fn arcane_355m() -> Self {
+        Self {
+            model: ModelConfig::arcane_355m(),
+            micro_batch: 32,
+            optimizer: OptimizerConfig {
+                max_lr: 3e-4,
+                ..OptimizerConfig::default()
+            },
+            ..Self::gpt2_124m()
+        }
+    }
+
+    /// Arcane 1.3B: twice the batch (2^20 tokens), half the steps (9,536), GPT-3 XL's 2e-4.
+    pub fn arcane_1_3b() -> Self {
+        Self {
+            model: ModelConfig::arcane_1_3b(),
+            micro_batch: 16,
+            tokens_per_step: 1 << 20,
+            max_steps: 9_536,
+            optimizer: OptimizerConfig {
+                max_lr: 2e-4,
+                ..OptimizerConfig::default()
+            },
+            schedule: ScheduleConfig {
+                warmup_steps: 358,
+                ..ScheduleConfig::default()
+            },
+            activation_checkpointing: true,
+            ..Self::gpt2_124m()
+        }
+    }
+
+    /// Looks up a preset by name (see [`TRAINING_PRESETS`]).
+    pub fn preset(name: &str) -> Option<Self> {
+        match name {
+            "tiny-cpu" => Some(Self::tiny_cpu()),
+            "gpt2-124m" => Some(Self::gpt2_124m()),
+            "arcane-124m" => Some(Self::arcane_124m()),
+            "arcane-355m" => Some(Self::arcane_355m()),
+            "arcane-1.3b" => Some(Self::arcane_1_3b()),
+            _ => None,
+        }
+    }
+
+    /// Reads a training config file and validates it.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| ArcaneError::io(path, e))?;
+        let config: Self = serde_json::from_str(&text).map_err(|e| {
+            ArcaneError::format(
+                path,
+                format!("not a valid training config: {e} (see configs/)"),
+            )
+        })?;
+        config
+            .validate(1)
+            .map_err(|e| ArcaneError::format(path, e.to_string()))?;
+        Ok(config)
+    }
+
+    /// The sequence length `T`.
+    pub fn seq_len(&self) -> usize {
+        self.seq_len.unwrap_or(self.model.max_seq_len)
+    }
+
+    /// Micro-batches per optimizer step on each of `devices` devices.
+    pub fn accumulation(&self, devices: usize) -> Result<usize> {
+        let per_pass = self.micro_batch * self.seq_len() * devices;
+        if per_pass == 0 || self.tokens_per_step % per_pass != 0 || self.tokens_per_step < per_pass
+        {
+            return Err(ArcaneError::InvalidConfig(format!(
+                "tokens_per_step ({}) must be a whole multiple of micro_batch x seq_len x devices \
+                 ({} x {} x {devices} = {per_pass}); change tokens_per_step to a multiple of {per_pass} \
+                 or adjust micro_batch",
+                self.tokens_per_step,
+                self.micro_batch,
+                self.seq_len()
+            )));
+        }
+        Ok(self.tokens_per_step / per_pass)
+    }
+
+    /// Checks the whole configuration for `devices` devices.
+    pub fn validate(&self, devices: usize) -> Result<()> {
+        self.model.validate()?;
+        let fail = |msg: String| Err(ArcaneError::InvalidConfig(msg));
+        if self.seq_len() == 0 || self.seq_len() > self.model.max_seq_len {
+            return fail(format!(
+                "seq_len must be between 1 and the model's context ({})",
+                self.model.max_seq_len
+            ));
+        }
+        self.accumulation(devices)?;
+        for (name, value) in [
+            ("max_steps", self.max_steps),
+            ("eval_every", self.eval_every),
+            ("checkpoint_every", self.checkpoint_every),
+            ("keep_checkpoints", self.keep_checkpoints),
+            ("log_every", self.log_every),
+        ] {
+            if value == 0 {
+                return fail(format!("{name} must be at least 1"));
+            }
+        }
+        if self.checkpoint_every % self.eval_every != 0 {
+            return fail(format!(
+                "checkpoint_every ({}) must be a multiple of eval_every ({})",
+                self.checkpoint_every, self.eval_every
+            ));
+        }
+        let o = &self.optimizer;
+        if !(o.max_lr > 0.0 && o.max_lr.is_finite()) || !(0.0..=1.0).contains(&o.min_lr_ratio) {
+            return fail("max_lr must be positive and min_lr_ratio in [0, 1]".into());
+        }
+        if !(0.0..1.0).contains(&o.beta1)
+            || !(0.0..1.0).contains(&o.beta2)
+            || !(o.epsilon > 0.0)
+            || o.weight_decay < 0.0
+            || o.grad_clip < 0.0
+        {
+            return fail(
+                "AdamW needs betas in [0, 1), epsilon > 0, weight_decay >= 0 and grad_clip >= 0"
+                    .into(),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.schedule.decay_fraction) {
+            return fail(format!(
+                "schedule.decay_fraction must be in [0, 1], got {}",
+                self.schedule.decay_fraction
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,244 @@
+//! `train`: one call that prepares everything a run needs and launches it through burn-train.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::checkpoint::Checkpointer;
+use burn::train::metric::LearningRateMetric;
+use burn::train::{Learner, SupervisedTraining, TrainingStrategy};
+
+use super::checkpoint::{self, AtomicCheckpointer, SaveTracker, TrainState};
+use super::config::TrainingConfig;
+use super::loader::{BatchSource, LmDataLoader};
+use super::metrics::{StepMetric, StepMetricKind};
+use super::optimizer::GroupedAdamW;
+use super::renderer::QuietRenderer;
+use super::schedule::LrSchedule;
+use super::strategy::{ArcaneLoop, EvalHook, LoopOutcome, StopReason};
+use crate::data::{TokenData, WindowSampler};
+use crate::error::{ArcaneError, Result};
+
+/// File name of the resolved training config in a run folder.
+pub const RUN_CONFIG: &str = "config.json";
+
+/// Where and how to run.
+#[derive(Clone)]
+pub struct TrainOptions<B: AutodiffBackend> {
+    /// The run folder: config, metrics, pictures, checkpoints and the final model.
+    pub run_dir: PathBuf,
+    /// Prepared data (the output of `prepare`).
+    pub data_dir: PathBuf,
+    /// Continue the run in `run_dir` from its last checkpoint.
+    pub resume: bool,
+    /// Use burn-train's TUI dashboard (`None`: when stdout is a terminal).
+    pub dashboard: Option<bool>,
+    /// Peak FLOP/s of the device for MFU (`None`: `config.peak_flops`).
+    pub peak_flops: Option<f64>,
+    /// An extra evaluation at each validation (HellaSwag).
+    pub eval_hook: Option<EvalHook<B::InnerBackend>>,
+}
+
+impl<B: AutodiffBackend> TrainOptions<B> {
+    /// Options for a fresh run from `data_dir` into `run_dir`.
+    pub fn new(run_dir: impl Into<PathBuf>, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            run_dir: run_dir.into(),
+            data_dir: data_dir.into(),
+            resume: false,
+            dashboard: None,
+            peak_flops: None,
+            eval_hook: None,
+        }
+    }
+}
+
+/// Reads the resolved config a run saved.
+pub fn read_run_config(run_dir: &Path) -> Result<TrainingConfig> {
+    let path = run_dir.join(RUN_CONFIG);
+    if !path.is_file() {
+        return Err(ArcaneError::format(
+            run_dir,
+            "not a run folder (no config.json); start a run with `arcane-cli train --out DIR`",
+        ));
+    }
+    TrainingConfig::from_file(&path)
+}
+
+/// Trains (or resumes) a run on `device` and reports how it ended. A run that stops on a
+/// non-finite loss or a failure returns an error that says so; its last complete checkpoint
+/// stays in place.
+pub fn train<B: AutodiffBackend>(
+    config: TrainingConfig,
+    options: TrainOptions<B>,
+    device: B::Device,
+) -> Result<LoopOutcome> {
+    config.validate(1)?;
+    let run_dir = &options.run_dir;
+    let resume = if options.resume {
+        Some(latest_state(run_dir, &config)?)
+    } else {
+        None
+    };
+    if resume.is_none() && !checkpoint::checkpoint_steps(run_dir)?.is_empty() {
+        return Err(ArcaneError::InvalidInput(format!(
+            "{} already holds checkpoints; continue it with --resume {0} or choose another --out",
+            run_dir.display()
+        )));
+    }
+    std::fs::create_dir_all(run_dir).map_err(|e| ArcaneError::io(run_dir, e))?;
+    let json = serde_json::to_string_pretty(&config).expect("config serializes");
+    crate::weights::write_atomic(&run_dir.join(RUN_CONFIG), json.as_bytes())?;
+
+    let t = config.seq_len();
+    let train_data = TokenData::open(&options.data_dir, "train", t)?;
+    let val_data = Arc::new(TokenData::open(&options.data_dir, "val", t)?);
+    let sampler = Arc::new(WindowSampler::new(train_data, config.seed));
+    let accum = config.accumulation(1)?;
+    let val_batches = (config.eval_tokens / (t * config.micro_batch))
+        .clamp(1, val_data.num_windows().div_ceil(config.micro_batch));
+    let dataloader_train = Arc::new(LmDataLoader::<B>::new(
+        BatchSource::Train(sampler.clone()),
+        0..config.max_steps * accum,
+        config.micro_batch,
+        1.0 / accum as f64,
+        device.clone(),
+    ));
+    let dataloader_valid = Arc::new(LmDataLoader::<B::InnerBackend>::new(
+        BatchSource::Val(val_data),
+        0..val_batches,
+        config.micro_batch,
+        1.0,
+        device.clone().into(),
+    ));
+
+    B::seed(&device, config.seed);
+    let model = config.model.init::<B>(&device)?;
+    let optimizer = GroupedAdamW::new(&config.optimizer, &model);
+    let start = resume.as_ref().map_or(0, |s| s.step);
+    let mut learner = Learner::new(model, optimizer, LrSchedule::new(&config, start));
+    if let Some(state) = &resume {
+        restore(&mut learner, run_dir, state.step, &device)?;
+    }
+
+    let dashboard = options
+        .dashboard
+        .unwrap_or_else(|| std::io::stdout().is_terminal());
+    let outcome = Arc::new(Mutex::new(None));
+    let strategy = ArcaneLoop::<B> {
+        config: config.clone(),
+        run_dir: run_dir.clone(),
+        device: device.clone(),
+        sampler,
+        resume,
+        plain: !dashboard,
+        peak_flops: options.peak_flops.or(config.peak_flops),
+        eval_hook: options.eval_hook.clone(),
+        outcome: outcome.clone(),
+    };
+    let mut training = SupervisedTraining::new(run_dir, dataloader_train, dataloader_valid)
+        .with_training_strategy(TrainingStrategy::Custom(Arc::new(strategy)))
+        .metric_train_numeric(StepMetric::new(StepMetricKind::Loss))
+        .metric_valid_numeric(StepMetric::new(StepMetricKind::Loss))
+        .metric_valid_numeric(StepMetric::new(StepMetricKind::Perplexity))
+        .metric_train_numeric(LearningRateMetric::new())
+        .metric_train_numeric(StepMetric::new(StepMetricKind::GradNorm))
+        .metric_train_numeric(StepMetric::new(StepMetricKind::TokensPerSecond))
+        .num_epochs(config.max_steps.div_ceil(config.eval_every));
+    if strategy_has_mfu(&options, &config) {
+        training = training.metric_train_numeric(StepMetric::new(StepMetricKind::Mfu));
+    }
+    if !dashboard {
+        training = training.renderer(QuietRenderer);
+    }
+    let _ = training.launch(learner);
+
+    let outcome = outcome.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let outcome = outcome.ok_or_else(|| {
+        ArcaneError::InvalidInput("the training loop did not report an outcome".into())
+    })?;
+    match &outcome.stop {
+        StopReason::Finished | StopReason::Interrupted => Ok(outcome),
+        StopReason::NonFinite { step, loss, grad_norm } => Err(ArcaneError::InvalidInput(format!(
+            "training stopped at step {step}: the loss is {loss} and the gradient norm {grad_norm}; the update was not applied. \
+             The last good checkpoint (step {}) is intact: lower the learning rate or check the data, then --resume",
+            outcome.checkpoint.map_or("none".into(), |s| s.to_string())
+        ))),
+        StopReason::Failed(e) => Err(ArcaneError::InvalidInput(format!("training failed at step {}: {e}", outcome.step))),
+    }
+}
+
+fn strategy_has_mfu<B: AutodiffBackend>(
+    options: &TrainOptions<B>,
+    config: &TrainingConfig,
+) -> bool {
+    options.peak_flops.or(config.peak_flops).is_some()
+}
+
+/// The newest complete checkpoint of `run_dir`, checked against `config`.
+fn latest_state(run_dir: &Path, config: &TrainingConfig) -> Result<TrainState> {
+    let steps = checkpoint::checkpoint_steps(run_dir)?;
+    let step = *steps.last().ok_or_else(|| {
+        ArcaneError::format(
+            run_dir,
+            "has no complete checkpoint to resume from; start it again without --resume",
+        )
+    })?;
+    let state = checkpoint::read_state(run_dir, step)?;
+    if state.model_fingerprint != checkpoint::fingerprint(config) {
+        return Err(ArcaneError::format(
+            run_dir,
+            format!("checkpoint {step} was made for another model config; resume with the run's own config.json"),
+        ));
+    }
+    if state.seed != config.seed {
+        return Err(ArcaneError::format(
+            run_dir,
+            format!(
+                "checkpoint {step} was made with seed {}, the config says {}",
+                state.seed, config.seed
+            ),
+        ));
+    }
+    Ok(state)
+}
+
+/// Loads model, optimizer and schedule of checkpoint `step` into the learner.
+fn restore<B: AutodiffBackend>(
+    learner: &mut Learner<super::strategy::ArcaneComponents<B>>,
+    run_dir: &Path,
+    step: usize,
+    device: &B::Device,
+) -> Result<()> {
+    let dir = checkpoint::checkpoint_dir(run_dir);
+    let tracker = Arc::new(SaveTracker::default());
+    let fail = |name: &str, e: burn::train::checkpoint::CheckpointerError| {
+        ArcaneError::format(
+            dir.join(format!("{name}-{step}.mpk")),
+            format!("cannot read this checkpoint file ({e}); it is corrupt or missing; delete state-{step}.json to resume from the checkpoint before"),
+        )
+    };
+    let model = Checkpointer::<_, B>::restore(
+        &AtomicCheckpointer::new(&dir, "model", tracker.clone()),
+        step,
+        device,
+    )
+    .map_err(|e| fail("model", e))?;
+    let optim = Checkpointer::<_, B>::restore(
+        &AtomicCheckpointer::new(&dir, "optim", tracker.clone()),
+        step,
+        device,
+    )
+    .map_err(|e| fail("optim", e))?;
+    let scheduler = Checkpointer::<_, B>::restore(
+        &AtomicCheckpointer::new(&dir, "scheduler", tracker),
+        step,
+        device,
+    )
+    .map_err(|e| fail("scheduler", e))?;
+    learner.load_model(model);
+    learner.load_optim(optim);
+    learner.load_scheduler(scheduler);
+    Ok(())
+}
