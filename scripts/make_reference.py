@@ -18,7 +18,8 @@ It builds two tiny random Hugging Face checkpoints with `transformers` on the CP
 and `reference.json` with, for each model: token sequences and transformers' logits for them
 (all of them for Llama; for GPT-2's 50257 columns, every 251st column, each row's log-sum-exp and
 argmax, to keep the file small), a greedy continuation, and the mean next-token loss over
-`eval.txt` with the windowing of `arcane-cli eval loss`.
+`eval.txt` with the windowing of `arcane-cli eval loss`, and (GPT-2) the HellaSwag sums and
+means of `hellaswag.jsonl` (committed beside it) scored as build-nanogpt does.
 """
 
 import argparse
@@ -105,6 +106,29 @@ def logits_record(model, sequences, full):
     return out
 
 
+def hellaswag_scores(model, tokenizer, path, window):
+    """build-nanogpt's completion-style scoring, with contexts cut from the left to fit."""
+    out = []
+    for line in open(path):
+        ex = json.loads(line)
+        ctx = tokenizer(ex["ctx"])["input_ids"]
+        sums, means = [], []
+        for ending in ex["endings"]:
+            end = tokenizer(" " + ending)["input_ids"]
+            row = (ctx + end)[-window:]
+            n_end = min(len(end), len(row) - 1)
+            with torch.no_grad():
+                logits = model(torch.tensor([row])).logits[0].float()
+            losses = torch.nn.functional.cross_entropy(logits[:-1], torch.tensor(row[1:]), reduction="none")
+            s = losses[len(row) - 1 - n_end:].sum().item()
+            sums.append(s)
+            means.append(s / n_end)
+        out.append({"ind": ex["ind"], "label": ex["label"], "sum_losses": sums, "mean_losses": means,
+                    "pred": min(range(4), key=lambda i: sums[i]),
+                    "pred_norm": min(range(4), key=lambda i: means[i])})
+    return out
+
+
 def greedy(model, prompt, eos):
     with torch.no_grad():
         out = model.generate(torch.tensor([prompt]), max_new_tokens=GREEDY_NEW_TOKENS,
@@ -150,6 +174,7 @@ def main():
         "greedy_prompt_text": "The meaning of life is",
         "eval": dict(zip(["loss", "tokens"], window_loss(gpt2, eval_ids, 64)), window=64),
         "eval_window_16": dict(zip(["loss", "tokens"], window_loss(gpt2, eval_ids, 16)), window=16),
+        "hellaswag": hellaswag_scores(gpt2, tokenizer, FIXTURES / "hellaswag.jsonl", 64),
     }
     gpt2.half().save_pretrained(FIXTURES / "gpt2", safe_serialization=True)
 

@@ -37,20 +37,84 @@ pub trait Task {
     fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output>;
 }
 
-/// Runs `task` on the backend named by `kind`, on its first device.
-pub fn run<T: Task>(kind: BackendKind, task: T) -> Result<T::Output> {
-    run_on(kind, 0, task)
+/// Work that runs on several devices of one backend (data-parallel training).
+pub trait DevicesTask {
+    /// What the work returns.
+    type Output;
+    /// Runs the work on backend `B` and `devices` (at least one).
+    fn run<B: Backend>(self, devices: Vec<B::Device>) -> Result<Self::Output>;
 }
 
-/// Runs `task` on device `index` of the backend named by `kind` (the CPU has one device).
-pub fn run_on<T: Task>(kind: BackendKind, index: usize, task: T) -> Result<T::Output> {
+/// Runs `task` on devices `indices` of the backend named by `kind`, checking each device.
+pub fn run_on_devices<T: DevicesTask>(kind: BackendKind, indices: &[usize], task: T) -> Result<T::Output> {
     match kind {
-        BackendKind::Cpu if index > 0 => {
-            anyhow::bail!("the CPU backend has one device (0), not {index}")
+        BackendKind::Cpu if indices != [0] => {
+            anyhow::bail!("the CPU backend has one device (0); --devices with several indices needs --backend cuda or wgpu")
         }
+        BackendKind::Cpu => cpu_devices(task),
+        BackendKind::Wgpu => wgpu_devices(task, indices),
+        BackendKind::Cuda => cuda_devices(task, indices),
+    }
+}
+
+#[cfg(feature = "flex")]
+fn cpu_devices<T: DevicesTask>(task: T) -> Result<T::Output> {
+    task.run::<burn::backend::Flex>(vec![Default::default()])
+}
+
+#[cfg(not(feature = "flex"))]
+fn cpu_devices<T: DevicesTask>(_task: T) -> Result<T::Output> {
+    Err(missing(BackendKind::Cpu))
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_devices<T: DevicesTask>(task: T, indices: &[usize]) -> Result<T::Output> {
+    type B = burn::backend::Wgpu;
+    let mut devices = Vec::new();
+    for &i in indices {
+        let device = if indices.len() == 1 && i == 0 {
+            burn::backend::wgpu::WgpuDevice::default()
+        } else {
+            burn::backend::wgpu::WgpuDevice::DiscreteGpu(i)
+        };
+        probe::<B>(&device).map_err(|detail| {
+            anyhow::anyhow!("no wgpu adapter for device {i} ({detail}); install a Vulkan driver or use --backend cpu")
+        })?;
+        devices.push(device);
+    }
+    task.run::<B>(devices)
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_devices<T: DevicesTask>(_task: T, _indices: &[usize]) -> Result<T::Output> {
+    Err(missing(BackendKind::Wgpu))
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_devices<T: DevicesTask>(task: T, indices: &[usize]) -> Result<T::Output> {
+    type B = burn::backend::Cuda;
+    let mut devices = Vec::new();
+    for &i in indices {
+        let device = burn::backend::cuda::CudaDevice::new(i);
+        probe::<B>(&device).map_err(|detail| {
+            anyhow::anyhow!("CUDA device {i} is not available ({detail}); check `nvidia-smi` or use --backend cpu")
+        })?;
+        devices.push(device);
+    }
+    task.run::<B>(devices)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_devices<T: DevicesTask>(_task: T, _indices: &[usize]) -> Result<T::Output> {
+    Err(missing(BackendKind::Cuda))
+}
+
+/// Runs `task` on the backend named by `kind`, on its default device.
+pub fn run<T: Task>(kind: BackendKind, task: T) -> Result<T::Output> {
+    match kind {
         BackendKind::Cpu => cpu(task),
-        BackendKind::Wgpu => wgpu(task, index),
-        BackendKind::Cuda => cuda(task, index),
+        BackendKind::Wgpu => wgpu(task),
+        BackendKind::Cuda => cuda(task),
     }
 }
 
@@ -77,12 +141,9 @@ fn cpu<T: Task>(_task: T) -> Result<T::Output> {
 }
 
 #[cfg(feature = "wgpu")]
-fn wgpu<T: Task>(task: T, index: usize) -> Result<T::Output> {
+fn wgpu<T: Task>(task: T) -> Result<T::Output> {
     type B = burn::backend::Wgpu;
-    let device = match index {
-        0 => burn::backend::wgpu::WgpuDevice::default(),
-        i => burn::backend::wgpu::WgpuDevice::DiscreteGpu(i),
-    };
+    let device = burn::backend::wgpu::WgpuDevice::default();
     probe::<B>(&device).map_err(|detail| {
         anyhow::anyhow!(
             "no wgpu adapter found ({detail}); install a Vulkan driver or use --backend cpu"
@@ -92,14 +153,14 @@ fn wgpu<T: Task>(task: T, index: usize) -> Result<T::Output> {
 }
 
 #[cfg(not(feature = "wgpu"))]
-fn wgpu<T: Task>(_task: T, _index: usize) -> Result<T::Output> {
+fn wgpu<T: Task>(_task: T) -> Result<T::Output> {
     Err(missing(BackendKind::Wgpu))
 }
 
 #[cfg(feature = "cuda")]
-fn cuda<T: Task>(task: T, index: usize) -> Result<T::Output> {
+fn cuda<T: Task>(task: T) -> Result<T::Output> {
     type B = burn::backend::Cuda;
-    let device = burn::backend::cuda::CudaDevice::new(index);
+    let device = burn::backend::cuda::CudaDevice::default();
     probe::<B>(&device).map_err(|detail| {
         anyhow::anyhow!(
             "CUDA is not available ({detail}); check the NVIDIA driver (`nvidia-smi`) or use --backend cpu"
@@ -109,7 +170,7 @@ fn cuda<T: Task>(task: T, index: usize) -> Result<T::Output> {
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda<T: Task>(_task: T, _index: usize) -> Result<T::Output> {
+fn cuda<T: Task>(_task: T) -> Result<T::Output> {
     Err(missing(BackendKind::Cuda))
 }
 

@@ -100,6 +100,18 @@ pub struct TrainArgs {
     /// Plain log lines even on a terminal (no dashboard).
     #[arg(long)]
     pub no_dashboard: bool,
+    /// Measure HellaSwag on this file during training (see --hellaswag-every).
+    #[arg(long)]
+    pub hellaswag: Option<PathBuf>,
+    /// Steps between HellaSwag evaluations (a multiple of eval_every; default: eval_every).
+    #[arg(long, requires = "hellaswag")]
+    pub hellaswag_every: Option<usize>,
+    /// Score the first N HellaSwag examples (default: all).
+    #[arg(long, requires = "hellaswag")]
+    pub hellaswag_limit: Option<usize>,
+    /// Print the resolved training config as JSON and exit (a starting point for your own).
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 /// `plot`
@@ -159,8 +171,36 @@ pub struct GenerateArgs {
 /// `eval ...`
 #[derive(Debug, Subcommand)]
 pub enum EvalCommand {
-    /// Mean next-token loss (nats/token) and perplexity of a text file.
+    /// Mean next-token loss (nats/token) and perplexity of a text file or of prepared data.
     Loss(EvalLossArgs),
+    /// HellaSwag accuracy (acc by summed loss, acc_norm by mean loss per token).
+    Hellaswag(EvalHellaswagArgs),
+}
+
+/// `eval hellaswag`
+#[derive(Debug, Args)]
+pub struct EvalHellaswagArgs {
+    /// An Arcane model directory or a Hugging Face directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// HellaSwag validation JSON lines (plain or .gz).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Score only the first N examples.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Examples per forward pass (4 rows each).
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Write one JSON line per example (ind, label, pred, pred_norm, sum_losses, mean_losses).
+    #[arg(long)]
+    pub predictions: Option<PathBuf>,
+    /// Skip malformed lines (reported with their line numbers) instead of stopping.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Print one JSON object {"n", "acc", "acc_norm", "acc_stderr", "acc_norm_stderr"}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `eval loss`
@@ -170,8 +210,14 @@ pub struct EvalLossArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// A UTF-8 text file to score.
+    #[arg(long, required_unless_present = "data", conflicts_with = "data")]
+    pub text: Option<PathBuf>,
+    /// Prepared data (from `prepare`): score its validation split.
     #[arg(long)]
-    pub text: PathBuf,
+    pub data: Option<PathBuf>,
+    /// With --data: score at most this many tokens (from the start of the split).
+    #[arg(long, requires = "data")]
+    pub max_tokens: Option<usize>,
     /// Tokens per window (default: the model's context); windows overlap by one token.
     #[arg(long)]
     pub window: Option<usize>,
@@ -192,6 +238,8 @@ pub enum BenchKind {
     Decode,
     /// Full optimizer steps: forward, backward, global-norm clipping, AdamW.
     Train,
+    /// HellaSwag scoring (examples/s) on the bundled sample of examples.
+    Hellaswag,
 }
 
 /// `bench`

@@ -197,3 +197,28 @@ fn tokenizer_matches_hf_gpt2_tokenizer() {
         assert_eq!(tok.encode(text), ids(expected), "{text:?}");
     }
 }
+
+#[test]
+fn hellaswag_scores_match_transformers() {
+    let model = load("gpt2");
+    let (examples, bad) = arcane::eval::load_hellaswag(&fixture("hellaswag.jsonl"), false).unwrap();
+    assert!(bad.is_empty());
+    let expected = reference()["gpt2"]["hellaswag"].as_array().unwrap().clone();
+    assert_eq!(examples.len(), expected.len());
+    // Several examples per batch (padded) must score as one at a time.
+    for batch in [1, 3, 8] {
+        let predictions = arcane::eval::score_hellaswag(&model, &examples, batch, |_| {}).unwrap();
+        for (p, e) in predictions.iter().zip(&expected) {
+            assert_eq!(p.ind, e["ind"].as_u64().unwrap());
+            for i in 0..4 {
+                let (sum, mean) = (e["sum_losses"][i].as_f64().unwrap(), e["mean_losses"][i].as_f64().unwrap());
+                // 1e-4 per scored token: the sum adds up one f32 rounding error per token.
+                let tokens = (sum / mean).round();
+                assert!((p.sum_losses[i] - sum).abs() < 1e-4 * tokens, "ind {}: sum {} vs {sum}", p.ind, p.sum_losses[i]);
+                assert!((p.mean_losses[i] - mean).abs() < 1e-4, "ind {}: mean {} vs {mean}", p.ind, p.mean_losses[i]);
+            }
+            assert_eq!(p.pred as u64, e["pred"].as_u64().unwrap());
+            assert_eq!(p.pred_norm as u64, e["pred_norm"].as_u64().unwrap());
+        }
+    }
+}

@@ -7,6 +7,7 @@
 use std::time::Instant;
 
 use anyhow::Result;
+use arcane::eval::{parse_hellaswag, score_hellaswag};
 use arcane::generation::argmax;
 use arcane::training::{clip_global_norm, GroupedAdamW, LmBatch, OptimizerConfig};
 use arcane::{Gpt, ModelConfig};
@@ -57,6 +58,9 @@ impl Task for Bench {
     type Output = Value;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<Value> {
+        if self.args.kind == BenchKind::Hellaswag {
+            return self.hellaswag::<B>(device);
+        }
         if self.args.kind == BenchKind::Train {
             return if self.args.activation_checkpointing {
                 self.train::<Autodiff<B, BalancedCheckpointing>>(device)
@@ -116,7 +120,7 @@ impl Task for Bench {
                     Box::new(run),
                 )
             }
-            BenchKind::Train => unreachable!("handled above"),
+            BenchKind::Train | BenchKind::Hellaswag => unreachable!("handled above"),
         };
         timer(); // warm-up
         let seconds: Vec<f64> = (0..self.args.repeats).map(|_| timer()).collect();
@@ -198,6 +202,35 @@ impl Bench {
         step(); // warm-up
         let seconds: Vec<f64> = (0..self.args.repeats).map(|_| step()).collect();
         Ok(self.result("train", b, t, b * t, c.flops_per_token(t), seconds))
+    }
+}
+
+impl Bench {
+    /// HellaSwag scoring of the bundled sample (8 validation examples, repeated to 32) in
+    /// batches of `--batch` examples; tokens/s counts the padded rows' tokens.
+    fn hellaswag<B: Backend>(self, device: B::Device) -> Result<Value> {
+        let sample = include_str!("../../../arcane/tests/fixtures/hellaswag.jsonl");
+        let (examples, _) = parse_hellaswag(sample.as_bytes(), "bundled HellaSwag sample".as_ref(), false)?;
+        let examples: Vec<_> = examples.iter().cycle().take(32).cloned().collect();
+        B::seed(&device, 0);
+        let model: Gpt<B> = self.config.init(&device)?;
+        let batch = self.args.batch.max(1);
+        let run = || time(|| score_hellaswag(&model, &examples, batch, |_| {}).map(|p| p.len()));
+        run(); // warm-up
+        let seconds: Vec<f64> = (0..self.args.repeats).map(|_| run()).collect();
+        let tokenizer = arcane::Tokenizer::gpt2();
+        let row_tokens: usize = examples
+            .iter()
+            .map(|e| {
+                let ctx = tokenizer.encode(&e.ctx).len();
+                e.endings.iter().map(|end| (ctx + tokenizer.encode(&format!(" {end}")).len()).min(self.config.max_seq_len)).sum::<usize>()
+            })
+            .sum();
+        let mean_t = row_tokens / (4 * examples.len());
+        let mut line = self.result("hellaswag", batch, mean_t, row_tokens, self.config.forward_flops_per_token(mean_t), seconds);
+        let median = line["median_s"].as_f64().unwrap_or(f64::NAN);
+        line["examples_per_s"] = json!(examples.len() as f64 / median);
+        Ok(line)
     }
 }
 

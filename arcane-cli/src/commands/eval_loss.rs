@@ -1,6 +1,8 @@
-//! `arcane-cli eval loss`: mean next-token loss and perplexity of a text file.
+//! `arcane-cli eval loss`: mean next-token loss and perplexity of a text file, or of the
+//! validation split of prepared data (to recompute a training run's number independently).
 
 use anyhow::{Context, Result};
+use arcane::data::TokenData;
 use arcane::eval::token_loss;
 use arcane::Tokenizer;
 use burn::prelude::*;
@@ -11,24 +13,29 @@ use crate::cli::EvalLossArgs;
 use crate::model_arg::load_model;
 use crate::progress;
 
-/// Reads and tokenizes the text, then scores it on the chosen backend.
+/// Reads the tokens (text or prepared data), then scores them on the chosen backend.
 pub fn run(args: EvalLossArgs, backend: BackendKind) -> Result<()> {
-    let bytes =
-        std::fs::read(&args.text).with_context(|| format!("reading {}", args.text.display()))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "{} is not UTF-8 text (invalid byte at offset {}); convert it first, e.g. with iconv",
-            args.text.display(),
-            e.utf8_error().valid_up_to()
-        )
-    })?;
-    let ids = Tokenizer::gpt2().encode(&text);
+    let (ids, source) = match (&args.text, &args.data) {
+        (Some(path), _) => {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let text = String::from_utf8(bytes).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is not UTF-8 text (invalid byte at offset {}); convert it first, e.g. with iconv",
+                    path.display(),
+                    e.utf8_error().valid_up_to()
+                )
+            })?;
+            (Tokenizer::gpt2().encode(&text), path.display().to_string())
+        }
+        (None, Some(dir)) => {
+            // Any window length works for reading: the split is read as one stream.
+            let data = TokenData::open(dir, "val", 1)?;
+            (data.tokens(args.max_tokens), format!("the validation split of {}", dir.display()))
+        }
+        (None, None) => anyhow::bail!("give --text FILE or --data DIR"),
+    };
     if ids.len() < 2 {
-        anyhow::bail!(
-            "{} has {} GPT-2 tokens; at least 2 are needed",
-            args.text.display(),
-            ids.len()
-        );
+        anyhow::bail!("{source} has {} tokens; at least 2 are needed", ids.len());
     }
     backend::run(backend, EvalLoss { args, ids })
 }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod convert;
+mod eval_hellaswag;
 mod eval_loss;
 mod generate;
 mod info;
@@ -23,6 +24,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Info(args) => info::run(args),
         Command::Generate(args) => generate::run(args, backend),
         Command::Eval(EvalCommand::Loss(args)) => eval_loss::run(args, backend),
+        Command::Eval(EvalCommand::Hellaswag(args)) => eval_hellaswag::run(args, backend),
         Command::Bench(args) => bench::run(args, backend),
         Command::Convert(args) => convert::run(args, backend),
     }

@@ -8,14 +8,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use arcane::data::{DataManifest, PrepareConfig};
 use arcane::training::{
-    read_run_config, train, LoopOutcome, StopReason, TrainOptions, TrainingConfig,
+    read_run_config, train_data_parallel, LoopOutcome, StopReason, TrainOptions, TrainingConfig,
 };
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::Autodiff;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{self, BackendKind, Task};
+use crate::backend::{self, BackendKind, DevicesTask};
 use crate::cli::TrainArgs;
 use crate::commands::prepare::prepare_with_progress;
 
@@ -35,13 +35,8 @@ struct RunFile {
 /// Resolves config, data and run folder, then trains on the chosen backend.
 pub fn run(args: TrainArgs, backend_kind: BackendKind) -> Result<()> {
     let devices = args.devices.clone().unwrap_or_else(|| vec![0]);
-    if devices.len() > 1 {
-        bail!(
-            "data-parallel training over {} devices is not available in this build of Arcane; \
-             train on one device (--devices {}) and raise micro_batch or tokens_per_step instead",
-            devices.len(),
-            devices[0]
-        );
+    if devices.is_empty() {
+        bail!("--devices needs at least one device index");
     }
     let (mut config, name, run_dir, data) = match &args.resume {
         Some(dir) => {
@@ -58,8 +53,8 @@ pub fn run(args: TrainArgs, backend_kind: BackendKind) -> Result<()> {
                 .ok()
                 .and_then(|t| serde_json::from_str(&t).ok());
             let data = match (&args.data, saved) {
-                (Some(data), _) => data.clone(),
-                (None, Some(saved)) => saved.data,
+                (Some(data), _) => Some(data.clone()),
+                (None, Some(saved)) => Some(saved.data),
                 (None, None) => bail!(
                     "{} has no {RUN_FILE}; pass --data with the run's prepared data",
                     dir.display()
@@ -83,11 +78,7 @@ pub fn run(args: TrainArgs, backend_kind: BackendKind) -> Result<()> {
                 .unwrap_or("run")
                 .to_string();
             let run_dir = args.out.clone().unwrap_or_else(|| free_run_dir(&stem));
-            let data = match &args.data {
-                Some(data) => data.clone(),
-                None => bundled_corpus()?,
-            };
-            (config, stem, run_dir, data)
+            (config, stem, run_dir, args.data.clone())
         }
     };
     if let Some(v) = args.max_steps {
@@ -111,9 +102,25 @@ pub fn run(args: TrainArgs, backend_kind: BackendKind) -> Result<()> {
     if args.activation_checkpointing {
         config.activation_checkpointing = true;
     }
+    if let Some(data) = &args.hellaswag {
+        config.hellaswag = Some(arcane::training::HellaswagEval {
+            data: data.clone(),
+            every: args.hellaswag_every.unwrap_or(config.eval_every),
+            limit: args.hellaswag_limit,
+            ..Default::default()
+        });
+    }
     config
         .validate(devices.len())
         .context("the training config does not fit")?;
+    if args.print_config {
+        println!("{}", serde_json::to_string_pretty(&config)?);
+        return Ok(());
+    }
+    let data = match data {
+        Some(data) => data,
+        None => bundled_corpus()?,
+    };
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let run_file = serde_json::to_string_pretty(&RunFile {
         data: data.clone(),
@@ -152,7 +159,7 @@ pub fn run(args: TrainArgs, backend_kind: BackendKind) -> Result<()> {
         dashboard: if args.no_dashboard { Some(false) } else { None },
         peak_flops,
     };
-    let outcome = backend::run_on(backend_kind, devices[0], task)?;
+    let outcome = backend::run_on_devices(backend_kind, &devices, task)?;
     report(&outcome, &run_dir);
     Ok(())
 }
@@ -169,25 +176,25 @@ struct TrainTask {
 impl TrainTask {
     fn train<B: burn::tensor::backend::AutodiffBackend>(
         self,
-        device: B::Device,
+        devices: Vec<B::Device>,
     ) -> Result<LoopOutcome> {
         let mut options = TrainOptions::<B>::new(&self.run_dir, &self.data);
         options.resume = self.resume;
         options.dashboard = self.dashboard;
         options.peak_flops = self.peak_flops;
-        Ok(train::<B>(self.config, options, device)?)
+        Ok(train_data_parallel::<B>(self.config, options, devices)?)
     }
 }
 
-impl Task for TrainTask {
+impl DevicesTask for TrainTask {
     type Output = LoopOutcome;
 
-    fn run<B: Backend>(self, device: B::Device) -> Result<LoopOutcome> {
-        // Each choice is another copy of the generic training code; two per backend.
+    fn run<B: Backend>(self, devices: Vec<B::Device>) -> Result<LoopOutcome> {
+        // Each choice is another copy of the generic training code: two per backend.
         if self.config.activation_checkpointing {
-            self.train::<Autodiff<B, BalancedCheckpointing>>(device)
+            self.train::<Autodiff<B, BalancedCheckpointing>>(devices)
         } else {
-            self.train::<Autodiff<B>>(device)
+            self.train::<Autodiff<B>>(devices)
         }
     }
 }

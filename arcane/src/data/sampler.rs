@@ -88,6 +88,20 @@ impl TokenData {
         Ok(data)
     }
 
+    /// The split's tokens in order, shards concatenated, at most `max` of them.
+    pub fn tokens(&self, max: Option<usize>) -> Vec<u32> {
+        let limit = max.unwrap_or(usize::MAX).min(self.num_tokens());
+        let mut out = Vec::with_capacity(limit);
+        for shard in &self.shards {
+            let take = (limit - out.len()).min(shard.len());
+            shard.read_into(0, take, &mut out);
+            if out.len() == limit {
+                break;
+            }
+        }
+        out
+    }
+
     /// Number of windows.
     pub fn num_windows(&self) -> usize {
         *self.starts.last().unwrap()

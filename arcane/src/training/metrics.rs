@@ -23,6 +23,8 @@ pub struct StepStats {
     pub tokens_per_s: Option<f64>,
     /// Model FLOPs utilisation (0..1).
     pub mfu: Option<f64>,
+    /// HellaSwag acc_norm, on the validation item that carries it.
+    pub hellaswag: Option<f64>,
 }
 
 impl Adaptor<StepStats> for StepStats {
@@ -44,6 +46,8 @@ pub enum StepMetricKind {
     TokensPerSecond,
     /// MFU in percent.
     Mfu,
+    /// HellaSwag acc_norm in percent.
+    HellaswagAccNorm,
 }
 
 /// One numeric figure of [`StepStats`] as a burn-train metric.
@@ -63,6 +67,7 @@ impl StepMetric {
             StepMetricKind::GradNorm => "Grad Norm",
             StepMetricKind::TokensPerSecond => "Tokens per Second",
             StepMetricKind::Mfu => "MFU percent",
+            StepMetricKind::HellaswagAccNorm => "HellaSwag acc_norm percent",
         };
         Self {
             kind,
@@ -80,18 +85,28 @@ impl Metric for StepMetric {
     }
 
     fn update(&mut self, item: &StepStats, _metadata: &MetricMetadata) -> SerializedEntry {
+        let has_loss = item.tokens > 0;
         let (value, precision) = match self.kind {
-            StepMetricKind::Loss => (item.loss, 4),
-            StepMetricKind::Perplexity => (item.loss.exp(), 2),
-            StepMetricKind::GradNorm => (item.grad_norm.unwrap_or(f64::NAN), 3),
-            StepMetricKind::TokensPerSecond => (item.tokens_per_s.unwrap_or(f64::NAN), 0),
-            StepMetricKind::Mfu => (item.mfu.map_or(f64::NAN, |m| 100.0 * m), 2),
+            StepMetricKind::Loss => (has_loss.then_some(item.loss), 4),
+            StepMetricKind::Perplexity => (has_loss.then(|| item.loss.exp()), 2),
+            StepMetricKind::GradNorm => (item.grad_norm, 3),
+            StepMetricKind::TokensPerSecond => (item.tokens_per_s, 0),
+            StepMetricKind::Mfu => (item.mfu.map(|m| 100.0 * m), 2),
+            StepMetricKind::HellaswagAccNorm => (item.hellaswag.map(|a| 100.0 * a), 2),
         };
-        self.state.update(
-            value,
-            1,
-            FormatOptions::new(self.name()).precision(precision),
-        )
+        let format = FormatOptions::new(self.name()).precision(precision);
+        match value {
+            Some(v) => self.state.update(v, 1, format),
+            // An item without this figure (HellaSwag's item has no loss): a zero-weight update
+            // leaves the epoch's aggregate as it is.
+            None => {
+                let running = match self.state.running_value() {
+                    NumericEntry::Aggregated { aggregated_value, count } if count > 0 => aggregated_value,
+                    _ => 0.0,
+                };
+                self.state.update(running, 0, format)
+            }
+        }
     }
 
     fn clear(&mut self) {

@@ -17,13 +17,13 @@ mod strategy;
 
 pub use checkpoint::{checkpoint_steps, read_state, TrainState};
 pub use clip::clip_global_norm;
-pub use config::{OptimizerConfig, ScheduleConfig, ScheduleKind, TrainingConfig, TRAINING_PRESETS};
+pub use config::{HellaswagEval, OptimizerConfig, ScheduleConfig, ScheduleKind, TrainingConfig, TRAINING_PRESETS};
 pub use loader::{BatchSource, LmDataLoader};
 pub use log::{read_metrics, MetricRecord, MetricsLog, METRICS_FILE};
 pub use metrics::{peak_flops_for, StepMetric, StepMetricKind, StepStats, GPU_PEAK_FLOPS};
 pub use optimizer::{GroupedAdamW, GroupedAdamWRecord, ParamGroups};
 pub use plot::{plot_runs, PlotRun};
-pub use run::{read_run_config, train, TrainOptions, RUN_CONFIG};
+pub use run::{read_run_config, train, train_data_parallel, TrainOptions, RUN_CONFIG};
 pub use schedule::LrSchedule;
 pub use step::{lm_loss, LmBatch, LmOutput};
 pub use strategy::{ArcaneComponents, ArcaneLoop, EvalHook, LoopOutcome, StopReason};

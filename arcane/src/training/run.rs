@@ -10,7 +10,7 @@ use burn::train::metric::LearningRateMetric;
 use burn::train::{Learner, SupervisedTraining, TrainingStrategy};
 
 use super::checkpoint::{self, AtomicCheckpointer, SaveTracker, TrainState};
-use super::config::TrainingConfig;
+use super::config::{HellaswagEval, TrainingConfig};
 use super::loader::{BatchSource, LmDataLoader};
 use super::metrics::{StepMetric, StepMetricKind};
 use super::optimizer::GroupedAdamW;
@@ -19,6 +19,7 @@ use super::schedule::LrSchedule;
 use super::strategy::{ArcaneLoop, EvalHook, LoopOutcome, StopReason};
 use crate::data::{TokenData, WindowSampler};
 use crate::error::{ArcaneError, Result};
+use crate::eval::{load_hellaswag, score_hellaswag, HellaswagScore};
 
 /// File name of the resolved training config in a run folder.
 pub const RUN_CONFIG: &str = "config.json";
@@ -74,7 +75,22 @@ pub fn train<B: AutodiffBackend>(
     options: TrainOptions<B>,
     device: B::Device,
 ) -> Result<LoopOutcome> {
-    config.validate(1)?;
+    train_data_parallel(config, options, vec![device])
+}
+
+/// [`train`] over several devices: each optimizer step splits its micro-batches across them
+/// (data parallelism; the first device holds the model and the optimizer). The result is the
+/// same as one device running all micro-batches, up to float summation order.
+pub fn train_data_parallel<B: AutodiffBackend>(
+    config: TrainingConfig,
+    options: TrainOptions<B>,
+    devices: Vec<B::Device>,
+) -> Result<LoopOutcome> {
+    if devices.is_empty() {
+        return Err(ArcaneError::InvalidInput("no training device given".into()));
+    }
+    let device = devices[0].clone();
+    config.validate(devices.len())?;
     let run_dir = &options.run_dir;
     let resume = if options.resume {
         Some(latest_state(run_dir, &config)?)
@@ -95,14 +111,15 @@ pub fn train<B: AutodiffBackend>(
     let train_data = TokenData::open(&options.data_dir, "train", t)?;
     let val_data = Arc::new(TokenData::open(&options.data_dir, "val", t)?);
     let sampler = Arc::new(WindowSampler::new(train_data, config.seed));
-    let accum = config.accumulation(1)?;
+    let accum = config.accumulation(devices.len())?;
+    let micro_batches_per_step = accum * devices.len();
     let val_batches = (config.eval_tokens / (t * config.micro_batch))
         .clamp(1, val_data.num_windows().div_ceil(config.micro_batch));
     let dataloader_train = Arc::new(LmDataLoader::<B>::new(
         BatchSource::Train(sampler.clone()),
-        0..config.max_steps * accum,
+        0..config.max_steps * micro_batches_per_step,
         config.micro_batch,
-        1.0 / accum as f64,
+        1.0 / micro_batches_per_step as f64,
         device.clone(),
     ));
     let dataloader_valid = Arc::new(LmDataLoader::<B::InnerBackend>::new(
@@ -122,6 +139,11 @@ pub fn train<B: AutodiffBackend>(
         restore(&mut learner, run_dir, state.step, &device)?;
     }
 
+    let eval_hook = match (&options.eval_hook, &config.hellaswag) {
+        (Some(hook), _) => Some(hook.clone()),
+        (None, Some(h)) => Some(hellaswag_hook::<B>(h)?),
+        (None, None) => None,
+    };
     let dashboard = options
         .dashboard
         .unwrap_or_else(|| std::io::stdout().is_terminal());
@@ -129,12 +151,12 @@ pub fn train<B: AutodiffBackend>(
     let strategy = ArcaneLoop::<B> {
         config: config.clone(),
         run_dir: run_dir.clone(),
-        device: device.clone(),
+        devices,
         sampler,
         resume,
         plain: !dashboard,
         peak_flops: options.peak_flops.or(config.peak_flops),
-        eval_hook: options.eval_hook.clone(),
+        eval_hook,
         outcome: outcome.clone(),
     };
     let mut training = SupervisedTraining::new(run_dir, dataloader_train, dataloader_valid)
@@ -148,6 +170,9 @@ pub fn train<B: AutodiffBackend>(
         .num_epochs(config.max_steps.div_ceil(config.eval_every));
     if strategy_has_mfu(&options, &config) {
         training = training.metric_train_numeric(StepMetric::new(StepMetricKind::Mfu));
+    }
+    if config.hellaswag.is_some() {
+        training = training.metric_valid_numeric(StepMetric::new(StepMetricKind::HellaswagAccNorm));
     }
     if !dashboard {
         training = training.renderer(QuietRenderer);
@@ -174,6 +199,24 @@ fn strategy_has_mfu<B: AutodiffBackend>(
     config: &TrainingConfig,
 ) -> bool {
     options.peak_flops.or(config.peak_flops).is_some()
+}
+
+/// HellaSwag every `h.every` steps on the first `h.limit` examples; the file is read (and
+/// checked) once, before training starts.
+fn hellaswag_hook<B: AutodiffBackend>(h: &HellaswagEval) -> Result<EvalHook<B::InnerBackend>> {
+    let (mut examples, _) = load_hellaswag(&h.data, false)?;
+    if let Some(limit) = h.limit {
+        examples.truncate(limit);
+    }
+    let (every, batch) = (h.every, h.batch);
+    Ok(Arc::new(move |model, step| {
+        if step % every != 0 {
+            return Ok(None);
+        }
+        let predictions = score_hellaswag(model, &examples, batch, |_| {})?;
+        let score = HellaswagScore::of(&predictions);
+        Ok(Some((score.n, score.acc, score.acc_norm)))
+    }))
 }
 
 /// The newest complete checkpoint of `run_dir`, checked against `config`.

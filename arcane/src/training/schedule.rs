@@ -56,7 +56,7 @@ impl LrSchedule {
                     self.max_lr
                 } else {
                     let ratio =
-                        (step - decay_start) as f64 / (self.total - decay_start).max(1) as f64;
+                        (step - decay_start) as f64 / (self.total - 1 - decay_start).max(1) as f64;
                     self.max_lr + ratio * (self.min_lr - self.max_lr)
                 }
             }

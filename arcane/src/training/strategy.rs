@@ -23,7 +23,8 @@ use burn::train::metric::store::EventStoreClient;
 use burn::train::{
     EventProcessorTraining, InferenceStep, Interrupter, Learner, LearnerEvent,
     LearningCheckpointer, LearningComponentsMarker, LearningResult, SupervisedLearningStrategy,
-    SupervisedTrainingEventProcessor, TrainLoader, TrainingComponents, TrainingItem, ValidLoader,
+    SupervisedTrainingEventProcessor, TrainLoader, TrainOutput, TrainStep, TrainingComponents,
+    TrainingItem, ValidLoader,
 };
 
 use super::checkpoint::{
@@ -36,7 +37,7 @@ use super::metrics::StepStats;
 use super::optimizer::GroupedAdamW;
 use super::plot::{plot_runs, PlotRun};
 use super::schedule::LrSchedule;
-use super::step::LmOutput;
+use super::step::{LmBatch, LmOutput};
 use crate::data::WindowSampler;
 use crate::generation::{generate, GenerateConfig, SamplingConfig};
 use crate::model::Gpt;
@@ -46,8 +47,9 @@ use crate::tokenizer::Tokenizer;
 pub type ArcaneComponents<B> =
     LearningComponentsMarker<B, LrSchedule, Gpt<B>, GroupedAdamW<Gpt<B>, B>>;
 
-/// An extra evaluation run at every validation (HellaSwag): returns `(n, acc, acc_norm)`.
-pub type EvalHook<B> = Arc<dyn Fn(&Gpt<B>) -> crate::Result<(usize, f64, f64)> + Send + Sync>;
+/// An extra evaluation offered at every validation with the step number (HellaSwag): returns
+/// `Some((n, acc, acc_norm))` when it ran.
+pub type EvalHook<B> = Arc<dyn Fn(&Gpt<B>, usize) -> crate::Result<Option<(usize, f64, f64)>> + Send + Sync>;
 
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -96,8 +98,9 @@ pub struct ArcaneLoop<B: AutodiffBackend> {
     pub config: TrainingConfig,
     /// The run folder.
     pub run_dir: PathBuf,
-    /// The training device.
-    pub device: B::Device,
+    /// The training devices; the first holds the model and the optimizer, the others compute
+    /// gradients on copies of it (data parallelism).
+    pub devices: Vec<B::Device>,
     /// Training windows (for the data position in checkpoints).
     pub sampler: Arc<WindowSampler>,
     /// The checkpoint this run resumes from.
@@ -181,7 +184,9 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
         dataloader_valid: ValidLoader<ArcaneComponents<B>>,
     ) -> LoopOutcome {
         let c = &self.config;
-        let accum = c.accumulation(1).expect("validated before launch");
+        let n_devices = self.devices.len();
+        let main = self.devices[0].clone();
+        let accum = c.accumulation(n_devices).expect("validated before launch");
         let mut step = self.resume.as_ref().map_or(0, |s| s.step);
         let mut tokens = self.resume.as_ref().map_or(0, |s| s.tokens);
         let mut elapsed = self.resume.as_ref().map_or(0.0, |s| s.elapsed_s);
@@ -228,25 +233,31 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
             let started = Instant::now();
             // Dropout's RNG is a function of (seed, step), so a resumed run draws what the
             // uninterrupted one would have.
-            B::seed(&self.device, c.seed.wrapping_add(step as u64));
+            for device in &self.devices {
+                B::seed(device, c.seed.wrapping_add(step as u64));
+            }
             learner.lr_step();
             let lr = learner.lr_current();
-            let block = dataloader_train.slice(step * accum, (step + 1) * accum);
+            let per_step = accum * n_devices;
+            let block = dataloader_train.slice(step * per_step, (step + 1) * per_step);
             let mut accumulator = GradientsAccumulator::<Gpt<B>>::new();
             let mut loss_sum: Option<Tensor<B::InnerBackend, 1>> = None;
-            let mut micro = block.iter();
-            while let Some(batch) = micro.next() {
-                let output = learner.train_step(batch);
-                let loss = output.item.loss.inner();
-                loss_sum = Some(match loss_sum {
-                    Some(sum) => sum + loss,
-                    None => loss,
-                });
-                accumulator.accumulate(&learner.model(), output.grads);
+            let batches: Vec<_> = block.iter().collect();
+            for round in batches.chunks(n_devices) {
+                for output in self.train_round(learner, round.to_vec()) {
+                    let model = learner.model();
+                    let grads = if n_devices > 1 { output.grads.to_device(&main, &model) } else { output.grads };
+                    let loss = output.item.loss.inner().to_device(&main.clone().into());
+                    loss_sum = Some(match loss_sum {
+                        Some(sum) => sum + loss,
+                        None => loss,
+                    });
+                    accumulator.accumulate(&model, grads);
+                }
             }
             let mut grads = accumulator.grads();
             let grad_norm = clip_global_norm(&learner.model(), &mut grads, c.optimizer.grad_clip);
-            let loss = loss_sum.map_or(f64::NAN, |s| s.into_scalar().elem::<f64>()) / accum as f64;
+            let loss = loss_sum.map_or(f64::NAN, |s| s.into_scalar().elem::<f64>()) / per_step as f64;
             if !loss.is_finite() || !grad_norm.is_finite() {
                 out.stop = StopReason::NonFinite {
                     step: step + 1,
@@ -277,12 +288,13 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
                 grad_norm: Some(grad_norm),
                 tokens_per_s: Some(tokens_per_s),
                 mfu,
+                hellaswag: None,
             };
             let epoch = (step - 1) / c.eval_every + 1;
             let in_epoch = (step - 1) % c.eval_every + 1;
             let epoch_len = c.eval_every.min(c.max_steps - (epoch - 1) * c.eval_every);
             let item = LmOutput {
-                loss: Tensor::<B, 1>::from_floats([loss as f32], &self.device),
+                loss: Tensor::<B, 1>::from_floats([loss as f32], &main),
                 stats,
             };
             processor.process_train(LearnerEvent::ProcessedItem(TrainingItem::new(
@@ -371,6 +383,34 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
         out
     }
 
+    /// Forward and backward passes of one micro-batch per device, in parallel: device `i` gets
+    /// `batches[i]` and a copy of the model. Returns the outputs in device order.
+    fn train_round(&self, learner: &Learner<ArcaneComponents<B>>, batches: Vec<LmBatch<B>>) -> Vec<TrainOutput<LmOutput<B>>> {
+        if batches.len() == 1 {
+            return batches.into_iter().map(|b| learner.train_step(b)).collect();
+        }
+        let model = learner.model();
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = batches
+                .into_iter()
+                .zip(&self.devices)
+                .map(|(batch, device)| {
+                    let model = model.clone();
+                    scope.spawn(move || {
+                        let model = model.fork(device);
+                        let batch = LmBatch {
+                            inputs: batch.inputs.to_device(device),
+                            targets: batch.targets.to_device(device),
+                            loss_scale: batch.loss_scale,
+                        };
+                        TrainStep::step(&model, batch)
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().expect("a data-parallel worker panicked")).collect()
+        })
+    }
+
     /// Validation loss, a text sample, the optional extra evaluation, and the loss picture.
     #[allow(clippy::too_many_arguments)]
     fn evaluate(
@@ -441,16 +481,19 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
             }
         }
         let mut hellaswag = None;
-        if let Some(hook) = &self.eval_hook {
-            let (n, acc, acc_norm) = hook(&model)?;
-            log.append(&MetricRecord::Hellaswag {
-                step,
-                tokens,
-                n,
-                acc,
-                acc_norm,
-            })?;
+        let extra = self.eval_hook.as_ref().map(|hook| hook(&model, step)).transpose()?.flatten();
+        if let Some((n, acc, acc_norm)) = extra {
+            log.append(&MetricRecord::Hellaswag { step, tokens, n, acc, acc_norm })?;
             hellaswag = Some((n, acc_norm));
+            let stats = StepStats { hellaswag: Some(acc_norm), ..StepStats::default() };
+            let item = LmOutput { loss: Tensor::from_floats([0.0], &model.device()), stats };
+            processor.process_valid(LearnerEvent::ProcessedItem(TrainingItem::new(
+                item,
+                Progress::new(1, 1),
+                Progress::new(epoch, num_epochs),
+                None,
+                None,
+            )));
         }
         if self.plain {
             println!("step {step:>6}/{} | val loss {val_loss:.4}", c.max_steps);
@@ -496,13 +539,13 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
         let c = &self.config;
         checkpointer.checkpoint(learner, step, store);
         tracker.wait(&["model", "optim", "scheduler"], step)?;
-        let accum = c.accumulation(1)? as u64;
+        let micro_batches_per_step = (c.accumulation(self.devices.len())? * self.devices.len()) as u64;
         let state = TrainState {
             format: STATE_FORMAT.into(),
             version: 1,
             step,
             tokens,
-            data: self.sampler.position(step as u64 * accum, c.micro_batch),
+            data: self.sampler.position(step as u64 * micro_batches_per_step, c.micro_batch),
             seed: c.seed,
             model_fingerprint: checkpoint::fingerprint(c),
             elapsed_s,

@@ -1,0 +1,72 @@
+//! `arcane-cli eval hellaswag`: HellaSwag accuracy with standard errors, optionally per example.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use arcane::eval::{load_hellaswag, score_hellaswag, HellaswagExample, HellaswagScore};
+use burn::prelude::*;
+use serde_json::json;
+
+use crate::backend::{self, BackendKind, Task};
+use crate::cli::EvalHellaswagArgs;
+use crate::model_arg::load_model;
+use crate::progress;
+
+/// Reads the examples, then scores them on the chosen backend.
+pub fn run(args: EvalHellaswagArgs, backend: BackendKind) -> Result<()> {
+    let (mut examples, bad) = load_hellaswag(&args.data, args.skip_bad)?;
+    for b in &bad {
+        eprintln!("skipped line {}: {}", b.line, b.reason);
+    }
+    if !bad.is_empty() {
+        eprintln!("skipped {} bad line(s) of {}", bad.len(), args.data.display());
+    }
+    if let Some(limit) = args.limit {
+        examples.truncate(limit);
+    }
+    backend::run(backend, EvalHellaswag { args, examples })
+}
+
+struct EvalHellaswag {
+    args: EvalHellaswagArgs,
+    examples: Vec<HellaswagExample>,
+}
+
+impl Task for EvalHellaswag {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        let model = load_model::<B>(&self.args.model, &device)?;
+        let bar = progress::bar(self.examples.len() as u64, "examples");
+        let start = std::time::Instant::now();
+        let predictions = score_hellaswag(&model, &self.examples, self.args.batch, |done| bar.set_position(done as u64))
+            .context("scoring HellaSwag")?;
+        bar.finish_and_clear();
+        let seconds = start.elapsed().as_secs_f64();
+        if let Some(path) = &self.args.predictions {
+            let mut file = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
+            for p in &predictions {
+                writeln!(file, "{}", serde_json::to_string(p)?)?;
+            }
+            file.flush()?;
+        }
+        let s = HellaswagScore::of(&predictions);
+        if self.args.json {
+            println!(
+                "{}",
+                json!({"n": s.n, "acc": s.acc, "acc_norm": s.acc_norm, "acc_stderr": s.acc_stderr, "acc_norm_stderr": s.acc_norm_stderr})
+            );
+        } else {
+            println!(
+                "HellaSwag n={}: acc {:.4} ± {:.4}, acc_norm {:.4} ± {:.4} ({:.1} examples/s)",
+                s.n,
+                s.acc,
+                s.acc_stderr,
+                s.acc_norm,
+                s.acc_norm_stderr,
+                s.n as f64 / seconds
+            );
+        }
+        Ok(())
+    }
+}
