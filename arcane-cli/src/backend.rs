@@ -218,9 +218,13 @@ fn probe<B: Backend>(device: &B::Device) -> std::result::Result<(), String> {
     match result {
         Ok(v) if v == 4.0 => Ok(()),
         Ok(v) => Err(format!("a test sum gave {v} instead of 4")),
+        // The first line, without cudarc's list of every library name it tried.
         Err(_) => Err(first
             .unwrap_or_default()
             .lines()
+            .next()
+            .unwrap_or_default()
+            .split(" - searched")
             .next()
             .unwrap_or_default()
             .to_string()),

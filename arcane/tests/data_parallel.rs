@@ -50,9 +50,9 @@ fn two_devices_compute_what_one_device_computes() {
         o.dashboard = Some(false);
         o
     };
-    let device = Default::default();
-    train(config(), options("one"), device).unwrap();
-    train_data_parallel(config(), options("two"), vec![device, device]).unwrap();
+    let device: burn::tensor::Device<TestAutodiff> = Default::default();
+    train(config(), options("one"), device.clone()).unwrap();
+    train_data_parallel(config(), options("two"), vec![device.clone(), device]).unwrap();
     let (one, two) = (losses(&tmp.path().join("one")), losses(&tmp.path().join("two")));
     assert_eq!(one.len(), 4);
     for (a, b) in one.iter().zip(&two) {
