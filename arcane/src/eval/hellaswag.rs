@@ -196,20 +196,38 @@ pub fn score_hellaswag<B: Backend>(
                 ids[k * t + j] = id as i64;
             }
         }
-        let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids.clone(), [n_rows, t]), &device);
-        let log_probs = log_softmax(model.forward(tokens.clone()), 2); // [R, T, V]
-        // Log-probability of each next token: position j predicts token j + 1.
-        let next = tokens.slice([0..n_rows, 1..t]).unsqueeze_dim::<3>(2); // [R, T-1, 1]
-        let picked = log_probs.slice([0..n_rows, 0..t - 1]).gather(2, next); // [R, T-1, 1]
-        let picked: Vec<f32> = picked.into_data().convert::<f32>().to_vec().expect("f32 log-probs");
-        for (e, (example, r)) in chunk.iter().zip(&rendered).enumerate() {
-            let mut sum_losses = [0.0; 4];
-            let mut mean_losses = [0.0; 4];
+        // Only the positions that predict an ending token go through the vocabulary head
+        // (a quarter of them, typically): the [C, V] matmul and the softmax dominate otherwise.
+        let mut positions = Vec::new(); // flat index of the predicting position
+        let mut targets = Vec::new(); // the ending token it predicts
+        for (e, r) in rendered.iter().enumerate() {
             for i in 0..4 {
                 let k = 4 * e + i;
                 let (start, n) = r.ends[i];
-                // Ending token at position p is predicted at p - 1.
-                let sum: f64 = (start..start + n).map(|p| -(picked[k * (t - 1) + p - 1] as f64)).sum();
+                for p in start..start + n {
+                    positions.push((k * t + p - 1) as i64);
+                    targets.push(ids[k * t + p]);
+                }
+            }
+        }
+        let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n_rows, t]), &device);
+        let c = model.config().d_model;
+        let hidden = model.forward_hidden(tokens, None).reshape([n_rows * t, c]); // [R·T, C]
+        let n = positions.len();
+        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(positions, [n]), &device);
+        let picked_hidden = hidden.select(0, index).reshape([1, n, c]); // [1, N, C]
+        let log_probs = log_softmax(model.head(picked_hidden), 2); // [1, N, V]
+        let target = Tensor::<B, 1, Int>::from_data(TensorData::new(targets, [n]), &device);
+        let picked = log_probs.gather(2, target.reshape([1, n, 1])); // [1, N, 1]
+        let picked: Vec<f32> = picked.into_data().convert::<f32>().to_vec().expect("f32 log-probs");
+        let mut offset = 0;
+        for (example, r) in chunk.iter().zip(&rendered) {
+            let mut sum_losses = [0.0; 4];
+            let mut mean_losses = [0.0; 4];
+            for i in 0..4 {
+                let (_, n) = r.ends[i];
+                let sum: f64 = picked[offset..offset + n].iter().map(|&lp| -(lp as f64)).sum();
+                offset += n;
                 sum_losses[i] = sum;
                 mean_losses[i] = sum / n.max(1) as f64;
             }
