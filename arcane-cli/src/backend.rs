@@ -46,7 +46,11 @@ pub trait DevicesTask {
 }
 
 /// Runs `task` on devices `indices` of the backend named by `kind`, checking each device.
-pub fn run_on_devices<T: DevicesTask>(kind: BackendKind, indices: &[usize], task: T) -> Result<T::Output> {
+pub fn run_on_devices<T: DevicesTask>(
+    kind: BackendKind,
+    indices: &[usize],
+    task: T,
+) -> Result<T::Output> {
     match kind {
         BackendKind::Cpu if indices != [0] => {
             anyhow::bail!("the CPU backend has one device (0); --devices with several indices needs --backend cuda or wgpu")

@@ -25,6 +25,11 @@ pub enum Command {
     Prepare(PrepareArgs),
     /// Pre-train a model (with no arguments: tiny-cpu on the bundled corpus, then a sample).
     Train(TrainArgs),
+    /// Fine-tune a model with LoRA adapters (base weights frozen).
+    Finetune(FinetuneArgs),
+    /// LoRA adapter tools.
+    #[command(subcommand)]
+    Lora(LoraCommand),
     /// Draw the loss curves of one or more runs into one picture.
     Plot(PlotArgs),
     /// Show a config's parameters, FLOPs per token and memory needs.
@@ -114,6 +119,78 @@ pub struct TrainArgs {
     pub print_config: bool,
 }
 
+/// `finetune`
+#[derive(Debug, Args)]
+pub struct FinetuneArgs {
+    /// The base model (Arcane or Hugging Face directory); its weights stay frozen.
+    #[arg(long, required_unless_present = "resume")]
+    pub model: Option<PathBuf>,
+    /// Prepared data (a `prepare` folder) or a text file (.txt, .jsonl, .gz), prepared into
+    /// RUN_DIR/data.
+    #[arg(long, required_unless_present = "resume")]
+    pub data: Option<PathBuf>,
+    /// Rank of the adapters.
+    #[arg(long, default_value_t = 8)]
+    pub lora_rank: usize,
+    /// Scale numerator: the update is multiplied by alpha / rank (default: 2 x rank).
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    /// Projections that get adapters: q, k, v, o, mlp, head.
+    #[arg(long, value_delimiter = ',', default_value = "q,k")]
+    pub lora_targets: Vec<String>,
+    /// Dropout on the adapters' input.
+    #[arg(long, default_value_t = 0.0)]
+    pub lora_dropout: f64,
+    /// The run folder (default: runs/finetune, or runs/finetune-2, ... if taken).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue a fine-tune run from its last checkpoint.
+    #[arg(long, conflicts_with_all = ["model", "out"])]
+    pub resume: Option<PathBuf>,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 200)]
+    pub max_steps: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 8)]
+    pub micro_batch: usize,
+    /// Tokens per sequence (default: the model's context, at most 512).
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// Steps between validation losses (and checkpoints).
+    #[arg(long, default_value_t = 50)]
+    pub eval_every: usize,
+    /// Plain log lines even on a terminal (no dashboard).
+    #[arg(long)]
+    pub no_dashboard: bool,
+}
+
+/// `lora ...`
+#[derive(Debug, Subcommand)]
+pub enum LoraCommand {
+    /// Fold an adapter into its base model and write a plain model.
+    Merge(LoraMergeArgs),
+}
+
+/// `lora merge`
+#[derive(Debug, Args)]
+pub struct LoraMergeArgs {
+    /// The base model the adapter was trained on.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The adapter (a fine-tune run folder).
+    #[arg(long)]
+    pub adapter: PathBuf,
+    /// Where to write the merged model.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ModelFormat::Arcane)]
+    pub format: ModelFormat,
+}
+
 /// `plot`
 #[derive(Debug, Args)]
 pub struct PlotArgs {
@@ -145,6 +222,9 @@ pub struct GenerateArgs {
     /// An Arcane model directory or a Hugging Face directory (config.json + model.safetensors).
     #[arg(long)]
     pub model: PathBuf,
+    /// A LoRA adapter (a fine-tune run folder) to attach to the model.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     /// The text to continue.
     #[arg(long)]
     pub prompt: String,
@@ -183,6 +263,9 @@ pub struct EvalHellaswagArgs {
     /// An Arcane model directory or a Hugging Face directory.
     #[arg(long)]
     pub model: PathBuf,
+    /// A LoRA adapter (a fine-tune run folder) to attach to the model.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     /// HellaSwag validation JSON lines (plain or .gz).
     #[arg(long)]
     pub data: PathBuf,
@@ -210,6 +293,9 @@ pub struct EvalLossArgs {
     /// An Arcane model directory or a Hugging Face directory.
     #[arg(long)]
     pub model: PathBuf,
+    /// A LoRA adapter (a fine-tune run folder) to attach to the model.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     /// A UTF-8 text file to score.
     #[arg(long, required_unless_present = "data", conflicts_with = "data")]
     pub text: Option<PathBuf>,

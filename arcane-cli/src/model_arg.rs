@@ -32,7 +32,23 @@ pub fn resolve_config(arg: &str) -> Result<(String, ModelConfig)> {
     Ok((name.to_string(), config))
 }
 
-/// Loads a model directory with a context that names it.
-pub fn load_model<B: Backend>(dir: &Path, device: &B::Device) -> Result<arcane::Gpt<B>> {
-    arcane::load_model(dir, device).with_context(|| format!("loading model {}", dir.display()))
+/// Loads a model directory, and a LoRA adapter onto it when given, with a context that names
+/// them.
+pub fn load_model<B: Backend>(
+    dir: &Path,
+    adapter: Option<&Path>,
+    device: &B::Device,
+) -> Result<arcane::Gpt<B>> {
+    let model = arcane::load_model(dir, device)
+        .with_context(|| format!("loading model {}", dir.display()))?;
+    match adapter {
+        None => Ok(model),
+        Some(adapter) => arcane::lora::load_adapter(model, adapter).with_context(|| {
+            format!(
+                "loading LoRA adapter {} onto {}",
+                adapter.display(),
+                dir.display()
+            )
+        }),
+    }
 }

@@ -283,15 +283,28 @@ fn eval_hellaswag_gives_transformers_predictions() {
     let preds = tmp.path().join("preds.jsonl");
     let (gpt2, data) = (fixture("gpt2"), fixture("hellaswag.jsonl"));
     let out = json(&[
-        "eval", "hellaswag", "--model", gpt2.to_str().unwrap(), "--data", data.to_str().unwrap(),
-        "--batch", "3", "--json", "--predictions", preds.to_str().unwrap(),
+        "eval",
+        "hellaswag",
+        "--model",
+        gpt2.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--batch",
+        "3",
+        "--json",
+        "--predictions",
+        preds.to_str().unwrap(),
     ]);
     assert_eq!(out["n"], expected.len());
     assert_eq!(out["acc"].as_f64().unwrap(), hits("pred"));
     assert_eq!(out["acc_norm"].as_f64().unwrap(), hits("pred_norm"));
     let p = hits("pred_norm");
     assert!((out["acc_norm_stderr"].as_f64().unwrap() - (p * (1.0 - p) / n).sqrt()).abs() < 1e-12);
-    let lines: Vec<Value> = std::fs::read_to_string(&preds).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = std::fs::read_to_string(&preds)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), expected.len());
     for (line, e) in lines.iter().zip(expected) {
         assert_eq!(line["ind"], e["ind"]);
@@ -312,16 +325,41 @@ fn bad_hellaswag_lines_stop_or_are_skipped() {
     let data = tmp.path().join("mixed.jsonl");
     std::fs::write(&data, lines.join("\n")).unwrap();
     let gpt2 = fixture("gpt2");
-    let base = ["eval", "hellaswag", "--model", gpt2.to_str().unwrap(), "--data", data.to_str().unwrap()];
+    let base = [
+        "eval",
+        "hellaswag",
+        "--model",
+        gpt2.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ];
     let err = failure(&base);
-    assert!(err.contains("line 2") && err.contains("not JSON") && err.contains("--skip-bad"), "{err}");
+    assert!(
+        err.contains("line 2") && err.contains("not JSON") && err.contains("--skip-bad"),
+        "{err}"
+    );
     let out = cli(&[&base[..], &["--skip-bad", "--json"]].concat());
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("line 5: 2 endings instead of 4") && stderr.contains("line 6: label 7 is out of range"), "{stderr}");
+    assert!(
+        stderr.contains("line 5: 2 endings instead of 4")
+            && stderr.contains("line 6: label 7 is out of range"),
+        "{stderr}"
+    );
     assert!(stderr.contains("skipped 3 bad line(s)"), "{stderr}");
-    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap()["n"], 3);
-    assert!(failure(&["eval", "hellaswag", "--model", gpt2.to_str().unwrap(), "--data", "/no/such.jsonl"]).contains("/no/such.jsonl"));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["n"],
+        3
+    );
+    assert!(failure(&[
+        "eval",
+        "hellaswag",
+        "--model",
+        gpt2.to_str().unwrap(),
+        "--data",
+        "/no/such.jsonl"
+    ])
+    .contains("/no/such.jsonl"));
 }
 
 #[test]
@@ -329,12 +367,42 @@ fn eval_loss_reads_prepared_validation_data() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let text = fixture("eval.txt");
-    let out = cli(&["prepare", "--input", text.to_str().unwrap(), "--out", data.to_str().unwrap(), "--val-tokens", "100"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(&[
+        "prepare",
+        "--input",
+        text.to_str().unwrap(),
+        "--out",
+        data.to_str().unwrap(),
+        "--val-tokens",
+        "100",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let gpt2 = fixture("gpt2");
-    let all = json(&["eval", "loss", "--model", gpt2.to_str().unwrap(), "--data", data.to_str().unwrap(), "--json"]);
+    let all = json(&[
+        "eval",
+        "loss",
+        "--model",
+        gpt2.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(all["tokens"], 99, "100 validation tokens, 99 predicted");
-    let part = json(&["eval", "loss", "--model", gpt2.to_str().unwrap(), "--data", data.to_str().unwrap(), "--max-tokens", "50", "--json"]);
+    let part = json(&[
+        "eval",
+        "loss",
+        "--model",
+        gpt2.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--max-tokens",
+        "50",
+        "--json",
+    ]);
     assert_eq!(part["tokens"], 49);
     assert!(all["loss"].as_f64().unwrap().is_finite());
 }

@@ -368,17 +368,34 @@ fn hellaswag_runs_inside_training_and_is_drawn() {
     let data = prepare(tmp.path());
     let cfg = config(tmp.path(), json!({"max_steps": 4, "checkpoint_every": 4}));
     let run_dir = tmp.path().join("run");
-    let hellaswag = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../arcane/tests/fixtures/hellaswag.jsonl");
-    let stdout = ok(train_cmd(&cfg, &data, &run_dir).arg("--hellaswag").arg(&hellaswag).args(["--hellaswag-every", "2", "--hellaswag-limit", "5"]));
+    let hellaswag =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../arcane/tests/fixtures/hellaswag.jsonl");
+    let stdout = ok(train_cmd(&cfg, &data, &run_dir)
+        .arg("--hellaswag")
+        .arg(&hellaswag)
+        .args(["--hellaswag-every", "2", "--hellaswag-limit", "5"]));
     assert!(stdout.contains("HellaSwag acc_norm"), "{stdout}");
-    let records: Vec<Value> = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let hs: Vec<&Value> = records.iter().filter(|r| r["kind"] == "hellaswag").collect();
+    let records: Vec<Value> = std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let hs: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "hellaswag")
+        .collect();
     assert_eq!(hs.len(), 2, "at steps 2 and 4");
-    assert!(hs.iter().all(|r| r["n"] == 5 && (0.0..=1.0).contains(&r["acc_norm"].as_f64().unwrap())));
+    assert!(hs
+        .iter()
+        .all(|r| r["n"] == 5 && (0.0..=1.0).contains(&r["acc_norm"].as_f64().unwrap())));
     // Three panels: loss vs steps, loss vs tokens, HellaSwag.
     let svg = std::fs::read_to_string(run_dir.join("loss.svg")).unwrap();
-    assert!(svg.contains("HellaSwag"), "the picture has a HellaSwag panel");
+    assert!(
+        svg.contains("HellaSwag"),
+        "the picture has a HellaSwag panel"
+    );
     // A missing file is caught before any training.
-    let err = fails(train_cmd(&cfg, &data, &tmp.path().join("r2")).args(["--hellaswag", "/no/hs.jsonl"]));
+    let err =
+        fails(train_cmd(&cfg, &data, &tmp.path().join("r2")).args(["--hellaswag", "/no/hs.jsonl"]));
     assert!(err.contains("/no/hs.jsonl"), "{err}");
 }

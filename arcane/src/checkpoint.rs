@@ -38,8 +38,11 @@ pub struct Manifest {
     pub tokenizer: String,
 }
 
-/// Saves `model` as an Arcane model directory (created if needed).
+/// Saves `model` as an Arcane model directory (created if needed). A model carrying LoRA
+/// adapters is refused: save the adapters alone ([`crate::lora::save_adapter`]) or merge them
+/// first ([`crate::lora::merge_and_unload`]).
 pub fn save_model<B: Backend>(model: &Gpt<B>, dir: &Path) -> Result<()> {
+    refuse_adapters(model)?;
     std::fs::create_dir_all(dir).map_err(|e| ArcaneError::io(dir, e))?;
     let metadata = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
@@ -54,6 +57,18 @@ pub fn save_model<B: Backend>(model: &Gpt<B>, dir: &Path) -> Result<()> {
     };
     let json = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
     weights::write_atomic(&dir.join(MANIFEST), json.as_bytes())
+}
+
+/// The error for saving a model whose adapters are not merged away.
+pub(crate) fn refuse_adapters<B: Backend>(model: &Gpt<B>) -> Result<()> {
+    match model.lora {
+        Some(_) => Err(ArcaneError::InvalidInput(
+            "this model carries LoRA adapters; save them with save_adapter, or merge them into the \
+             weights first (merge_and_unload / `arcane-cli lora merge`)"
+                .into(),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Reads and checks the manifest of an Arcane model directory.

@@ -21,6 +21,7 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod generation;
+pub mod lora;
 pub mod model;
 pub mod pretrained;
 pub mod tokenizer;

@@ -242,6 +242,7 @@ pub fn apply<B: Backend, M: Module<B>>(
         tensors,
         source: source.to_path_buf(),
         error: None,
+        subset: false,
     };
     let module = module.map(&mut loader);
     if let Some(error) = loader.error {
@@ -260,11 +261,42 @@ pub fn apply<B: Backend, M: Module<B>>(
     Ok(module)
 }
 
+/// Like [`apply`], but only for the parameters named in `tensors` (an adapter file): the
+/// others keep their values. Every tensor must match a parameter of the same shape.
+pub fn apply_subset<B: Backend, M: Module<B>>(
+    module: M,
+    tensors: NamedTensors,
+    source: &Path,
+) -> Result<M> {
+    let mut loader = Loader {
+        path: Vec::new(),
+        tensors,
+        source: source.to_path_buf(),
+        error: None,
+        subset: true,
+    };
+    let module = module.map(&mut loader);
+    if let Some(error) = loader.error {
+        return Err(error);
+    }
+    if let Some(name) = loader.tensors.keys().next() {
+        return Err(ArcaneError::Tensor {
+            path: source.to_path_buf(),
+            tensor: name.clone(),
+            message: "the model has no such parameter; the file was made for another configuration"
+                .into(),
+        });
+    }
+    Ok(module)
+}
+
 struct Loader {
     path: Vec<String>,
     tensors: NamedTensors,
     source: PathBuf,
     error: Option<ArcaneError>,
+    /// Leave parameters missing from `tensors` as they are.
+    subset: bool,
 }
 
 impl<B: Backend> ModuleMapper<B> for Loader {
@@ -289,6 +321,7 @@ impl<B: Backend> ModuleMapper<B> for Loader {
             message,
         };
         match self.tensors.remove(&name) {
+            None if self.subset => param,
             None => {
                 self.error = Some(fail(format!(
                     "missing from the checkpoint (expected shape {expected:?})"

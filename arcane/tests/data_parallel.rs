@@ -6,19 +6,26 @@ mod common;
 use std::path::Path;
 
 use arcane::data::write_shard;
-use arcane::training::{read_metrics, train, train_data_parallel, MetricRecord, TrainOptions, TrainingConfig};
+use arcane::training::{
+    read_metrics, train, train_data_parallel, MetricRecord, TrainOptions, TrainingConfig,
+};
 use arcane::ModelConfig;
 use common::*;
 
 fn dataset(dir: &Path) {
-    let tokens: Vec<u16> = (0..20_000u32).map(|i| ((i * 7 + i / 13) % 256) as u16).collect();
+    let tokens: Vec<u16> = (0..20_000u32)
+        .map(|i| ((i * 7 + i / 13) % 256) as u16)
+        .collect();
     write_shard(&dir.join("train_000000.bin"), &tokens[..18_000]).unwrap();
     write_shard(&dir.join("val_000000.bin"), &tokens[18_000..]).unwrap();
 }
 
 fn config() -> TrainingConfig {
     TrainingConfig {
-        model: ModelConfig { max_seq_len: 32, ..ModelConfig::tiny() },
+        model: ModelConfig {
+            max_seq_len: 32,
+            ..ModelConfig::tiny()
+        },
         micro_batch: 2,
         tokens_per_step: 2 * 2 * 32,
         max_steps: 4,
@@ -53,12 +60,18 @@ fn two_devices_compute_what_one_device_computes() {
     let device: burn::tensor::Device<TestAutodiff> = Default::default();
     train(config(), options("one"), device.clone()).unwrap();
     train_data_parallel(config(), options("two"), vec![device.clone(), device]).unwrap();
-    let (one, two) = (losses(&tmp.path().join("one")), losses(&tmp.path().join("two")));
+    let (one, two) = (
+        losses(&tmp.path().join("one")),
+        losses(&tmp.path().join("two")),
+    );
     assert_eq!(one.len(), 4);
     for (a, b) in one.iter().zip(&two) {
         assert!((a - b).abs() < 1e-5, "one device {a}, two devices {b}");
     }
-    let read = |name: &str| arcane::weights::read_safetensors(&[tmp.path().join(name).join("model.safetensors")]).unwrap();
+    let read = |name: &str| {
+        arcane::weights::read_safetensors(&[tmp.path().join(name).join("model.safetensors")])
+            .unwrap()
+    };
     let (a, b) = (read("one"), read("two"));
     for (name, t) in &a {
         let diff = max_abs_diff(&t.values, &b[name].values);

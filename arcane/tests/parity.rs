@@ -211,11 +211,24 @@ fn hellaswag_scores_match_transformers() {
         for (p, e) in predictions.iter().zip(&expected) {
             assert_eq!(p.ind, e["ind"].as_u64().unwrap());
             for i in 0..4 {
-                let (sum, mean) = (e["sum_losses"][i].as_f64().unwrap(), e["mean_losses"][i].as_f64().unwrap());
+                let (sum, mean) = (
+                    e["sum_losses"][i].as_f64().unwrap(),
+                    e["mean_losses"][i].as_f64().unwrap(),
+                );
                 // 1e-4 per scored token: the sum adds up one f32 rounding error per token.
                 let tokens = (sum / mean).round();
-                assert!((p.sum_losses[i] - sum).abs() < 1e-4 * tokens, "ind {}: sum {} vs {sum}", p.ind, p.sum_losses[i]);
-                assert!((p.mean_losses[i] - mean).abs() < 1e-4, "ind {}: mean {} vs {mean}", p.ind, p.mean_losses[i]);
+                assert!(
+                    (p.sum_losses[i] - sum).abs() < 1e-4 * tokens,
+                    "ind {}: sum {} vs {sum}",
+                    p.ind,
+                    p.sum_losses[i]
+                );
+                assert!(
+                    (p.mean_losses[i] - mean).abs() < 1e-4,
+                    "ind {}: mean {} vs {mean}",
+                    p.ind,
+                    p.mean_losses[i]
+                );
             }
             assert_eq!(p.pred as u64, e["pred"].as_u64().unwrap());
             assert_eq!(p.pred_norm as u64, e["pred_norm"].as_u64().unwrap());

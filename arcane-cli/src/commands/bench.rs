@@ -210,7 +210,11 @@ impl Bench {
     /// batches of `--batch` examples; tokens/s counts the padded rows' tokens.
     fn hellaswag<B: Backend>(self, device: B::Device) -> Result<Value> {
         let sample = include_str!("../../../arcane/tests/fixtures/hellaswag.jsonl");
-        let (examples, _) = parse_hellaswag(sample.as_bytes(), "bundled HellaSwag sample".as_ref(), false)?;
+        let (examples, _) = parse_hellaswag(
+            sample.as_bytes(),
+            "bundled HellaSwag sample".as_ref(),
+            false,
+        )?;
         let examples: Vec<_> = examples.iter().cycle().take(32).cloned().collect();
         B::seed(&device, 0);
         let model: Gpt<B> = self.config.init(&device)?;
@@ -223,11 +227,24 @@ impl Bench {
             .iter()
             .map(|e| {
                 let ctx = tokenizer.encode(&e.ctx).len();
-                e.endings.iter().map(|end| (ctx + tokenizer.encode(&format!(" {end}")).len()).min(self.config.max_seq_len)).sum::<usize>()
+                e.endings
+                    .iter()
+                    .map(|end| {
+                        (ctx + tokenizer.encode(&format!(" {end}")).len())
+                            .min(self.config.max_seq_len)
+                    })
+                    .sum::<usize>()
             })
             .sum();
         let mean_t = row_tokens / (4 * examples.len());
-        let mut line = self.result("hellaswag", batch, mean_t, row_tokens, self.config.forward_flops_per_token(mean_t), seconds);
+        let mut line = self.result(
+            "hellaswag",
+            batch,
+            mean_t,
+            row_tokens,
+            self.config.forward_flops_per_token(mean_t),
+            seconds,
+        );
         let median = line["median_s"].as_f64().unwrap_or(f64::NAN);
         line["examples_per_s"] = json!(examples.len() as f64 / median);
         Ok(line)

@@ -19,7 +19,7 @@ impl Task for Convert {
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let args = self.0;
-        let model = load_model::<B>(&args.model, &device)?;
+        let model = load_model::<B>(&args.model, None, &device)?;
         let out = args.out.display();
         match args.format {
             ModelFormat::Arcane => {

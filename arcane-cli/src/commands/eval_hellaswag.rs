@@ -19,7 +19,11 @@ pub fn run(args: EvalHellaswagArgs, backend: BackendKind) -> Result<()> {
         eprintln!("skipped line {}: {}", b.line, b.reason);
     }
     if !bad.is_empty() {
-        eprintln!("skipped {} bad line(s) of {}", bad.len(), args.data.display());
+        eprintln!(
+            "skipped {} bad line(s) of {}",
+            bad.len(),
+            args.data.display()
+        );
     }
     if let Some(limit) = args.limit {
         examples.truncate(limit);
@@ -36,15 +40,20 @@ impl Task for EvalHellaswag {
     type Output = ();
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
-        let model = load_model::<B>(&self.args.model, &device)?;
+        let model = load_model::<B>(&self.args.model, self.args.adapter.as_deref(), &device)?;
         let bar = progress::bar(self.examples.len() as u64, "examples");
         let start = std::time::Instant::now();
-        let predictions = score_hellaswag(&model, &self.examples, self.args.batch, |done| bar.set_position(done as u64))
-            .context("scoring HellaSwag")?;
+        let predictions = score_hellaswag(&model, &self.examples, self.args.batch, |done| {
+            bar.set_position(done as u64)
+        })
+        .context("scoring HellaSwag")?;
         bar.finish_and_clear();
         let seconds = start.elapsed().as_secs_f64();
         if let Some(path) = &self.args.predictions {
-            let mut file = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
+            let mut file = std::io::BufWriter::new(
+                std::fs::File::create(path)
+                    .with_context(|| format!("creating {}", path.display()))?,
+            );
             for p in &predictions {
                 writeln!(file, "{}", serde_json::to_string(p)?)?;
             }

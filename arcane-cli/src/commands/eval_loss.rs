@@ -17,7 +17,8 @@ use crate::progress;
 pub fn run(args: EvalLossArgs, backend: BackendKind) -> Result<()> {
     let (ids, source) = match (&args.text, &args.data) {
         (Some(path), _) => {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             let text = String::from_utf8(bytes).map_err(|e| {
                 anyhow::anyhow!(
                     "{} is not UTF-8 text (invalid byte at offset {}); convert it first, e.g. with iconv",
@@ -30,7 +31,10 @@ pub fn run(args: EvalLossArgs, backend: BackendKind) -> Result<()> {
         (None, Some(dir)) => {
             // Any window length works for reading: the split is read as one stream.
             let data = TokenData::open(dir, "val", 1)?;
-            (data.tokens(args.max_tokens), format!("the validation split of {}", dir.display()))
+            (
+                data.tokens(args.max_tokens),
+                format!("the validation split of {}", dir.display()),
+            )
         }
         (None, None) => anyhow::bail!("give --text FILE or --data DIR"),
     };
@@ -49,7 +53,7 @@ impl Task for EvalLoss {
     type Output = ();
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
-        let model = load_model::<B>(&self.args.model, &device)?;
+        let model = load_model::<B>(&self.args.model, self.args.adapter.as_deref(), &device)?;
         let window = self.args.window.unwrap_or(model.config().max_seq_len);
         let bar = progress::bar((self.ids.len() - 1) as u64, "tokens");
         let report = token_loss(&model, &self.ids, window, self.args.batch, |done, _| {

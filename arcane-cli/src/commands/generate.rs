@@ -39,7 +39,7 @@ impl Task for Generate {
     type Output = ();
 
     fn run<B: Backend>(mut self, device: B::Device) -> Result<()> {
-        let model = load_model::<B>(&self.args.model, &device)?;
+        let model = load_model::<B>(&self.args.model, self.args.adapter.as_deref(), &device)?;
         let vocab = model.config().vocab_size;
         // A padded vocabulary (50304) must never yield an id the tokenizer cannot decode.
         self.config.vocab_limit = Some(vocab.min(Tokenizer::VOCAB_SIZE));

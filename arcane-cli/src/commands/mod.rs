@@ -4,15 +4,17 @@ mod bench;
 mod convert;
 mod eval_hellaswag;
 mod eval_loss;
+mod finetune;
 mod generate;
 mod info;
+mod lora;
 mod plot;
 mod prepare;
 mod train;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command, EvalCommand};
+use crate::cli::{Cli, Command, EvalCommand, LoraCommand};
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
@@ -20,6 +22,8 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Prepare(args) => prepare::run(args),
         Command::Train(args) => train::run(args, backend),
+        Command::Finetune(args) => finetune::run(args, backend),
+        Command::Lora(LoraCommand::Merge(args)) => lora::merge(args, backend),
         Command::Plot(args) => plot::run(args),
         Command::Info(args) => info::run(args),
         Command::Generate(args) => generate::run(args, backend),

@@ -24,12 +24,12 @@ const CORPUS: &[u8] = include_bytes!("../../corpus/moby-dick.txt.gz");
 /// Where the bundled corpus is prepared.
 const DEFAULT_DATA: &str = "data/moby-dick";
 /// The run's launch details the training config does not hold.
-const RUN_FILE: &str = "run.json";
+pub(crate) const RUN_FILE: &str = "run.json";
 
 #[derive(Serialize, Deserialize)]
-struct RunFile {
-    data: PathBuf,
-    backend: String,
+pub(crate) struct RunFile {
+    pub(crate) data: PathBuf,
+    pub(crate) backend: String,
 }
 
 /// Resolves config, data and run folder, then trains on the chosen backend.
@@ -160,17 +160,21 @@ pub fn run(args: TrainArgs, backend_kind: BackendKind) -> Result<()> {
         peak_flops,
     };
     let outcome = backend::run_on_devices(backend_kind, &devices, task)?;
-    report(&outcome, &run_dir);
+    let contents = format!(
+        "model, checkpoints, metrics.jsonl and loss.png are in {} (use it as --model for generate and eval loss)",
+        run_dir.display()
+    );
+    report(&outcome, &run_dir, &contents);
     Ok(())
 }
 
-struct TrainTask {
-    config: TrainingConfig,
-    run_dir: PathBuf,
-    data: PathBuf,
-    resume: bool,
-    dashboard: Option<bool>,
-    peak_flops: Option<f64>,
+pub(crate) struct TrainTask {
+    pub(crate) config: TrainingConfig,
+    pub(crate) run_dir: PathBuf,
+    pub(crate) data: PathBuf,
+    pub(crate) resume: bool,
+    pub(crate) dashboard: Option<bool>,
+    pub(crate) peak_flops: Option<f64>,
 }
 
 impl TrainTask {
@@ -199,10 +203,10 @@ impl DevicesTask for TrainTask {
     }
 }
 
-fn report(outcome: &LoopOutcome, run_dir: &Path) {
+pub(crate) fn report(outcome: &LoopOutcome, run_dir: &Path, contents: &str) {
     if outcome.stop == StopReason::Interrupted {
         println!(
-            "stopped at step {}; continue with `arcane-cli train --resume {}`",
+            "stopped at step {}; continue it with --resume {}",
             outcome.step,
             run_dir.display()
         );
@@ -215,17 +219,14 @@ fn report(outcome: &LoopOutcome, run_dir: &Path) {
         "step {}: validation loss {val}, {:.0} tokens/s{mfu}",
         outcome.step, outcome.tokens_per_s
     );
-    println!(
-        "model, checkpoints, metrics.jsonl and loss.png are in {} (use it as --model for generate and eval loss)",
-        run_dir.display()
-    );
+    println!("{contents}",);
     if let Some(sample) = &outcome.sample {
         println!("sample:\n{sample}");
     }
 }
 
 /// `runs/NAME`, or `runs/NAME-2`, `-3`, ... when taken.
-fn free_run_dir(name: &str) -> PathBuf {
+pub(crate) fn free_run_dir(name: &str) -> PathBuf {
     let base = PathBuf::from("runs");
     (1..)
         .map(|i| {

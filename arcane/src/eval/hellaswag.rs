@@ -40,7 +40,10 @@ pub struct BadLine {
 
 /// Reads HellaSwag JSON lines (`ctx`, `endings`, `label`; plain or `.gz`). A bad line is an
 /// error naming it, or, with `skip_bad`, skipped and reported.
-pub fn load_hellaswag(path: &Path, skip_bad: bool) -> Result<(Vec<HellaswagExample>, Vec<BadLine>)> {
+pub fn load_hellaswag(
+    path: &Path,
+    skip_bad: bool,
+) -> Result<(Vec<HellaswagExample>, Vec<BadLine>)> {
     let file = std::fs::File::open(path).map_err(|e| ArcaneError::io(path, e))?;
     let reader: Box<dyn BufRead> = if path.to_string_lossy().ends_with(".gz") {
         Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(file)))
@@ -51,7 +54,11 @@ pub fn load_hellaswag(path: &Path, skip_bad: bool) -> Result<(Vec<HellaswagExamp
 }
 
 /// [`load_hellaswag`] over any reader; `source` names it in errors.
-pub fn parse_hellaswag(reader: impl BufRead, source: &Path, skip_bad: bool) -> Result<(Vec<HellaswagExample>, Vec<BadLine>)> {
+pub fn parse_hellaswag(
+    reader: impl BufRead,
+    source: &Path,
+    skip_bad: bool,
+) -> Result<(Vec<HellaswagExample>, Vec<BadLine>)> {
     let (mut examples, mut bad) = (Vec::new(), Vec::new());
     for (i, line) in reader.lines().enumerate() {
         let line = line.map_err(|e| ArcaneError::io(source, e))?;
@@ -60,9 +67,18 @@ pub fn parse_hellaswag(reader: impl BufRead, source: &Path, skip_bad: bool) -> R
         }
         match parse_example(&line, i as u64) {
             Ok(example) => examples.push(example),
-            Err(reason) if skip_bad => bad.push(BadLine { line: i + 1, reason }),
+            Err(reason) if skip_bad => bad.push(BadLine {
+                line: i + 1,
+                reason,
+            }),
             Err(reason) => {
-                return Err(ArcaneError::format(source, format!("line {}: {reason} (use --skip-bad to skip bad lines)", i + 1)))
+                return Err(ArcaneError::format(
+                    source,
+                    format!(
+                        "line {}: {reason} (use --skip-bad to skip bad lines)",
+                        i + 1
+                    ),
+                ))
             }
         }
     }
@@ -74,7 +90,11 @@ pub fn parse_hellaswag(reader: impl BufRead, source: &Path, skip_bad: bool) -> R
 
 fn parse_example(line: &str, index: u64) -> std::result::Result<HellaswagExample, String> {
     let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON ({e})"))?;
-    let ctx = v.get("ctx").and_then(Value::as_str).ok_or("no string field \"ctx\"")?.to_string();
+    let ctx = v
+        .get("ctx")
+        .and_then(Value::as_str)
+        .ok_or("no string field \"ctx\"")?
+        .to_string();
     let endings: Vec<String> = v
         .get("endings")
         .and_then(Value::as_array)
@@ -83,13 +103,23 @@ fn parse_example(line: &str, index: u64) -> std::result::Result<HellaswagExample
         .map(|e| e.as_str().map(str::to_string))
         .collect::<Option<_>>()
         .ok_or("an ending is not a string")?;
-    let endings: [String; 4] = endings.try_into().map_err(|e: Vec<String>| format!("{} endings instead of 4", e.len()))?;
-    let label = v.get("label").and_then(Value::as_u64).ok_or("no integer field \"label\"")?;
+    let endings: [String; 4] = endings
+        .try_into()
+        .map_err(|e: Vec<String>| format!("{} endings instead of 4", e.len()))?;
+    let label = v
+        .get("label")
+        .and_then(Value::as_u64)
+        .ok_or("no integer field \"label\"")?;
     if label > 3 {
         return Err(format!("label {label} is out of range 0..=3"));
     }
     let ind = v.get("ind").and_then(Value::as_u64).unwrap_or(index);
-    Ok(HellaswagExample { ind, ctx, endings, label: label as usize })
+    Ok(HellaswagExample {
+        ind,
+        ctx,
+        endings,
+        label: label as usize,
+    })
 }
 
 /// The scores of one example.
@@ -130,9 +160,20 @@ impl HellaswagScore {
         let n = predictions.len();
         let rate = |hits: usize| hits as f64 / n.max(1) as f64;
         let acc = rate(predictions.iter().filter(|p| p.pred == p.label).count());
-        let acc_norm = rate(predictions.iter().filter(|p| p.pred_norm == p.label).count());
+        let acc_norm = rate(
+            predictions
+                .iter()
+                .filter(|p| p.pred_norm == p.label)
+                .count(),
+        );
         let stderr = |p: f64| (p * (1.0 - p) / n.max(1) as f64).sqrt();
-        Self { n, acc, acc_norm, acc_stderr: stderr(acc), acc_norm_stderr: stderr(acc_norm) }
+        Self {
+            n,
+            acc,
+            acc_norm,
+            acc_stderr: stderr(acc),
+            acc_norm_stderr: stderr(acc_norm),
+        }
     }
 }
 
@@ -175,13 +216,20 @@ pub fn score_hellaswag<B: Backend>(
     let device = model.device();
     let mut out = Vec::with_capacity(examples.len());
     for chunk in examples.chunks(batch.max(1)) {
-        let rendered: Vec<Rendered> = chunk.iter().map(|e| render(&tokenizer, e, window)).collect();
+        let rendered: Vec<Rendered> = chunk
+            .iter()
+            .map(|e| render(&tokenizer, e, window))
+            .collect();
         for r in &rendered {
             for row in &r.rows {
                 model.check_tokens(row)?;
             }
         }
-        let t = rendered.iter().flat_map(|r| r.rows.iter().map(Vec::len)).max().unwrap_or(1);
+        let t = rendered
+            .iter()
+            .flat_map(|r| r.rows.iter().map(Vec::len))
+            .max()
+            .unwrap_or(1);
         if t < 2 {
             return Err(ArcaneError::InvalidInput(format!(
                 "HellaSwag example {} has no context token in front of its endings",
@@ -219,19 +267,30 @@ pub fn score_hellaswag<B: Backend>(
         let log_probs = log_softmax(model.head(picked_hidden), 2); // [1, N, V]
         let target = Tensor::<B, 1, Int>::from_data(TensorData::new(targets, [n]), &device);
         let picked = log_probs.gather(2, target.reshape([1, n, 1])); // [1, N, 1]
-        let picked: Vec<f32> = picked.into_data().convert::<f32>().to_vec().expect("f32 log-probs");
+        let picked: Vec<f32> = picked
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .expect("f32 log-probs");
         let mut offset = 0;
         for (example, r) in chunk.iter().zip(&rendered) {
             let mut sum_losses = [0.0; 4];
             let mut mean_losses = [0.0; 4];
             for i in 0..4 {
                 let (_, n) = r.ends[i];
-                let sum: f64 = picked[offset..offset + n].iter().map(|&lp| -(lp as f64)).sum();
+                let sum: f64 = picked[offset..offset + n]
+                    .iter()
+                    .map(|&lp| -(lp as f64))
+                    .sum();
                 offset += n;
                 sum_losses[i] = sum;
                 mean_losses[i] = sum / n.max(1) as f64;
             }
-            let argmin = |v: &[f64; 4]| (0..4).min_by(|&a, &b| v[a].total_cmp(&v[b])).expect("four endings");
+            let argmin = |v: &[f64; 4]| {
+                (0..4)
+                    .min_by(|&a, &b| v[a].total_cmp(&v[b]))
+                    .expect("four endings")
+            };
             out.push(HellaswagPrediction {
                 ind: example.ind,
                 label: example.label,

@@ -3,5 +3,8 @@
 mod hellaswag;
 mod loss;
 
-pub use hellaswag::{load_hellaswag, parse_hellaswag, score_hellaswag, BadLine, HellaswagExample, HellaswagPrediction, HellaswagScore};
+pub use hellaswag::{
+    load_hellaswag, parse_hellaswag, score_hellaswag, BadLine, HellaswagExample,
+    HellaswagPrediction, HellaswagScore,
+};
 pub use loss::{token_loss, windows, LossReport};

@@ -1,6 +1,6 @@
 //! Causal multi-head self-attention with grouped-query heads, optional RoPE and a KV cache.
 
-use burn::nn::Linear;
+use crate::lora::LoraLinear;
 use burn::prelude::*;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -15,13 +15,13 @@ use super::rope::Rope;
 #[derive(Module, Debug)]
 pub struct CausalSelfAttention<B: Backend> {
     /// Query projection `[C, H·D]`.
-    pub q: Linear<B>,
+    pub q: LoraLinear<B>,
     /// Key projection `[C, Hkv·D]`.
-    pub k: Linear<B>,
+    pub k: LoraLinear<B>,
     /// Value projection `[C, Hkv·D]`.
-    pub v: Linear<B>,
+    pub v: LoraLinear<B>,
     /// Output projection `[H·D, C]`, a residual projection (scaled init).
-    pub o: Linear<B>,
+    pub o: LoraLinear<B>,
     /// Query heads `H`.
     pub n_heads: usize,
     /// Key/value heads `Hkv` (divides `H`).

@@ -1,6 +1,8 @@
 //! The whole language model: embeddings, a stack of blocks, a final norm and the output head.
 
-use burn::nn::{Dropout, DropoutConfig, Embedding, Linear};
+use burn::nn::{Dropout, DropoutConfig, Embedding};
+
+use crate::lora::{LoraConfig, LoraLinear};
 use burn::prelude::*;
 use burn::tensor::module::linear;
 
@@ -31,12 +33,15 @@ pub struct Gpt<B: Backend> {
     /// Final norm (`ln_f`, `norm`).
     pub ln_f: Norm<B>,
     /// Output head `[C, V]` when the embeddings are not tied.
-    pub lm_head: Option<Linear<B>>,
+    pub lm_head: Option<LoraLinear<B>>,
     /// Dropout on the embeddings (`embd_pdrop`).
     pub dropout: Dropout,
     /// The configuration this model was built from.
     #[module(skip)]
     pub config: ModelConfig,
+    /// The LoRA adapters attached to it, if any (see [`crate::lora::apply_lora`]).
+    #[module(skip)]
+    pub lora: Option<LoraConfig>,
 }
 
 impl ModelConfig {
@@ -58,6 +63,7 @@ impl ModelConfig {
             lm_head: (!self.tie_embeddings).then(|| init::linear(c, v, false, std, device)),
             dropout: DropoutConfig::new(self.dropout).init(),
             config: self.clone(),
+            lora: None,
         })
     }
 }

@@ -3,10 +3,12 @@
 //! whose weights are about to be loaded from a checkpoint never pays for its random init.
 
 use burn::module::{Initializer, Param};
-use burn::nn::{Embedding, Linear};
+use burn::nn::Embedding;
 use burn::prelude::*;
 
-/// A `Linear` with weight `[d_in, d_out]` drawn from N(0, std²) and a zero bias.
+use crate::lora::LoraLinear;
+
+/// A projection with weight `[d_in, d_out]` drawn from N(0, std²) and a zero bias.
 ///
 /// Burn's own `LinearConfig` draws the bias from the weight initialiser; GPT-2 zeroes it.
 pub fn linear<B: Backend>(
@@ -15,11 +17,8 @@ pub fn linear<B: Backend>(
     bias: bool,
     std: f64,
     device: &B::Device,
-) -> Linear<B> {
-    Linear {
-        weight: normal([d_in, d_out], std, device),
-        bias: bias.then(|| Initializer::Zeros.init([d_out], device)),
-    }
+) -> LoraLinear<B> {
+    LoraLinear::new(d_in, d_out, bias, std, device)
 }
 
 /// An `Embedding` table `[n, d]` drawn from N(0, std²).

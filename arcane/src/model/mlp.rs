@@ -1,6 +1,6 @@
 //! The position-wise feed-forward block: GELU (GPT-2) or SwiGLU (Llama).
 
-use burn::nn::Linear;
+use crate::lora::LoraLinear;
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, gelu_approximate, silu};
 
@@ -11,11 +11,11 @@ use super::init;
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
     /// Up projection `[C, F]` (GPT-2 `c_fc`, Llama `up_proj`).
-    pub fc: Linear<B>,
+    pub fc: LoraLinear<B>,
     /// Gate projection `[C, F]` of SwiGLU (Llama `gate_proj`); absent for GELU.
-    pub gate: Option<Linear<B>>,
+    pub gate: Option<LoraLinear<B>>,
     /// Down projection `[F, C]` (GPT-2 `c_proj`, Llama `down_proj`), a residual projection.
-    pub proj: Linear<B>,
+    pub proj: LoraLinear<B>,
     /// Exact (erf) GELU instead of the tanh approximation; unused by SwiGLU.
     pub exact_gelu: bool,
 }

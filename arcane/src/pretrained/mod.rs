@@ -88,6 +88,7 @@ pub fn load_hf<B: Backend>(dir: &Path, device: &B::Device) -> Result<Gpt<B>> {
 /// f32) that transformers loads as the returned architecture. Fails for configs that neither
 /// GPT-2 nor Llama can express (save an Arcane checkpoint instead).
 pub fn save_hf<B: Backend>(model: &Gpt<B>, dir: &Path) -> Result<HfArchitecture> {
+    crate::checkpoint::refuse_adapters(model)?;
     let config = model.config();
     let arch = HfArchitecture::for_config(config).ok_or_else(|| {
         ArcaneError::InvalidConfig(

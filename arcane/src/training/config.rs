@@ -97,8 +97,23 @@ pub struct HellaswagEval {
 
 impl Default for HellaswagEval {
     fn default() -> Self {
-        Self { data: "hellaswag_val.jsonl.gz".into(), every: 250, limit: None, batch: 1 }
+        Self {
+            data: "hellaswag_val.jsonl.gz".into(),
+            every: 250,
+            limit: None,
+            batch: 1,
+        }
     }
+}
+
+/// Fine-tuning with LoRA: the base model to start from and the adapters to train on it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneConfig {
+    /// The base model directory (Arcane or Hugging Face); its weights stay frozen.
+    pub base: std::path::PathBuf,
+    /// The adapters.
+    pub lora: crate::lora::LoraConfig,
 }
 
 /// Everything a training run needs besides data and an output folder.
@@ -142,6 +157,8 @@ pub struct TrainingConfig {
     pub peak_flops: Option<f64>,
     /// HellaSwag during training (`None`: off).
     pub hellaswag: Option<HellaswagEval>,
+    /// LoRA fine-tuning of a base model instead of pre-training from scratch.
+    pub finetune: Option<FinetuneConfig>,
 }
 
 impl Default for TrainingConfig {
@@ -182,8 +199,14 @@ impl TrainingConfig {
             micro_batch: 8,
             tokens_per_step: 8 * 128,
             max_steps: 300,
-            optimizer: OptimizerConfig { max_lr: 4e-3, ..OptimizerConfig::default() },
-            schedule: ScheduleConfig { warmup_steps: 20, ..ScheduleConfig::default() },
+            optimizer: OptimizerConfig {
+                max_lr: 4e-3,
+                ..OptimizerConfig::default()
+            },
+            schedule: ScheduleConfig {
+                warmup_steps: 20,
+                ..ScheduleConfig::default()
+            },
             eval_every: 50,
             eval_tokens: 16 * 1024,
             checkpoint_every: 150,
@@ -194,6 +217,7 @@ impl TrainingConfig {
             activation_checkpointing: false,
             peak_flops: None,
             hellaswag: None,
+            finetune: None,
         }
     }
 
@@ -354,8 +378,12 @@ impl TrainingConfig {
                     .into(),
             );
         }
+        if let Some(f) = &self.finetune {
+            f.lora.validate(&self.model)?;
+        }
         if let Some(h) = &self.hellaswag {
-            if h.every == 0 || h.every % self.eval_every != 0 || h.batch == 0 || h.limit == Some(0) {
+            if h.every == 0 || h.every % self.eval_every != 0 || h.batch == 0 || h.limit == Some(0)
+            {
                 return fail(format!(
                     "hellaswag.every ({}) must be a multiple of eval_every ({}), and batch and limit at least 1",
                     h.every, self.eval_every

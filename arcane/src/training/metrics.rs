@@ -101,7 +101,10 @@ impl Metric for StepMetric {
             // leaves the epoch's aggregate as it is.
             None => {
                 let running = match self.state.running_value() {
-                    NumericEntry::Aggregated { aggregated_value, count } if count > 0 => aggregated_value,
+                    NumericEntry::Aggregated {
+                        aggregated_value,
+                        count,
+                    } if count > 0 => aggregated_value,
                     _ => 0.0,
                 };
                 self.state.update(running, 0, format)

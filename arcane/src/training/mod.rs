@@ -17,7 +17,10 @@ mod strategy;
 
 pub use checkpoint::{checkpoint_steps, read_state, TrainState};
 pub use clip::clip_global_norm;
-pub use config::{HellaswagEval, OptimizerConfig, ScheduleConfig, ScheduleKind, TrainingConfig, TRAINING_PRESETS};
+pub use config::{
+    FinetuneConfig, HellaswagEval, OptimizerConfig, ScheduleConfig, ScheduleKind, TrainingConfig,
+    TRAINING_PRESETS,
+};
 pub use loader::{BatchSource, LmDataLoader};
 pub use log::{read_metrics, MetricRecord, MetricsLog, METRICS_FILE};
 pub use metrics::{peak_flops_for, StepMetric, StepMetricKind, StepStats, GPU_PEAK_FLOPS};

@@ -131,7 +131,19 @@ pub fn train_data_parallel<B: AutodiffBackend>(
     ));
 
     B::seed(&device, config.seed);
-    let model = config.model.init::<B>(&device)?;
+    let model = match &config.finetune {
+        None => config.model.init::<B>(&device)?,
+        Some(finetune) => {
+            let base = crate::checkpoint::load_model::<B>(&finetune.base, &device)?;
+            if base.config() != &config.model {
+                return Err(ArcaneError::InvalidConfig(format!(
+                    "the run's model config differs from the base model in {}; fine-tune runs take the base's config",
+                    finetune.base.display()
+                )));
+            }
+            crate::lora::apply_lora(base, &finetune.lora)?
+        }
+    };
     let optimizer = GroupedAdamW::new(&config.optimizer, &model);
     let start = resume.as_ref().map_or(0, |s| s.step);
     let mut learner = Learner::new(model, optimizer, LrSchedule::new(&config, start));

@@ -49,7 +49,8 @@ pub type ArcaneComponents<B> =
 
 /// An extra evaluation offered at every validation with the step number (HellaSwag): returns
 /// `Some((n, acc, acc_norm))` when it ran.
-pub type EvalHook<B> = Arc<dyn Fn(&Gpt<B>, usize) -> crate::Result<Option<(usize, f64, f64)>> + Send + Sync>;
+pub type EvalHook<B> =
+    Arc<dyn Fn(&Gpt<B>, usize) -> crate::Result<Option<(usize, f64, f64)>> + Send + Sync>;
 
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -246,7 +247,11 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
             for round in batches.chunks(n_devices) {
                 for output in self.train_round(learner, round.to_vec()) {
                     let model = learner.model();
-                    let grads = if n_devices > 1 { output.grads.to_device(&main, &model) } else { output.grads };
+                    let grads = if n_devices > 1 {
+                        output.grads.to_device(&main, &model)
+                    } else {
+                        output.grads
+                    };
                     let loss = output.item.loss.inner().to_device(&main.clone().into());
                     loss_sum = Some(match loss_sum {
                         Some(sum) => sum + loss,
@@ -257,7 +262,8 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
             }
             let mut grads = accumulator.grads();
             let grad_norm = clip_global_norm(&learner.model(), &mut grads, c.optimizer.grad_clip);
-            let loss = loss_sum.map_or(f64::NAN, |s| s.into_scalar().elem::<f64>()) / per_step as f64;
+            let loss =
+                loss_sum.map_or(f64::NAN, |s| s.into_scalar().elem::<f64>()) / per_step as f64;
             if !loss.is_finite() || !grad_norm.is_finite() {
                 out.stop = StopReason::NonFinite {
                     step: step + 1,
@@ -385,7 +391,11 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
 
     /// Forward and backward passes of one micro-batch per device, in parallel: device `i` gets
     /// `batches[i]` and a copy of the model. Returns the outputs in device order.
-    fn train_round(&self, learner: &Learner<ArcaneComponents<B>>, batches: Vec<LmBatch<B>>) -> Vec<TrainOutput<LmOutput<B>>> {
+    fn train_round(
+        &self,
+        learner: &Learner<ArcaneComponents<B>>,
+        batches: Vec<LmBatch<B>>,
+    ) -> Vec<TrainOutput<LmOutput<B>>> {
         if batches.len() == 1 {
             return batches.into_iter().map(|b| learner.train_step(b)).collect();
         }
@@ -407,7 +417,10 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
                     })
                 })
                 .collect();
-            workers.into_iter().map(|w| w.join().expect("a data-parallel worker panicked")).collect()
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("a data-parallel worker panicked"))
+                .collect()
         })
     }
 
@@ -481,12 +494,29 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
             }
         }
         let mut hellaswag = None;
-        let extra = self.eval_hook.as_ref().map(|hook| hook(&model, step)).transpose()?.flatten();
+        let extra = self
+            .eval_hook
+            .as_ref()
+            .map(|hook| hook(&model, step))
+            .transpose()?
+            .flatten();
         if let Some((n, acc, acc_norm)) = extra {
-            log.append(&MetricRecord::Hellaswag { step, tokens, n, acc, acc_norm })?;
+            log.append(&MetricRecord::Hellaswag {
+                step,
+                tokens,
+                n,
+                acc,
+                acc_norm,
+            })?;
             hellaswag = Some((n, acc_norm));
-            let stats = StepStats { hellaswag: Some(acc_norm), ..StepStats::default() };
-            let item = LmOutput { loss: Tensor::from_floats([0.0], &model.device()), stats };
+            let stats = StepStats {
+                hellaswag: Some(acc_norm),
+                ..StepStats::default()
+            };
+            let item = LmOutput {
+                loss: Tensor::from_floats([0.0], &model.device()),
+                stats,
+            };
             processor.process_valid(LearnerEvent::ProcessedItem(TrainingItem::new(
                 item,
                 Progress::new(1, 1),
@@ -539,19 +569,29 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
         let c = &self.config;
         checkpointer.checkpoint(learner, step, store);
         tracker.wait(&["model", "optim", "scheduler"], step)?;
-        let micro_batches_per_step = (c.accumulation(self.devices.len())? * self.devices.len()) as u64;
+        let micro_batches_per_step =
+            (c.accumulation(self.devices.len())? * self.devices.len()) as u64;
         let state = TrainState {
             format: STATE_FORMAT.into(),
             version: 1,
             step,
             tokens,
-            data: self.sampler.position(step as u64 * micro_batches_per_step, c.micro_batch),
+            data: self
+                .sampler
+                .position(step as u64 * micro_batches_per_step, c.micro_batch),
             seed: c.seed,
             model_fingerprint: checkpoint::fingerprint(c),
             elapsed_s,
         };
         checkpoint::write_state(&self.run_dir, &state)?;
         checkpoint::prune(&self.run_dir, c.keep_checkpoints)?;
-        crate::checkpoint::save_model(&learner.model().valid(), &self.run_dir)
+        let model = learner.model().valid();
+        match &c.finetune {
+            // A fine-tune run keeps only its adapters: a small file beside the checkpoints.
+            Some(f) => {
+                crate::lora::save_adapter(&model, &self.run_dir, &f.base.display().to_string())
+            }
+            None => crate::checkpoint::save_model(&model, &self.run_dir),
+        }
     }
 }

@@ -1,0 +1,139 @@
+//! `arcane-cli finetune`: LoRA fine-tuning with the same Learner, schedule, metrics,
+//! checkpoints and dashboard as pre-training. The run folder keeps only the adapters.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use arcane::data::PrepareConfig;
+use arcane::lora::{LoraConfig, LoraTarget};
+use arcane::training::{
+    read_run_config, FinetuneConfig, OptimizerConfig, ScheduleConfig, TrainingConfig,
+};
+
+use crate::backend::{self, BackendKind};
+use crate::cli::FinetuneArgs;
+use crate::commands::prepare::prepare_with_progress;
+use crate::commands::train::{free_run_dir, report, RunFile, TrainTask, RUN_FILE};
+
+/// Builds the fine-tune config from the base model and the flags, then trains.
+pub fn run(args: FinetuneArgs, backend_kind: BackendKind) -> Result<()> {
+    let (config, run_dir, data, resume) = match &args.resume {
+        Some(dir) => {
+            let config = read_run_config(dir)?;
+            if config.finetune.is_none() {
+                bail!(
+                    "{} is a pre-training run; continue it with `arcane-cli train --resume`",
+                    dir.display()
+                );
+            }
+            let saved: RunFile = serde_json::from_str(
+                &std::fs::read_to_string(dir.join(RUN_FILE))
+                    .with_context(|| format!("reading {}", dir.join(RUN_FILE).display()))?,
+            )?;
+            (config, dir.clone(), saved.data, true)
+        }
+        None => {
+            let base = args.model.clone().expect("clap requires --model");
+            let model = arcane::checkpoint::load_config(&base)
+                .with_context(|| format!("reading the base model {}", base.display()))?;
+            let targets = args
+                .lora_targets
+                .iter()
+                .map(|t| t.parse::<LoraTarget>())
+                .collect::<arcane::Result<Vec<_>>>()?;
+            let lora = LoraConfig {
+                rank: args.lora_rank,
+                alpha: args.lora_alpha.unwrap_or(2.0 * args.lora_rank as f64),
+                dropout: args.lora_dropout,
+                targets,
+            };
+            lora.validate(&model)?;
+            let t = args.seq_len.unwrap_or(model.max_seq_len.min(512));
+            let config = TrainingConfig {
+                seq_len: Some(t),
+                micro_batch: args.micro_batch,
+                tokens_per_step: args.micro_batch * t,
+                max_steps: args.max_steps,
+                // No weight decay on adapters (peft's default); short warmup, cosine to 10%.
+                optimizer: OptimizerConfig {
+                    max_lr: args.lr,
+                    weight_decay: 0.0,
+                    ..OptimizerConfig::default()
+                },
+                schedule: ScheduleConfig {
+                    warmup_steps: (args.max_steps / 20).max(1),
+                    ..ScheduleConfig::default()
+                },
+                eval_every: args.eval_every,
+                eval_tokens: 8 * args.micro_batch * t,
+                checkpoint_every: args.eval_every,
+                sample_prompt: "The".into(),
+                sample_tokens: 32,
+                finetune: Some(FinetuneConfig { base, lora }),
+                model,
+                ..TrainingConfig::tiny_cpu()
+            };
+            config
+                .validate(1)
+                .context("the fine-tune config does not fit")?;
+            let run_dir = args.out.clone().unwrap_or_else(|| free_run_dir("finetune"));
+            let input = args.data.clone().expect("clap requires --data");
+            let data = if input.is_dir() {
+                input
+            } else {
+                let data = run_dir.join("data");
+                eprintln!("preparing {} into {}", input.display(), data.display());
+                let prepare = PrepareConfig {
+                    inputs: vec![input],
+                    out: data.clone(),
+                    val_tokens: None,
+                    shard_tokens: 100_000_000,
+                };
+                prepare_with_progress(&prepare)?;
+                data
+            };
+            (config, run_dir, data, false)
+        }
+    };
+    let finetune = config.finetune.as_ref().expect("a fine-tune config");
+    let trainable = finetune.lora.trainable_params(&config.model);
+    let total = config.model.num_params();
+    eprintln!(
+        "fine-tuning {} with LoRA r={} on {:?}: {trainable} trainable of {} parameters ({:.3}%) -> {}",
+        finetune.base.display(),
+        finetune.lora.rank,
+        finetune.lora.targets,
+        total + trainable,
+        100.0 * trainable as f64 / (total + trainable) as f64,
+        run_dir.display()
+    );
+    let base = finetune.base.clone();
+    write_run_file(&run_dir, &data, backend_kind)?;
+    let task = TrainTask {
+        config,
+        run_dir: run_dir.clone(),
+        data,
+        resume,
+        dashboard: if args.no_dashboard { Some(false) } else { None },
+        peak_flops: None,
+    };
+    let outcome = backend::run_on_devices(backend_kind, &[0], task)?;
+    let contents = format!(
+        "the adapter (adapter.json, adapter.safetensors), checkpoints, metrics.jsonl and loss.png are in {0}; \
+         use it with --model {1} --adapter {0} for generate and eval, or `arcane-cli lora merge` to export a merged model",
+        run_dir.display(),
+        base.display()
+    );
+    report(&outcome, &run_dir, &contents);
+    Ok(())
+}
+
+fn write_run_file(run_dir: &Path, data: &Path, backend_kind: BackendKind) -> Result<()> {
+    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let file = RunFile {
+        data: PathBuf::from(data),
+        backend: backend_kind.name().into(),
+    };
+    std::fs::write(run_dir.join(RUN_FILE), serde_json::to_string_pretty(&file)?)?;
+    Ok(())
+}
