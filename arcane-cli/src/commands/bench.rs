@@ -79,13 +79,7 @@ impl Task for Bench {
             Box<dyn Fn() -> f64>,
         ) = match self.args.kind {
             BenchKind::Forward => {
-                let t = self.args.seq_len.unwrap_or(c.max_seq_len.min(1024));
-                if t == 0 || t > c.max_seq_len {
-                    anyhow::bail!(
-                        "--seq-len must be between 1 and the context ({})",
-                        c.max_seq_len
-                    );
-                }
+                let t = self.seq_len()?;
                 let b = self.args.batch;
                 let tokens = token_batch::<B>(b, t, c.vocab_size, &device);
                 let run = move || {
@@ -137,6 +131,16 @@ impl Task for Bench {
 }
 
 impl Bench {
+    /// `--seq-len`, by default the context up to 1024, checked against the context.
+    fn seq_len(&self) -> Result<usize> {
+        let max = self.config.max_seq_len;
+        let t = self.args.seq_len.unwrap_or(max.min(1024));
+        if t == 0 || t > max {
+            anyhow::bail!("--seq-len must be between 1 and the context ({max})");
+        }
+        Ok(t)
+    }
+
     /// The JSON line of a measurement from its per-repeat seconds.
     fn result(
         &self,
@@ -170,13 +174,7 @@ impl Bench {
     /// Optimizer steps on random tokens: forward, backward, global-norm clipping, AdamW.
     fn train<B: AutodiffBackend>(self, device: B::Device) -> Result<Value> {
         let c = &self.config;
-        let t = self.args.seq_len.unwrap_or(c.max_seq_len.min(1024));
-        if t == 0 || t > c.max_seq_len {
-            anyhow::bail!(
-                "--seq-len must be between 1 and the context ({})",
-                c.max_seq_len
-            );
-        }
+        let t = self.seq_len()?;
         let b = self.args.batch;
         B::seed(&device, 0);
         let mut model: Gpt<B> = c.init(&device)?;

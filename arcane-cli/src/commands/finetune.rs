@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use arcane::data::PrepareConfig;
 use arcane::lora::{LoraConfig, LoraTarget};
 use arcane::training::{
     read_run_config, FinetuneConfig, OptimizerConfig, ScheduleConfig, TrainingConfig,
@@ -12,7 +11,7 @@ use arcane::training::{
 
 use crate::backend::{self, BackendKind};
 use crate::cli::FinetuneArgs;
-use crate::commands::prepare::prepare_with_progress;
+use crate::commands::prepare::prepare_default;
 use crate::commands::train::{free_run_dir, report, RunFile, TrainTask, RUN_FILE};
 
 /// Builds the fine-tune config from the base model and the flags, then trains.
@@ -82,14 +81,7 @@ pub fn run(args: FinetuneArgs, backend_kind: BackendKind) -> Result<()> {
                 input
             } else {
                 let data = run_dir.join("data");
-                eprintln!("preparing {} into {}", input.display(), data.display());
-                let prepare = PrepareConfig {
-                    inputs: vec![input],
-                    out: data.clone(),
-                    val_tokens: None,
-                    shard_tokens: 100_000_000,
-                };
-                prepare_with_progress(&prepare)?;
+                prepare_default(input, &data)?;
                 data
             };
             (config, run_dir, data, false)

@@ -1,5 +1,7 @@
 //! `arcane-cli prepare`: text files to token shards, with a progress bar.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{Context, Result};
 use arcane::data::{prepare, DataManifest, PrepareConfig};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -25,6 +27,18 @@ pub fn run(args: PrepareArgs) -> Result<()> {
         config.out.display()
     );
     Ok(())
+}
+
+/// Prepares `input` (a file or folder) into `out` with the default split and shard size.
+pub fn prepare_default(input: PathBuf, out: &Path) -> Result<DataManifest> {
+    eprintln!("preparing {} into {}", input.display(), out.display());
+    let config = PrepareConfig {
+        inputs: vec![input],
+        out: out.to_path_buf(),
+        val_tokens: None,
+        shard_tokens: 100_000_000,
+    };
+    prepare_with_progress(&config)
 }
 
 /// Runs `prepare` with a byte-based progress bar (tokens/s in the message).

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use arcane::data::{DataManifest, PrepareConfig};
+use arcane::data::DataManifest;
 use arcane::training::{
     read_run_config, train_data_parallel, LoopOutcome, StopReason, TrainOptions, TrainingConfig,
 };
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{self, BackendKind, DevicesTask};
 use crate::cli::TrainArgs;
-use crate::commands::prepare::prepare_with_progress;
+use crate::commands::prepare::prepare_default;
 
 /// The bundled corpus, embedded so that the binary trains out of the box anywhere.
 const CORPUS: &[u8] = include_bytes!("../../corpus/moby-dick.txt.gz");
@@ -250,16 +250,6 @@ fn bundled_corpus() -> Result<PathBuf> {
     std::fs::create_dir_all(&source).with_context(|| format!("creating {}", source.display()))?;
     let file = source.join("moby-dick.txt.gz");
     std::fs::write(&file, CORPUS).with_context(|| format!("writing {}", file.display()))?;
-    eprintln!(
-        "preparing the bundled corpus (Moby-Dick) into {}",
-        data.display()
-    );
-    let config = PrepareConfig {
-        inputs: vec![source],
-        out: data.clone(),
-        val_tokens: None,
-        shard_tokens: 100_000_000,
-    };
-    prepare_with_progress(&config)?;
+    prepare_default(source, &data)?;
     Ok(data)
 }
