@@ -1,8 +1,6 @@
 //! `arcane-cli finetune`: LoRA fine-tuning with the same Learner, schedule, metrics,
 //! checkpoints and dashboard as pre-training. The run folder keeps only the adapters.
 
-use std::path::{Path, PathBuf};
-
 use anyhow::{bail, Context, Result};
 use arcane::lora::{LoraConfig, LoraTarget};
 use arcane::training::{
@@ -12,7 +10,7 @@ use arcane::training::{
 use crate::backend::{self, BackendKind};
 use crate::cli::FinetuneArgs;
 use crate::commands::prepare::prepare_default;
-use crate::commands::train::{free_run_dir, report, RunFile, TrainTask, RUN_FILE};
+use crate::commands::train::{free_run_dir, report, write_run_file, RunFile, TrainTask, RUN_FILE};
 
 /// Builds the fine-tune config from the base model and the flags, then trains.
 pub fn run(args: FinetuneArgs, backend_kind: BackendKind) -> Result<()> {
@@ -117,15 +115,5 @@ pub fn run(args: FinetuneArgs, backend_kind: BackendKind) -> Result<()> {
         base.display()
     );
     report(&outcome, &run_dir, &contents);
-    Ok(())
-}
-
-fn write_run_file(run_dir: &Path, data: &Path, backend_kind: BackendKind) -> Result<()> {
-    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    let file = RunFile {
-        data: PathBuf::from(data),
-        backend: backend_kind.name().into(),
-    };
-    std::fs::write(run_dir.join(RUN_FILE), serde_json::to_string_pretty(&file)?)?;
     Ok(())
 }

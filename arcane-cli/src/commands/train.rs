@@ -121,12 +121,7 @@ pub fn run(args: TrainArgs, backend_kind: BackendKind) -> Result<()> {
         Some(data) => data,
         None => bundled_corpus()?,
     };
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    let run_file = serde_json::to_string_pretty(&RunFile {
-        data: data.clone(),
-        backend: backend_kind.name().into(),
-    })?;
-    std::fs::write(run_dir.join(RUN_FILE), run_file)?;
+    write_run_file(&run_dir, &data, backend_kind)?;
 
     let peak_flops = args
         .peak_tflops
@@ -223,6 +218,17 @@ pub(crate) fn report(outcome: &LoopOutcome, run_dir: &Path, contents: &str) {
     if let Some(sample) = &outcome.sample {
         println!("sample:\n{sample}");
     }
+}
+
+/// Records where the run's data is (for --resume) in `RUN_DIR/run.json`.
+pub(crate) fn write_run_file(run_dir: &Path, data: &Path, backend_kind: BackendKind) -> Result<()> {
+    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let file = RunFile {
+        data: data.to_path_buf(),
+        backend: backend_kind.name().into(),
+    };
+    std::fs::write(run_dir.join(RUN_FILE), serde_json::to_string_pretty(&file)?)?;
+    Ok(())
 }
 
 /// `runs/NAME`, or `runs/NAME-2`, `-3`, ... when taken.
