@@ -122,6 +122,8 @@ pub fn run<T: Task>(kind: BackendKind, task: T) -> Result<T::Output> {
     }
 }
 
+// Unused in a build with every backend feature.
+#[allow(dead_code)]
 fn missing(kind: BackendKind) -> anyhow::Error {
     let feature = match kind {
         BackendKind::Cpu => "flex",
