@@ -156,6 +156,7 @@ pub fn train_data_parallel<B: AutodiffBackend>(
         (None, Some(h)) => Some(hellaswag_hook::<B>(h)?),
         (None, None) => None,
     };
+    let peak_flops = options.peak_flops.or(config.peak_flops);
     let dashboard = options
         .dashboard
         .unwrap_or_else(|| std::io::stdout().is_terminal());
@@ -167,7 +168,7 @@ pub fn train_data_parallel<B: AutodiffBackend>(
         sampler,
         resume,
         plain: !dashboard,
-        peak_flops: options.peak_flops.or(config.peak_flops),
+        peak_flops,
         eval_hook,
         outcome: outcome.clone(),
     };
@@ -180,7 +181,7 @@ pub fn train_data_parallel<B: AutodiffBackend>(
         .metric_train_numeric(StepMetric::new(StepMetricKind::GradNorm))
         .metric_train_numeric(StepMetric::new(StepMetricKind::TokensPerSecond))
         .num_epochs(config.max_steps.div_ceil(config.eval_every));
-    if strategy_has_mfu(&options, &config) {
+    if peak_flops.is_some() {
         training = training.metric_train_numeric(StepMetric::new(StepMetricKind::Mfu));
     }
     if config.hellaswag.is_some() {
@@ -204,13 +205,6 @@ pub fn train_data_parallel<B: AutodiffBackend>(
         ))),
         StopReason::Failed(e) => Err(ArcaneError::InvalidInput(format!("training failed at step {}: {e}", outcome.step))),
     }
-}
-
-fn strategy_has_mfu<B: AutodiffBackend>(
-    options: &TrainOptions<B>,
-    config: &TrainingConfig,
-) -> bool {
-    options.peak_flops.or(config.peak_flops).is_some()
 }
 
 /// HellaSwag every `h.every` steps on the first `h.limit` examples; the file is read (and
