@@ -36,6 +36,11 @@ pub enum LoraTarget {
     Head,
 }
 
+impl LoraTarget {
+    /// Every target.
+    pub const ALL: [LoraTarget; 6] = [Self::Q, Self::K, Self::V, Self::O, Self::Mlp, Self::Head];
+}
+
 impl FromStr for LoraTarget {
     type Err = ArcaneError;
 
@@ -307,15 +312,6 @@ fn take_map<B: Backend>(
     *proj = f(owned);
 }
 
-const ALL_TARGETS: [LoraTarget; 6] = [
-    LoraTarget::Q,
-    LoraTarget::K,
-    LoraTarget::V,
-    LoraTarget::O,
-    LoraTarget::Mlp,
-    LoraTarget::Head,
-];
-
 /// Freezes every parameter of `model` and attaches fresh adapters to the targets of `config`.
 /// The result computes exactly what `model` computes until the adapters are trained.
 pub fn apply_lora<B: Backend>(model: Gpt<B>, config: &LoraConfig) -> Result<Gpt<B>> {
@@ -335,17 +331,17 @@ pub fn apply_lora<B: Backend>(model: Gpt<B>, config: &LoraConfig) -> Result<Gpt<
 
 /// Folds every adapter into its base weight (`W + scale·A·B`); the forward then skips them.
 pub fn merge<B: Backend>(model: Gpt<B>) -> Gpt<B> {
-    map_targets(model, &ALL_TARGETS, |p| p.set_merged(true))
+    map_targets(model, &LoraTarget::ALL, |p| p.set_merged(true))
 }
 
 /// Undoes [`merge`]: subtracts each adapter's update from its base weight again.
 pub fn unmerge<B: Backend>(model: Gpt<B>) -> Gpt<B> {
-    map_targets(model, &ALL_TARGETS, |p| p.set_merged(false))
+    map_targets(model, &LoraTarget::ALL, |p| p.set_merged(false))
 }
 
 /// Merges and drops the adapters: a plain model to save in the Arcane or Hugging Face format.
 pub fn merge_and_unload<B: Backend>(model: Gpt<B>) -> Gpt<B> {
-    let mut model = map_targets(merge(model), &ALL_TARGETS, |mut p| {
+    let mut model = map_targets(merge(model), &LoraTarget::ALL, |mut p| {
         p.lora = None;
         p
     });

@@ -26,14 +26,7 @@ fn all_targets(rank: usize) -> LoraConfig {
         rank,
         alpha: 2.0 * rank as f64,
         dropout: 0.0,
-        targets: vec![
-            LoraTarget::Q,
-            LoraTarget::K,
-            LoraTarget::V,
-            LoraTarget::O,
-            LoraTarget::Mlp,
-            LoraTarget::Head,
-        ],
+        targets: LoraTarget::ALL.to_vec(),
     }
 }
 
