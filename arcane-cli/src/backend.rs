@@ -45,80 +45,97 @@ pub trait DevicesTask {
     fn run<B: Backend>(self, devices: Vec<B::Device>) -> Result<Self::Output>;
 }
 
-/// Runs `task` on devices `indices` of the backend named by `kind`, checking each device.
+/// Runs `task` on the backend named by `kind`, on its default device.
+pub fn run<T: Task>(kind: BackendKind, task: T) -> Result<T::Output> {
+    run_on_devices(kind, &[0], OnFirst(task))
+}
+
+/// A single-device task as a devices task: it runs on the first device.
+struct OnFirst<T>(T);
+
+impl<T: Task> DevicesTask for OnFirst<T> {
+    type Output = T::Output;
+
+    fn run<B: Backend>(self, mut devices: Vec<B::Device>) -> Result<T::Output> {
+        self.0.run::<B>(devices.swap_remove(0))
+    }
+}
+
+/// Runs `task` on devices `indices` of the backend named by `kind`, checking each device: the
+/// one dispatch from a `--backend` value to a backend type. A backend missing from this build
+/// is an error that says how to build it.
 pub fn run_on_devices<T: DevicesTask>(
     kind: BackendKind,
     indices: &[usize],
     task: T,
 ) -> Result<T::Output> {
+    if indices.is_empty() {
+        anyhow::bail!("give at least one device index");
+    }
     match kind {
         BackendKind::Cpu if indices != [0] => {
             anyhow::bail!("the CPU backend has one device (0); --devices with several indices needs --backend cuda or wgpu")
         }
-        BackendKind::Cpu => cpu_devices(task),
-        BackendKind::Wgpu => wgpu_devices(task, indices),
-        BackendKind::Cuda => cuda_devices(task, indices),
+        BackendKind::Cpu => {
+            #[cfg(feature = "flex")]
+            return task.run::<burn::backend::Flex>(vec![Default::default()]);
+        }
+        BackendKind::Wgpu => {
+            #[cfg(feature = "wgpu")]
+            return on_gpus::<burn::backend::Wgpu, T>(task, indices, kind, |i| {
+                if indices == [0] {
+                    burn::backend::wgpu::WgpuDevice::default()
+                } else {
+                    burn::backend::wgpu::WgpuDevice::DiscreteGpu(i)
+                }
+            });
+        }
+        BackendKind::Cuda => {
+            #[cfg(feature = "cuda")]
+            return on_gpus::<burn::backend::Cuda, T>(
+                task,
+                indices,
+                kind,
+                burn::backend::cuda::CudaDevice::new,
+            );
+        }
     }
+    #[allow(unreachable_code)]
+    Err(missing(kind))
 }
 
-#[cfg(feature = "flex")]
-fn cpu_devices<T: DevicesTask>(task: T) -> Result<T::Output> {
-    task.run::<burn::backend::Flex>(vec![Default::default()])
-}
-
-#[cfg(not(feature = "flex"))]
-fn cpu_devices<T: DevicesTask>(_task: T) -> Result<T::Output> {
-    Err(missing(BackendKind::Cpu))
-}
-
-#[cfg(feature = "wgpu")]
-fn wgpu_devices<T: DevicesTask>(task: T, indices: &[usize]) -> Result<T::Output> {
-    type B = burn::backend::Wgpu;
-    let mut devices = Vec::new();
+/// Probes GPU `device_of(i)` for every index, then runs `task` on all of them.
+#[allow(dead_code)]
+fn on_gpus<B: Backend, T: DevicesTask>(
+    task: T,
+    indices: &[usize],
+    kind: BackendKind,
+    device_of: impl Fn(usize) -> B::Device,
+) -> Result<T::Output> {
+    let mut devices = Vec::with_capacity(indices.len());
     for &i in indices {
-        let device = if indices.len() == 1 && i == 0 {
-            burn::backend::wgpu::WgpuDevice::default()
-        } else {
-            burn::backend::wgpu::WgpuDevice::DiscreteGpu(i)
-        };
-        probe::<B>(&device).map_err(|detail| {
-            anyhow::anyhow!("no wgpu adapter for device {i} ({detail}); install a Vulkan driver or use --backend cpu")
-        })?;
+        let device = device_of(i);
+        probe::<B>(&device).map_err(|detail| unavailable(kind, i, indices.len(), &detail))?;
         devices.push(device);
     }
     task.run::<B>(devices)
 }
 
-#[cfg(not(feature = "wgpu"))]
-fn wgpu_devices<T: DevicesTask>(_task: T, _indices: &[usize]) -> Result<T::Output> {
-    Err(missing(BackendKind::Wgpu))
-}
-
-#[cfg(feature = "cuda")]
-fn cuda_devices<T: DevicesTask>(task: T, indices: &[usize]) -> Result<T::Output> {
-    type B = burn::backend::Cuda;
-    let mut devices = Vec::new();
-    for &i in indices {
-        let device = burn::backend::cuda::CudaDevice::new(i);
-        probe::<B>(&device).map_err(|detail| {
-            anyhow::anyhow!("CUDA device {i} is not available ({detail}); check `nvidia-smi` or use --backend cpu")
-        })?;
-        devices.push(device);
-    }
-    task.run::<B>(devices)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_devices<T: DevicesTask>(_task: T, _indices: &[usize]) -> Result<T::Output> {
-    Err(missing(BackendKind::Cuda))
-}
-
-/// Runs `task` on the backend named by `kind`, on its default device.
-pub fn run<T: Task>(kind: BackendKind, task: T) -> Result<T::Output> {
+/// The error for GPU `index` of `kind` that does not answer.
+#[allow(dead_code)]
+fn unavailable(kind: BackendKind, index: usize, count: usize, detail: &str) -> anyhow::Error {
+    let which = if count == 1 {
+        String::new()
+    } else {
+        format!(" device {index}")
+    };
     match kind {
-        BackendKind::Cpu => cpu(task),
-        BackendKind::Wgpu => wgpu(task),
-        BackendKind::Cuda => cuda(task),
+        BackendKind::Cuda => anyhow::anyhow!(
+            "CUDA{which} is not available ({detail}); check the NVIDIA driver (`nvidia-smi`) or use --backend cpu"
+        ),
+        _ => anyhow::anyhow!(
+            "no wgpu adapter found{which} ({detail}); install a Vulkan driver or use --backend cpu"
+        ),
     }
 }
 
@@ -134,50 +151,6 @@ fn missing(kind: BackendKind) -> anyhow::Error {
          `cargo build --release -p arcane-cli --features {feature}`",
         kind.name()
     )
-}
-
-#[cfg(feature = "flex")]
-fn cpu<T: Task>(task: T) -> Result<T::Output> {
-    task.run::<burn::backend::Flex>(Default::default())
-}
-
-#[cfg(not(feature = "flex"))]
-fn cpu<T: Task>(_task: T) -> Result<T::Output> {
-    Err(missing(BackendKind::Cpu))
-}
-
-#[cfg(feature = "wgpu")]
-fn wgpu<T: Task>(task: T) -> Result<T::Output> {
-    type B = burn::backend::Wgpu;
-    let device = burn::backend::wgpu::WgpuDevice::default();
-    probe::<B>(&device).map_err(|detail| {
-        anyhow::anyhow!(
-            "no wgpu adapter found ({detail}); install a Vulkan driver or use --backend cpu"
-        )
-    })?;
-    task.run::<B>(device)
-}
-
-#[cfg(not(feature = "wgpu"))]
-fn wgpu<T: Task>(_task: T) -> Result<T::Output> {
-    Err(missing(BackendKind::Wgpu))
-}
-
-#[cfg(feature = "cuda")]
-fn cuda<T: Task>(task: T) -> Result<T::Output> {
-    type B = burn::backend::Cuda;
-    let device = burn::backend::cuda::CudaDevice::default();
-    probe::<B>(&device).map_err(|detail| {
-        anyhow::anyhow!(
-            "CUDA is not available ({detail}); check the NVIDIA driver (`nvidia-smi`) or use --backend cpu"
-        )
-    })?;
-    task.run::<B>(device)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda<T: Task>(_task: T) -> Result<T::Output> {
-    Err(missing(BackendKind::Cuda))
 }
 
 /// The GPU's name as nvidia-smi reports it (for the MFU peak table), if it can be asked.

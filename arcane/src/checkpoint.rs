@@ -12,6 +12,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ArcaneError, Result};
+use crate::io::Versioned;
 use crate::model::{Gpt, ModelConfig};
 use crate::pretrained;
 use crate::weights;
@@ -24,6 +25,13 @@ pub const WEIGHTS: &str = "model.safetensors";
 pub const FORMAT: &str = "arcane-model";
 /// The manifest version this build writes and reads.
 pub const VERSION: u32 = 1;
+/// Format and version of `arcane.json`.
+pub const MODEL_MANIFEST: Versioned = Versioned {
+    format: FORMAT,
+    version: VERSION,
+    what: "Arcane model manifest",
+    remedy: "save the model again",
+};
 
 /// The contents of `arcane.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -42,7 +50,7 @@ pub struct Manifest {
 /// adapters is refused: save the adapters alone ([`crate::lora::save_adapter`]) or merge them
 /// first ([`crate::lora::merge_and_unload`]).
 pub fn save_model<B: Backend>(model: &Gpt<B>, dir: &Path) -> Result<()> {
-    refuse_adapters(model)?;
+    crate::lora::refuse_adapters(model)?;
     std::fs::create_dir_all(dir).map_err(|e| ArcaneError::io(dir, e))?;
     let metadata = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
@@ -55,48 +63,13 @@ pub fn save_model<B: Backend>(model: &Gpt<B>, dir: &Path) -> Result<()> {
         config: model.config().clone(),
         tokenizer: "gpt2".into(),
     };
-    let json = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
-    weights::write_atomic(&dir.join(MANIFEST), json.as_bytes())
-}
-
-/// The error for saving a model whose adapters are not merged away.
-pub(crate) fn refuse_adapters<B: Backend>(model: &Gpt<B>) -> Result<()> {
-    match model.lora {
-        Some(_) => Err(ArcaneError::InvalidInput(
-            "this model carries LoRA adapters; save them with save_adapter, or merge them into the \
-             weights first (merge_and_unload / `arcane-cli lora merge`)"
-                .into(),
-        )),
-        None => Ok(()),
-    }
+    MODEL_MANIFEST.write(&dir.join(MANIFEST), &manifest)
 }
 
 /// Reads and checks the manifest of an Arcane model directory.
 pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     let path = dir.join(MANIFEST);
-    let text = std::fs::read_to_string(&path).map_err(|e| ArcaneError::io(&path, e))?;
-    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| {
-        ArcaneError::format(
-            &path,
-            format!("corrupt Arcane manifest ({e}); re-save the model"),
-        )
-    })?;
-    if manifest.format != FORMAT {
-        return Err(ArcaneError::format(
-            &path,
-            format!("format is {:?}, expected {FORMAT:?}", manifest.format),
-        ));
-    }
-    if manifest.version != VERSION {
-        return Err(ArcaneError::format(
-            &path,
-            format!(
-                "format version {} is not supported by this build (it reads version {VERSION}); \
-                 use the Arcane release that wrote it",
-                manifest.version
-            ),
-        ));
-    }
+    let manifest: Manifest = MODEL_MANIFEST.read(&path)?;
     manifest
         .config
         .validate()

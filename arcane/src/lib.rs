@@ -22,10 +22,12 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod generation;
+pub mod io;
 pub mod lora;
 pub mod model;
 pub mod pretrained;
 pub mod tokenizer;
+#[cfg(feature = "train")]
 pub mod training;
 pub mod weights;
 

@@ -164,30 +164,21 @@ pub fn write_safetensors(
         .collect::<Vec<_>>();
     let serialized = safetensors::serialize(views, Some(metadata))
         .map_err(|e| ArcaneError::format(path, format!("cannot serialize tensors: {e}")))?;
-    write_atomic(path, &serialized)
+    crate::io::write_atomic(path, &serialized)
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, syncing before the rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| ArcaneError::io(dir, e))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(ArcaneError::io(path, e));
+/// Initialises every lazily initialised parameter of `module` now, in the module's order, and
+/// returns it. Copies of a lazy module made before this (for other devices) would each draw
+/// their own random weights on first use.
+pub fn materialize<B: Backend, M: Module<B>>(module: M) -> M {
+    struct Touch;
+    impl<B: Backend> ModuleVisitor<B> for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let _ = param.val();
+        }
     }
-    Ok(())
+    module.visit(&mut Touch);
+    module
 }
 
 /// Copies every float parameter of `module` to the host, keyed by its path.

@@ -178,7 +178,7 @@ fn arcane_manifests_are_versioned() {
     std::fs::write(&manifest, text.replace("\"version\": 1", "\"version\": 99")).unwrap();
     assert!(error_of(dir.path()).contains("version 99 is not supported"));
     std::fs::write(&manifest, "{ not json").unwrap();
-    assert!(error_of(dir.path()).contains("corrupt Arcane manifest"));
+    assert!(error_of(dir.path()).contains("corrupt Arcane model manifest"));
 }
 
 #[test]

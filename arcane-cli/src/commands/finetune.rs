@@ -3,9 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use arcane::lora::{LoraConfig, LoraTarget};
-use arcane::training::{
-    read_run_config, FinetuneConfig, OptimizerConfig, ScheduleConfig, TrainingConfig,
-};
+use arcane::training::{read_run_config, FinetuneRecipe};
 
 use crate::backend::{self, BackendKind};
 use crate::cli::FinetuneArgs;
@@ -31,8 +29,6 @@ pub fn run(args: FinetuneArgs, backend_kind: BackendKind) -> Result<()> {
         }
         None => {
             let base = args.model.clone().expect("clap requires --model");
-            let model = arcane::checkpoint::load_config(&base)
-                .with_context(|| format!("reading the base model {}", base.display()))?;
             let targets = args
                 .lora_targets
                 .iter()
@@ -44,35 +40,17 @@ pub fn run(args: FinetuneArgs, backend_kind: BackendKind) -> Result<()> {
                 dropout: args.lora_dropout,
                 targets,
             };
-            lora.validate(&model)?;
-            let t = args.seq_len.unwrap_or(model.max_seq_len.min(512));
-            let config = TrainingConfig {
-                seq_len: Some(t),
-                micro_batch: args.micro_batch,
-                tokens_per_step: args.micro_batch * t,
+            let recipe = FinetuneRecipe {
                 max_steps: args.max_steps,
-                // No weight decay on adapters (peft's default); short warmup, cosine to 10%.
-                optimizer: OptimizerConfig {
-                    max_lr: args.lr,
-                    weight_decay: 0.0,
-                    ..OptimizerConfig::default()
-                },
-                schedule: ScheduleConfig {
-                    warmup_steps: (args.max_steps / 20).max(1),
-                    ..ScheduleConfig::default()
-                },
+                lr: args.lr,
+                micro_batch: args.micro_batch,
+                seq_len: args.seq_len,
                 eval_every: args.eval_every,
-                eval_tokens: 8 * args.micro_batch * t,
-                checkpoint_every: args.eval_every,
-                sample_prompt: "The".into(),
-                sample_tokens: 32,
-                finetune: Some(FinetuneConfig { base, lora }),
-                model,
-                ..TrainingConfig::tiny_cpu()
+                ..FinetuneRecipe::new(&base, lora)
             };
-            config
-                .validate(1)
-                .context("the fine-tune config does not fit")?;
+            let config = recipe
+                .config()
+                .with_context(|| format!("fine-tuning {}", base.display()))?;
             let run_dir = args.out.clone().unwrap_or_else(|| free_run_dir("finetune"));
             let input = args.data.clone().expect("clap requires --data");
             let data = if input.is_dir() {

@@ -38,49 +38,126 @@ pub fn run(args: TrainArgs, backend_kind: BackendKind) -> Result<()> {
     if devices.is_empty() {
         bail!("--devices needs at least one device index");
     }
-    let (mut config, name, run_dir, data) = match &args.resume {
-        Some(dir) => {
-            let config = read_run_config(dir)?;
-            for (flag, set) in [
-                ("--micro-batch", args.micro_batch.is_some()),
-                ("--tokens-per-step", args.tokens_per_step.is_some()),
-            ] {
-                if set {
-                    bail!("{flag} cannot change on --resume: it would change the data order of the run");
-                }
-            }
-            let saved: Option<RunFile> = std::fs::read_to_string(dir.join(RUN_FILE))
-                .ok()
-                .and_then(|t| serde_json::from_str(&t).ok());
-            let data = match (&args.data, saved) {
-                (Some(data), _) => Some(data.clone()),
-                (None, Some(saved)) => Some(saved.data),
-                (None, None) => bail!(
-                    "{} has no {RUN_FILE}; pass --data with the run's prepared data",
-                    dir.display()
-                ),
-            };
-            (config, String::new(), dir.clone(), data)
-        }
-        None => {
-            let name = args.config.clone().unwrap_or_else(|| "tiny-cpu".into());
-            let config = match TrainingConfig::preset(&name) {
-                Some(config) => config,
-                None if Path::new(&name).is_file() => TrainingConfig::from_file(Path::new(&name))?,
-                None => bail!(
-                    "{name:?} is neither a training preset ({}) nor a config file",
-                    arcane::training::TRAINING_PRESETS.join(", ")
-                ),
-            };
-            let stem = Path::new(&name)
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or("run")
-                .to_string();
-            let run_dir = args.out.clone().unwrap_or_else(|| free_run_dir(&stem));
-            (config, stem, run_dir, args.data.clone())
-        }
+    let mut run = match &args.resume {
+        Some(dir) => resumed_run(&args, dir)?,
+        None => new_run(&args)?,
     };
+    apply_flags(&mut run.config, &args);
+    run.config
+        .validate(devices.len())
+        .context("the training config does not fit")?;
+    if args.print_config {
+        println!("{}", serde_json::to_string_pretty(&run.config)?);
+        return Ok(());
+    }
+    let data = match run.data {
+        Some(data) => data,
+        None => bundled_corpus()?,
+    };
+    write_run_file(&run.dir, &data, backend_kind)?;
+    let peak_flops = args
+        .peak_tflops
+        .map(|t| t * 1e12)
+        .or_else(|| match backend_kind {
+            BackendKind::Cuda => backend::nvidia_gpu_name(devices[0])
+                .and_then(|n| arcane::training::peak_flops_for(&n)),
+            _ => None,
+        });
+    let resume = args.resume.is_some();
+    eprintln!(
+        "{} {} on {} ({} parameters, {} steps of {} tokens) -> {}",
+        if resume { "resuming" } else { "training" },
+        run.name.unwrap_or_else(|| run.dir.display().to_string()),
+        backend_kind.name(),
+        run.config.model.num_params(),
+        run.config.max_steps,
+        run.config.tokens_per_step,
+        run.dir.display()
+    );
+    let task = TrainTask {
+        config: run.config,
+        run_dir: run.dir.clone(),
+        data,
+        resume,
+        dashboard: if args.no_dashboard { Some(false) } else { None },
+        peak_flops,
+    };
+    let outcome = backend::run_on_devices(backend_kind, &devices, task)?;
+    let contents = format!(
+        "model, checkpoints, metrics.jsonl and loss.png are in {} (use it as --model for generate and eval loss)",
+        run.dir.display()
+    );
+    report(&outcome, &run.dir, &contents);
+    Ok(())
+}
+
+/// A run as the command line describes it, before the flags that override the config.
+struct RunSpec {
+    config: TrainingConfig,
+    /// The preset or config file name, for a new run.
+    name: Option<String>,
+    dir: PathBuf,
+    /// The prepared data (`None`: the bundled corpus).
+    data: Option<PathBuf>,
+}
+
+/// `--resume DIR`: the run's own config and data.
+fn resumed_run(args: &TrainArgs, dir: &Path) -> Result<RunSpec> {
+    let config = read_run_config(dir)?;
+    for (flag, set) in [
+        ("--micro-batch", args.micro_batch.is_some()),
+        ("--tokens-per-step", args.tokens_per_step.is_some()),
+    ] {
+        if set {
+            bail!("{flag} cannot change on --resume: it would change the data order of the run");
+        }
+    }
+    let saved: Option<RunFile> = std::fs::read_to_string(dir.join(RUN_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let data = match (&args.data, saved) {
+        (Some(data), _) => data.clone(),
+        (None, Some(saved)) => saved.data,
+        (None, None) => bail!(
+            "{} has no {RUN_FILE}; pass --data with the run's prepared data",
+            dir.display()
+        ),
+    };
+    Ok(RunSpec {
+        config,
+        name: None,
+        dir: dir.to_path_buf(),
+        data: Some(data),
+    })
+}
+
+/// A new run from `--config` (a preset name or a file; `tiny-cpu` by default).
+fn new_run(args: &TrainArgs) -> Result<RunSpec> {
+    let name = args.config.clone().unwrap_or_else(|| "tiny-cpu".into());
+    let config = match TrainingConfig::preset(&name) {
+        Some(config) => config,
+        None if Path::new(&name).is_file() => TrainingConfig::from_file(Path::new(&name))?,
+        None => bail!(
+            "{name:?} is neither a training preset ({}) nor a config file",
+            arcane::training::TRAINING_PRESETS.join(", ")
+        ),
+    };
+    let stem = Path::new(&name)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("run")
+        .to_string();
+    let dir = args.out.clone().unwrap_or_else(|| free_run_dir(&stem));
+    Ok(RunSpec {
+        config,
+        name: Some(stem),
+        dir,
+        data: args.data.clone(),
+    })
+}
+
+/// The flags that override fields of the config.
+fn apply_flags(config: &mut TrainingConfig, args: &TrainArgs) {
     if let Some(v) = args.max_steps {
         config.max_steps = v;
     }
@@ -110,57 +187,6 @@ pub fn run(args: TrainArgs, backend_kind: BackendKind) -> Result<()> {
             ..Default::default()
         });
     }
-    config
-        .validate(devices.len())
-        .context("the training config does not fit")?;
-    if args.print_config {
-        println!("{}", serde_json::to_string_pretty(&config)?);
-        return Ok(());
-    }
-    let data = match data {
-        Some(data) => data,
-        None => bundled_corpus()?,
-    };
-    write_run_file(&run_dir, &data, backend_kind)?;
-
-    let peak_flops = args
-        .peak_tflops
-        .map(|t| t * 1e12)
-        .or_else(|| match backend_kind {
-            BackendKind::Cuda => backend::nvidia_gpu_name(devices[0])
-                .and_then(|n| arcane::training::peak_flops_for(&n)),
-            _ => None,
-        });
-    let resume = args.resume.is_some();
-    eprintln!(
-        "{} {} on {} ({} parameters, {} steps of {} tokens) -> {}",
-        if resume { "resuming" } else { "training" },
-        if name.is_empty() {
-            run_dir.display().to_string()
-        } else {
-            name
-        },
-        backend_kind.name(),
-        config.model.num_params(),
-        config.max_steps,
-        config.tokens_per_step,
-        run_dir.display()
-    );
-    let task = TrainTask {
-        config,
-        run_dir: run_dir.clone(),
-        data,
-        resume,
-        dashboard: if args.no_dashboard { Some(false) } else { None },
-        peak_flops,
-    };
-    let outcome = backend::run_on_devices(backend_kind, &devices, task)?;
-    let contents = format!(
-        "model, checkpoints, metrics.jsonl and loss.png are in {} (use it as --model for generate and eval loss)",
-        run_dir.display()
-    );
-    report(&outcome, &run_dir, &contents);
-    Ok(())
 }
 
 pub(crate) struct TrainTask {

@@ -10,17 +10,11 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
+use super::manifest::{DataManifest, SourceFile, DATA_MANIFEST, FORMAT, MANIFEST};
 use super::shard::write_shard;
 use crate::error::{ArcaneError, Result};
 use crate::tokenizer::Tokenizer;
-use crate::weights::write_atomic;
-
-/// File name of a prepared dataset's manifest.
-pub const MANIFEST: &str = "manifest.json";
-/// The `format` field of a dataset manifest.
-pub const FORMAT: &str = "arcane-data";
 
 /// What to prepare.
 #[derive(Clone, Debug)]
@@ -46,71 +40,6 @@ pub struct PrepareProgress {
     pub tokens: usize,
     /// Documents read so far.
     pub documents: usize,
-}
-
-/// One input file in the manifest.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SourceFile {
-    /// Its path as given.
-    pub path: String,
-    /// Uncompressed bytes.
-    pub bytes: u64,
-    /// Documents read from it.
-    pub documents: usize,
-    /// Tokens it produced (end-of-text separators included).
-    pub tokens: usize,
-}
-
-/// `manifest.json` of a prepared dataset.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DataManifest {
-    /// Always [`FORMAT`].
-    pub format: String,
-    /// Manifest version (1).
-    pub version: u32,
-    /// The tokenizer that produced the ids.
-    pub tokenizer: String,
-    /// Documents in all.
-    pub documents: usize,
-    /// Tokens in all.
-    pub tokens: usize,
-    /// Tokens in the training split.
-    pub train_tokens: usize,
-    /// Tokens in the validation split.
-    pub val_tokens: usize,
-    /// Training shard file names, in order.
-    pub train_shards: Vec<String>,
-    /// Validation shard file names, in order.
-    pub val_shards: Vec<String>,
-    /// The inputs, in the order they were read.
-    pub sources: Vec<SourceFile>,
-}
-
-impl DataManifest {
-    /// Reads `DIR/manifest.json`, if there is one.
-    pub fn read(dir: &Path) -> Result<Option<Self>> {
-        let path = dir.join(MANIFEST);
-        if !path.is_file() {
-            return Ok(None);
-        }
-        let text = std::fs::read_to_string(&path).map_err(|e| ArcaneError::io(&path, e))?;
-        let manifest: Self = serde_json::from_str(&text).map_err(|e| {
-            ArcaneError::format(
-                &path,
-                format!("corrupt data manifest ({e}); re-run `arcane-cli prepare`"),
-            )
-        })?;
-        if manifest.format != FORMAT || manifest.version != 1 {
-            return Err(ArcaneError::format(
-                &path,
-                format!(
-                    "not an Arcane data manifest of version 1 (format {:?}, version {})",
-                    manifest.format, manifest.version
-                ),
-            ));
-        }
-        Ok(Some(manifest))
-    }
 }
 
 /// Text of roughly this many bytes is tokenized in parallel at once (bounded memory).
@@ -199,7 +128,7 @@ pub fn prepare(
     }
     let manifest = DataManifest {
         format: FORMAT.into(),
-        version: 1,
+        version: DATA_MANIFEST.version,
         tokenizer: "gpt2 (tiktoken r50k_base)".into(),
         documents: state.documents,
         tokens,
@@ -209,8 +138,7 @@ pub fn prepare(
         val_shards,
         sources,
     };
-    let json = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
-    write_atomic(&config.out.join(MANIFEST), json.as_bytes())?;
+    DATA_MANIFEST.write(&config.out.join(MANIFEST), &manifest)?;
     Ok(manifest)
 }
 

@@ -13,7 +13,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::prepare::DataManifest;
+use super::manifest::DataManifest;
 use super::shard::Shard;
 use crate::error::{ArcaneError, Result};
 

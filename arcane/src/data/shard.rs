@@ -12,7 +12,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::error::{ArcaneError, Result};
-use crate::weights::write_atomic;
+use crate::io::write_atomic;
 
 /// First header word of every shard.
 pub const SHARD_MAGIC: i32 = 20240520;

@@ -1,6 +1,5 @@
 //! Causal multi-head self-attention with grouped-query heads, optional RoPE and a KV cache.
 
-use crate::lora::LoraLinear;
 use burn::prelude::*;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -8,6 +7,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use super::config::ModelConfig;
 use super::init;
 use super::kv_cache::KvCache;
+use super::linear::Linear;
 use super::rope::Rope;
 
 /// Separate q, k, v and output projections (GPT-2's fused `c_attn` is split on import), so that
@@ -15,13 +15,13 @@ use super::rope::Rope;
 #[derive(Module, Debug)]
 pub struct CausalSelfAttention<B: Backend> {
     /// Query projection `[C, H·D]`.
-    pub q: LoraLinear<B>,
+    pub q: Linear<B>,
     /// Key projection `[C, Hkv·D]`.
-    pub k: LoraLinear<B>,
+    pub k: Linear<B>,
     /// Value projection `[C, Hkv·D]`.
-    pub v: LoraLinear<B>,
+    pub v: Linear<B>,
     /// Output projection `[H·D, C]`, a residual projection (scaled init).
-    pub o: LoraLinear<B>,
+    pub o: Linear<B>,
     /// Query heads `H`.
     pub n_heads: usize,
     /// Key/value heads `Hkv` (divides `H`).

@@ -2,14 +2,15 @@
 
 use burn::nn::{Dropout, DropoutConfig, Embedding};
 
-use crate::lora::{LoraConfig, LoraLinear};
 use burn::prelude::*;
 use burn::tensor::module::linear;
 
+use super::adapter::LoraConfig;
 use super::block::Block;
 use super::config::{ModelConfig, PositionEncoding};
 use super::init;
 use super::kv_cache::KvCache;
+use super::linear::Linear;
 use super::norm::Norm;
 use super::rope::Rope;
 use crate::error::{ArcaneError, Result};
@@ -33,7 +34,7 @@ pub struct Gpt<B: Backend> {
     /// Final norm (`ln_f`, `norm`).
     pub ln_f: Norm<B>,
     /// Output head `[C, V]` when the embeddings are not tied.
-    pub lm_head: Option<LoraLinear<B>>,
+    pub lm_head: Option<Linear<B>>,
     /// Dropout on the embeddings (`embd_pdrop`).
     pub dropout: Dropout,
     /// The configuration this model was built from.

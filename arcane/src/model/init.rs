@@ -6,7 +6,7 @@ use burn::module::{Initializer, Param};
 use burn::nn::Embedding;
 use burn::prelude::*;
 
-use crate::lora::LoraLinear;
+use super::linear::Linear;
 
 /// A projection with weight `[d_in, d_out]` drawn from N(0, std²) and a zero bias.
 ///
@@ -17,8 +17,8 @@ pub fn linear<B: Backend>(
     bias: bool,
     std: f64,
     device: &B::Device,
-) -> LoraLinear<B> {
-    LoraLinear::new(d_in, d_out, bias, std, device)
+) -> Linear<B> {
+    Linear::new(d_in, d_out, bias, std, device)
 }
 
 /// An `Embedding` table `[n, d]` drawn from N(0, std²).

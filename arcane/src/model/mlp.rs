@@ -1,21 +1,21 @@
 //! The position-wise feed-forward block: GELU (GPT-2) or SwiGLU (Llama).
 
-use crate::lora::LoraLinear;
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, gelu_approximate, silu};
 
 use super::config::{MlpKind, ModelConfig};
 use super::init;
+use super::linear::Linear;
 
 /// `proj(act(fc(x)))`, or `proj(silu(gate(x)) · fc(x))` when `gate` is present.
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
     /// Up projection `[C, F]` (GPT-2 `c_fc`, Llama `up_proj`).
-    pub fc: LoraLinear<B>,
+    pub fc: Linear<B>,
     /// Gate projection `[C, F]` of SwiGLU (Llama `gate_proj`); absent for GELU.
-    pub gate: Option<LoraLinear<B>>,
+    pub gate: Option<Linear<B>>,
     /// Down projection `[F, C]` (GPT-2 `c_proj`, Llama `down_proj`), a residual projection.
-    pub proj: LoraLinear<B>,
+    pub proj: Linear<B>,
     /// Exact (erf) GELU instead of the tanh approximation; unused by SwiGLU.
     pub exact_gelu: bool,
 }

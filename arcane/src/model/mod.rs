@@ -13,21 +13,25 @@
 //! | `F` | MLP hidden width |
 //! | `V` | vocabulary size |
 
+mod adapter;
 mod attention;
 mod block;
 mod config;
 mod gpt;
 mod init;
 mod kv_cache;
+mod linear;
 mod mlp;
 mod norm;
 mod rope;
 
+pub use adapter::{LoraConfig, LoraTarget};
 pub use attention::CausalSelfAttention;
 pub use block::Block;
 pub use config::{MlpKind, ModelConfig, NormKind, PositionEncoding, PRESETS};
 pub use gpt::Gpt;
 pub use kv_cache::{KvCache, LayerCache};
+pub use linear::{Linear, LoraAdapter};
 pub use mlp::Mlp;
 pub use norm::Norm;
 pub use rope::Rope;

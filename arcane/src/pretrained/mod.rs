@@ -88,7 +88,7 @@ pub fn load_hf<B: Backend>(dir: &Path, device: &B::Device) -> Result<Gpt<B>> {
 /// f32) that transformers loads as the returned architecture. Fails for configs that neither
 /// GPT-2 nor Llama can express (save an Arcane checkpoint instead).
 pub fn save_hf<B: Backend>(model: &Gpt<B>, dir: &Path) -> Result<HfArchitecture> {
-    crate::checkpoint::refuse_adapters(model)?;
+    crate::lora::refuse_adapters(model)?;
     let config = model.config();
     let arch = HfArchitecture::for_config(config).ok_or_else(|| {
         ArcaneError::InvalidConfig(
@@ -120,7 +120,7 @@ pub fn save_hf<B: Backend>(model: &Gpt<B>, dir: &Path) -> Result<HfArchitecture>
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     weights::write_safetensors(&dir.join("model.safetensors"), &hf, metadata)?;
     let json = serde_json::to_string_pretty(&hf_config_json(arch, config)).expect("JSON value");
-    weights::write_atomic(&dir.join("config.json"), json.as_bytes())?;
+    crate::io::write_atomic(&dir.join("config.json"), json.as_bytes())?;
     Ok(arch)
 }
 

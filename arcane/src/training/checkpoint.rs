@@ -22,13 +22,20 @@ use serde::{Deserialize, Serialize};
 use super::config::TrainingConfig;
 use crate::data::DataPosition;
 use crate::error::{ArcaneError, Result};
-use crate::weights::write_atomic;
+use crate::io::Versioned;
 
 /// The recorder of every checkpoint file.
 pub type CheckpointRecorder = NamedMpkFileRecorder<FullPrecisionSettings>;
 
 /// The `format` of a state file.
 pub const STATE_FORMAT: &str = "arcane-train-state";
+/// Format and version of `state-N.json`.
+pub const STATE_FILE: Versioned = Versioned {
+    format: STATE_FORMAT,
+    version: 1,
+    what: "Arcane training state",
+    remedy: "delete it to resume from the checkpoint before",
+};
 
 /// `state-N.json`: where the run was when checkpoint `N` was taken.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -125,18 +132,19 @@ impl AtomicCheckpointer {
         record: R,
     ) -> std::result::Result<(), CheckpointerError> {
         std::fs::create_dir_all(&self.dir).map_err(CheckpointerError::IOError)?;
-        // The recorder sets the extension ".mpk" on this stem (which has none).
+        // The recorder sets the extension ".mpk" on this stem, which must have no other dot.
         let stem = self
             .dir
-            .join(format!(".tmp-{}-{step}-{}", self.name, std::process::id()));
+            .join(crate::io::temporary_name(&format!("{}-{step}", self.name)));
         let written = stem.with_extension("mpk");
         burn::record::Recorder::<B>::record(&self.recorder, record, stem)
             .map_err(CheckpointerError::RecorderError)?;
-        // Durable before it becomes visible under its real name.
+        // Durable before it becomes visible under its real name, and the new name durable too.
         std::fs::File::open(&written)
             .and_then(|f| f.sync_all())
             .map_err(CheckpointerError::IOError)?;
-        std::fs::rename(&written, self.file(step)).map_err(CheckpointerError::IOError)
+        crate::io::rename_durable(&written, &self.file(step))
+            .map_err(|e| CheckpointerError::Unknown(e.to_string()))
     }
 }
 
@@ -195,8 +203,7 @@ fn state_file(run_dir: &Path, step: usize) -> PathBuf {
 
 /// Writes the state file that completes checkpoint `state.step`.
 pub fn write_state(run_dir: &Path, state: &TrainState) -> Result<()> {
-    let json = serde_json::to_string_pretty(state).expect("state serializes");
-    write_atomic(&state_file(run_dir, state.step), json.as_bytes())
+    STATE_FILE.write(&state_file(run_dir, state.step), state)
 }
 
 /// Steps of the complete checkpoints of a run, oldest first.
@@ -222,19 +229,14 @@ pub fn checkpoint_steps(run_dir: &Path) -> Result<Vec<usize>> {
 /// Reads and checks the state of checkpoint `step`.
 pub fn read_state(run_dir: &Path, step: usize) -> Result<TrainState> {
     let path = state_file(run_dir, step);
-    let text = std::fs::read_to_string(&path).map_err(|e| ArcaneError::io(&path, e))?;
-    let state: TrainState = serde_json::from_str(&text).map_err(|e| {
-        ArcaneError::format(
-            &path,
-            format!(
-                "corrupt checkpoint state ({e}); delete it to resume from the checkpoint before"
-            ),
-        )
-    })?;
-    if state.format != STATE_FORMAT || state.version != 1 || state.step != step {
+    let state: TrainState = STATE_FILE.read(&path)?;
+    if state.step != step {
         return Err(ArcaneError::format(
             &path,
-            "not an Arcane training state of version 1 for this step",
+            format!(
+                "holds the state of step {}, not {step}; delete it",
+                state.step
+            ),
         ));
     }
     Ok(state)

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ArcaneError, Result};
-use crate::weights::write_atomic;
+use crate::io::write_atomic;
 
 /// File name of the metrics log in a run folder.
 pub const METRICS_FILE: &str = "metrics.jsonl";

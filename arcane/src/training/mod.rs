@@ -2,31 +2,40 @@
 //! clipping, the step-based loop, checkpoints with exact resume, metrics and loss pictures.
 
 mod checkpoint;
+mod checkpointer;
 mod clip;
+mod components;
 mod config;
+mod evaluate;
+mod finetune;
 mod loader;
 mod log;
 mod metrics;
 mod optimizer;
+mod outcome;
 mod plot;
 mod renderer;
+mod report;
 mod run;
 mod schedule;
 mod step;
+mod stepping;
 mod strategy;
 
 pub use checkpoint::{checkpoint_steps, read_state, TrainState};
 pub use clip::clip_global_norm;
+pub use components::{ArcaneComponents, ArcaneLoop, EvalHook};
 pub use config::{
     FinetuneConfig, HellaswagEval, OptimizerConfig, ScheduleConfig, ScheduleKind, TrainingConfig,
     TRAINING_PRESETS,
 };
+pub use finetune::FinetuneRecipe;
 pub use loader::{BatchSource, LmDataLoader};
 pub use log::{read_metrics, MetricRecord, MetricsLog, METRICS_FILE};
 pub use metrics::{peak_flops_for, StepMetric, StepMetricKind, StepStats, GPU_PEAK_FLOPS};
 pub use optimizer::{GroupedAdamW, GroupedAdamWRecord, ParamGroups};
+pub use outcome::{LoopOutcome, StopReason};
 pub use plot::{plot_runs, PlotRun};
 pub use run::{read_run_config, train, train_data_parallel, TrainOptions, RUN_CONFIG};
 pub use schedule::LrSchedule;
 pub use step::{lm_loss, LmBatch, LmOutput};
-pub use strategy::{ArcaneComponents, ArcaneLoop, EvalHook, LoopOutcome, StopReason};

@@ -117,102 +117,125 @@ where
 {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let areas = root.split_evenly((1, panels));
-    for (i, by_tokens) in [false, true].into_iter().enumerate() {
-        let all: Vec<Series> = runs.iter().map(|r| series(r.records, by_tokens)).collect();
-        let points = all.iter().flat_map(|s| s.train.iter().chain(&s.val));
-        let (x_max, y_min, y_max) = points
-            .fold((1.0f64, f64::MAX, f64::MIN), |(xm, lo, hi), &(x, y)| {
-                (xm.max(x), lo.min(y), hi.max(y))
-            });
-        let (y_min, y_max) = if y_min > y_max {
-            (0.0, 1.0)
-        } else {
-            (y_min, y_max)
-        };
-        let pad = ((y_max - y_min) * 0.05).max(1e-3);
-        let x_desc = if by_tokens { "tokens" } else { "step" };
-        let mut chart = ChartBuilder::on(&areas[i])
-            .caption(format!("loss vs {x_desc}"), ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(52)
-            .build_cartesian_2d(0f64..x_max, (y_min - pad)..(y_max + pad))
-            .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .x_desc(x_desc)
-            .y_desc("loss (nats/token)")
-            .x_label_formatter(&|v| human(*v))
-            .draw()
-            .map_err(|e| e.to_string())?;
-        for (k, (run, s)) in runs.iter().zip(&all).enumerate() {
-            let color = COLORS[k % COLORS.len()];
-            let prefix = if runs.len() > 1 {
-                format!("{} ", run.name)
-            } else {
-                String::new()
-            };
-            chart
-                .draw_series(LineSeries::new(
-                    s.train.iter().copied(),
-                    color.mix(0.45).stroke_width(1),
-                ))
-                .map_err(|e| e.to_string())?
-                .label(format!("{prefix}train"))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.mix(0.45)));
-            chart
-                .draw_series(
-                    LineSeries::new(s.val.iter().copied(), color.stroke_width(3)).point_size(3),
-                )
-                .map_err(|e| e.to_string())?
-                .label(format!("{prefix}val"))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3))
-                });
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(|e| e.to_string())?;
-    }
+    draw_loss(&areas[0], runs, false)?;
+    draw_loss(&areas[1], runs, true)?;
     if panels == 3 {
-        let all: Vec<Series> = runs.iter().map(|r| series(r.records, false)).collect();
-        let x_max = all
-            .iter()
-            .flat_map(|s| &s.hellaswag)
-            .fold(1.0f64, |m, p| m.max(p.0));
-        let mut chart = ChartBuilder::on(&areas[2])
-            .caption("HellaSwag acc_norm vs step", ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(52)
-            .build_cartesian_2d(0f64..x_max, 0.2f64..0.6f64)
-            .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .x_desc("step")
-            .y_desc("acc_norm")
-            .draw()
-            .map_err(|e| e.to_string())?;
-        // Chance level with four endings.
+        draw_hellaswag(&areas[2], runs)?;
+    }
+    Ok(())
+}
+
+/// Train and validation loss of every run against steps or tokens.
+fn draw_loss<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    runs: &[PlotRun],
+    by_tokens: bool,
+) -> std::result::Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let all: Vec<Series> = runs.iter().map(|r| series(r.records, by_tokens)).collect();
+    let points = all.iter().flat_map(|s| s.train.iter().chain(&s.val));
+    let (x_max, y_min, y_max) = points
+        .fold((1.0f64, f64::MAX, f64::MIN), |(xm, lo, hi), &(x, y)| {
+            (xm.max(x), lo.min(y), hi.max(y))
+        });
+    let (y_min, y_max) = if y_min > y_max {
+        (0.0, 1.0)
+    } else {
+        (y_min, y_max)
+    };
+    let pad = ((y_max - y_min) * 0.05).max(1e-3);
+    let x_desc = if by_tokens { "tokens" } else { "step" };
+    let mut chart = ChartBuilder::on(area)
+        .caption(format!("loss vs {x_desc}"), ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(52)
+        .build_cartesian_2d(0f64..x_max, (y_min - pad)..(y_max + pad))
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc("loss (nats/token)")
+        .x_label_formatter(&|v| human(*v))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (k, (run, s)) in runs.iter().zip(&all).enumerate() {
+        let color = COLORS[k % COLORS.len()];
+        let prefix = if runs.len() > 1 {
+            format!("{} ", run.name)
+        } else {
+            String::new()
+        };
         chart
             .draw_series(LineSeries::new(
-                [(0.0, 0.25), (x_max, 0.25)],
-                BLACK.mix(0.3),
+                s.train.iter().copied(),
+                color.mix(0.45).stroke_width(1),
             ))
+            .map_err(|e| e.to_string())?
+            .label(format!("{prefix}train"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.mix(0.45)));
+        chart
+            .draw_series(
+                LineSeries::new(s.val.iter().copied(), color.stroke_width(3)).point_size(3),
+            )
+            .map_err(|e| e.to_string())?
+            .label(format!("{prefix}val"))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// HellaSwag acc_norm of every run against steps, with the chance level.
+fn draw_hellaswag<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    runs: &[PlotRun],
+) -> std::result::Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let all: Vec<Series> = runs.iter().map(|r| series(r.records, false)).collect();
+    let x_max = all
+        .iter()
+        .flat_map(|s| &s.hellaswag)
+        .fold(1.0f64, |m, p| m.max(p.0));
+    let mut chart = ChartBuilder::on(area)
+        .caption("HellaSwag acc_norm vs step", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(52)
+        .build_cartesian_2d(0f64..x_max, 0.2f64..0.6f64)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc("acc_norm")
+        .draw()
+        .map_err(|e| e.to_string())?;
+    // Chance level with four endings.
+    chart
+        .draw_series(LineSeries::new(
+            [(0.0, 0.25), (x_max, 0.25)],
+            BLACK.mix(0.3),
+        ))
+        .map_err(|e| e.to_string())?;
+    for (k, s) in all.iter().enumerate() {
+        let color = COLORS[k % COLORS.len()];
+        chart
+            .draw_series(
+                LineSeries::new(s.hellaswag.iter().copied(), color.stroke_width(3)).point_size(3),
+            )
             .map_err(|e| e.to_string())?;
-        for (k, s) in all.iter().enumerate() {
-            let color = COLORS[k % COLORS.len()];
-            chart
-                .draw_series(
-                    LineSeries::new(s.hellaswag.iter().copied(), color.stroke_width(3))
-                        .point_size(3),
-                )
-                .map_err(|e| e.to_string())?;
-        }
     }
     Ok(())
 }

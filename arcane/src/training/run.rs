@@ -10,16 +10,18 @@ use burn::train::metric::LearningRateMetric;
 use burn::train::{Learner, SupervisedTraining, TrainingStrategy};
 
 use super::checkpoint::{self, AtomicCheckpointer, SaveTracker, TrainState};
+use super::components::{ArcaneComponents, ArcaneLoop, EvalHook};
 use super::config::{HellaswagEval, TrainingConfig};
 use super::loader::{BatchSource, LmDataLoader};
 use super::metrics::{StepMetric, StepMetricKind};
 use super::optimizer::GroupedAdamW;
+use super::outcome::{LoopOutcome, StopReason};
 use super::renderer::QuietRenderer;
 use super::schedule::LrSchedule;
-use super::strategy::{ArcaneLoop, EvalHook, LoopOutcome, StopReason};
 use crate::data::{TokenData, WindowSampler};
 use crate::error::{ArcaneError, Result};
 use crate::eval::{load_hellaswag, score_hellaswag, HellaswagScore};
+use crate::model::Gpt;
 
 /// File name of the resolved training config in a run folder.
 pub const RUN_CONFIG: &str = "config.json";
@@ -86,14 +88,58 @@ pub fn train_data_parallel<B: AutodiffBackend>(
     options: TrainOptions<B>,
     devices: Vec<B::Device>,
 ) -> Result<LoopOutcome> {
-    if devices.is_empty() {
+    let Some(device) = devices.first().cloned() else {
         return Err(ArcaneError::InvalidInput("no training device given".into()));
-    }
-    let device = devices[0].clone();
+    };
     config.validate(devices.len())?;
+    let resume = prepare_run_dir(&config, &options)?;
+    let data = RunData::<B>::open(&config, &options.data_dir, devices.len(), &device)?;
+
+    B::seed(&device, config.seed);
+    let model = build_model::<B>(&config, &device)?;
+    let optimizer = GroupedAdamW::new(&config.optimizer, &model);
+    let start = resume.as_ref().map_or(0, |s| s.step);
+    let mut learner = Learner::new(model, optimizer, LrSchedule::new(&config, start));
+    if let Some(state) = &resume {
+        restore(&mut learner, &options.run_dir, state.step, &device)?;
+    }
+
+    let eval_hook = match (&options.eval_hook, &config.hellaswag) {
+        (Some(hook), _) => Some(hook.clone()),
+        (None, Some(h)) => Some(hellaswag_hook::<B>(h)?),
+        (None, None) => None,
+    };
+    let dashboard = options
+        .dashboard
+        .unwrap_or_else(|| std::io::stdout().is_terminal());
+    let outcome = Arc::new(Mutex::new(None));
+    let strategy = ArcaneLoop::<B> {
+        config: config.clone(),
+        run_dir: options.run_dir.clone(),
+        devices,
+        sampler: data.sampler.clone(),
+        resume,
+        plain: !dashboard,
+        peak_flops: options.peak_flops.or(config.peak_flops),
+        eval_hook,
+        outcome: outcome.clone(),
+    };
+    launch(strategy, learner, data, dashboard);
+    let outcome = outcome.lock().unwrap_or_else(|e| e.into_inner()).take();
+    outcome_result(outcome.ok_or_else(|| {
+        ArcaneError::InvalidInput("the training loop did not report an outcome".into())
+    })?)
+}
+
+/// Checks the run folder against `options.resume`, creates it and saves the config; returns
+/// the checkpoint to resume from.
+fn prepare_run_dir<B: AutodiffBackend>(
+    config: &TrainingConfig,
+    options: &TrainOptions<B>,
+) -> Result<Option<TrainState>> {
     let run_dir = &options.run_dir;
     let resume = if options.resume {
-        Some(latest_state(run_dir, &config)?)
+        Some(latest_state(run_dir, config)?)
     } else {
         None
     };
@@ -104,37 +150,66 @@ pub fn train_data_parallel<B: AutodiffBackend>(
         )));
     }
     std::fs::create_dir_all(run_dir).map_err(|e| ArcaneError::io(run_dir, e))?;
-    let json = serde_json::to_string_pretty(&config).expect("config serializes");
-    crate::weights::write_atomic(&run_dir.join(RUN_CONFIG), json.as_bytes())?;
+    crate::io::remove_orphaned_temporaries(run_dir)?;
+    crate::io::remove_orphaned_temporaries(&checkpoint::checkpoint_dir(run_dir))?;
+    let json = serde_json::to_string_pretty(config).expect("config serializes");
+    crate::io::write_atomic(&run_dir.join(RUN_CONFIG), json.as_bytes())?;
+    Ok(resume)
+}
 
-    let t = config.seq_len();
-    let train_data = TokenData::open(&options.data_dir, "train", t)?;
-    let val_data = Arc::new(TokenData::open(&options.data_dir, "val", t)?);
-    let sampler = Arc::new(WindowSampler::new(train_data, config.seed));
-    let accum = config.accumulation(devices.len())?;
-    let micro_batches_per_step = accum * devices.len();
-    let val_batches = (config.eval_tokens / (t * config.micro_batch))
-        .clamp(1, val_data.num_windows().div_ceil(config.micro_batch));
-    let dataloader_train = Arc::new(LmDataLoader::<B>::new(
-        BatchSource::Train(sampler.clone()),
-        0..config.max_steps * micro_batches_per_step,
-        config.micro_batch,
-        1.0 / micro_batches_per_step as f64,
-        device.clone(),
-    ));
-    let dataloader_valid = Arc::new(LmDataLoader::<B::InnerBackend>::new(
-        BatchSource::Val(val_data),
-        0..val_batches,
-        config.micro_batch,
-        1.0,
-        device.clone().into(),
-    ));
+/// The training windows and burn-train's loaders of a run.
+struct RunData<B: AutodiffBackend> {
+    sampler: Arc<WindowSampler>,
+    train: Arc<LmDataLoader<B>>,
+    valid: Arc<LmDataLoader<B::InnerBackend>>,
+}
 
-    B::seed(&device, config.seed);
+impl<B: AutodiffBackend> RunData<B> {
+    /// Opens the prepared data in `data_dir`: every micro-batch of the run for training (the
+    /// loop slices it by step), `eval_tokens` of validation.
+    fn open(
+        config: &TrainingConfig,
+        data_dir: &Path,
+        n_devices: usize,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let t = config.seq_len();
+        let train_data = TokenData::open(data_dir, "train", t)?;
+        let val_data = Arc::new(TokenData::open(data_dir, "val", t)?);
+        let sampler = Arc::new(WindowSampler::new(train_data, config.seed));
+        let per_step = config.accumulation(n_devices)? * n_devices;
+        let val_batches = (config.eval_tokens / (t * config.micro_batch))
+            .clamp(1, val_data.num_windows().div_ceil(config.micro_batch));
+        let train = Arc::new(LmDataLoader::<B>::new(
+            BatchSource::Train(sampler.clone()),
+            0..config.max_steps * per_step,
+            config.micro_batch,
+            1.0 / per_step as f64,
+            device.clone(),
+        ));
+        let valid = Arc::new(LmDataLoader::<B::InnerBackend>::new(
+            BatchSource::Val(val_data),
+            0..val_batches,
+            config.micro_batch,
+            1.0,
+            device.clone().into(),
+        ));
+        Ok(Self {
+            sampler,
+            train,
+            valid,
+        })
+    }
+}
+
+/// The model a run starts from: a fresh one, or the base of a fine-tune run with fresh
+/// adapters. Its lazily initialised parameters are materialised here, once, so that every
+/// data-parallel copy starts from the same weights.
+fn build_model<B: AutodiffBackend>(config: &TrainingConfig, device: &B::Device) -> Result<Gpt<B>> {
     let model = match &config.finetune {
-        None => config.model.init::<B>(&device)?,
+        None => config.model.init::<B>(device)?,
         Some(finetune) => {
-            let base = crate::checkpoint::load_model::<B>(&finetune.base, &device)?;
+            let base = crate::checkpoint::load_model::<B>(&finetune.base, device)?;
             if base.config() != &config.model {
                 return Err(ArcaneError::InvalidConfig(format!(
                     "the run's model config differs from the base model in {}; fine-tune runs take the base's config",
@@ -144,35 +219,22 @@ pub fn train_data_parallel<B: AutodiffBackend>(
             crate::lora::apply_lora(base, &finetune.lora)?
         }
     };
-    let optimizer = GroupedAdamW::new(&config.optimizer, &model);
-    let start = resume.as_ref().map_or(0, |s| s.step);
-    let mut learner = Learner::new(model, optimizer, LrSchedule::new(&config, start));
-    if let Some(state) = &resume {
-        restore(&mut learner, run_dir, state.step, &device)?;
-    }
+    Ok(crate::weights::materialize(model))
+}
 
-    let eval_hook = match (&options.eval_hook, &config.hellaswag) {
-        (Some(hook), _) => Some(hook.clone()),
-        (None, Some(h)) => Some(hellaswag_hook::<B>(h)?),
-        (None, None) => None,
-    };
-    let peak_flops = options.peak_flops.or(config.peak_flops);
-    let dashboard = options
-        .dashboard
-        .unwrap_or_else(|| std::io::stdout().is_terminal());
-    let outcome = Arc::new(Mutex::new(None));
-    let strategy = ArcaneLoop::<B> {
-        config: config.clone(),
-        run_dir: run_dir.clone(),
-        devices,
-        sampler,
-        resume,
-        plain: !dashboard,
-        peak_flops,
-        eval_hook,
-        outcome: outcome.clone(),
-    };
-    let mut training = SupervisedTraining::new(run_dir, dataloader_train, dataloader_valid)
+/// Runs the loop through burn-train's `SupervisedTraining`, with Arcane's metrics on the
+/// dashboard; the loop reports its outcome through `strategy.outcome`.
+fn launch<B: AutodiffBackend>(
+    strategy: ArcaneLoop<B>,
+    learner: Learner<ArcaneComponents<B>>,
+    data: RunData<B>,
+    dashboard: bool,
+) {
+    let c = &strategy.config;
+    let (mfu, hellaswag) = (strategy.peak_flops.is_some(), c.hellaswag.is_some());
+    let num_epochs = c.max_steps.div_ceil(c.eval_every);
+    let run_dir = strategy.run_dir.clone();
+    let mut training = SupervisedTraining::new(run_dir, data.train, data.valid)
         .with_training_strategy(TrainingStrategy::Custom(Arc::new(strategy)))
         .metric_train_numeric(StepMetric::new(StepMetricKind::Loss))
         .metric_valid_numeric(StepMetric::new(StepMetricKind::Loss))
@@ -180,22 +242,22 @@ pub fn train_data_parallel<B: AutodiffBackend>(
         .metric_train_numeric(LearningRateMetric::new())
         .metric_train_numeric(StepMetric::new(StepMetricKind::GradNorm))
         .metric_train_numeric(StepMetric::new(StepMetricKind::TokensPerSecond))
-        .num_epochs(config.max_steps.div_ceil(config.eval_every));
-    if peak_flops.is_some() {
+        .num_epochs(num_epochs);
+    if mfu {
         training = training.metric_train_numeric(StepMetric::new(StepMetricKind::Mfu));
     }
-    if config.hellaswag.is_some() {
+    if hellaswag {
         training = training.metric_valid_numeric(StepMetric::new(StepMetricKind::HellaswagAccNorm));
     }
     if !dashboard {
         training = training.renderer(QuietRenderer);
     }
     let _ = training.launch(learner);
+}
 
-    let outcome = outcome.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let outcome = outcome.ok_or_else(|| {
-        ArcaneError::InvalidInput("the training loop did not report an outcome".into())
-    })?;
+/// The caller's view of an outcome: an error for a run that stopped on a non-finite loss or a
+/// failure (its last complete checkpoint stays in place).
+fn outcome_result(outcome: LoopOutcome) -> Result<LoopOutcome> {
     match &outcome.stop {
         StopReason::Finished | StopReason::Interrupted => Ok(outcome),
         StopReason::NonFinite { step, loss, grad_norm } => Err(ArcaneError::InvalidInput(format!(
@@ -255,7 +317,7 @@ fn latest_state(run_dir: &Path, config: &TrainingConfig) -> Result<TrainState> {
 
 /// Loads model, optimizer and schedule of checkpoint `step` into the learner.
 fn restore<B: AutodiffBackend>(
-    learner: &mut Learner<super::strategy::ArcaneComponents<B>>,
+    learner: &mut Learner<super::components::ArcaneComponents<B>>,
     run_dir: &Path,
     step: usize,
     device: &B::Device,

@@ -1,0 +1,53 @@
+//! The types the pieces of the training loop share: burn-train's learning components of an
+//! Arcane run, and [`ArcaneLoop`], the strategy with everything it needs besides the Learner.
+//! The loop itself is in `strategy.rs`; one optimizer step in `stepping.rs`, its report in
+//! `report.rs`, evaluations in `evaluate.rs`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::{LearningComponentsMarker, SupervisedTrainingEventProcessor};
+
+use super::checkpoint::TrainState;
+use super::config::TrainingConfig;
+use super::optimizer::GroupedAdamW;
+use super::outcome::LoopOutcome;
+use super::schedule::LrSchedule;
+use crate::data::WindowSampler;
+use crate::model::Gpt;
+
+/// burn-train's learning components of an Arcane run.
+pub type ArcaneComponents<B> =
+    LearningComponentsMarker<B, LrSchedule, Gpt<B>, GroupedAdamW<Gpt<B>, B>>;
+
+/// An extra evaluation offered at every validation with the step number (HellaSwag): returns
+/// `Some((n, acc, acc_norm))` when it ran.
+pub type EvalHook<B> =
+    Arc<dyn Fn(&Gpt<B>, usize) -> crate::Result<Option<(usize, f64, f64)>> + Send + Sync>;
+
+/// The strategy and everything it needs besides the Learner.
+pub struct ArcaneLoop<B: AutodiffBackend> {
+    /// Resolved configuration.
+    pub config: TrainingConfig,
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// The training devices; the first holds the model and the optimizer, the others compute
+    /// gradients on copies of it (data parallelism).
+    pub devices: Vec<B::Device>,
+    /// Training windows (for the data position in checkpoints).
+    pub sampler: Arc<WindowSampler>,
+    /// The checkpoint this run resumes from.
+    pub resume: Option<TrainState>,
+    /// Print plain log lines (no dashboard).
+    pub plain: bool,
+    /// Peak FLOP/s of the device, for MFU.
+    pub peak_flops: Option<f64>,
+    /// Extra evaluation at each validation.
+    pub eval_hook: Option<EvalHook<B::InnerBackend>>,
+    /// Where the outcome is reported.
+    pub outcome: Arc<Mutex<Option<LoopOutcome>>>,
+}
+
+/// burn-train's event processor of an Arcane run (dashboard, metric files).
+pub type Processor<B> = SupervisedTrainingEventProcessor<ArcaneComponents<B>>;

@@ -1,0 +1,207 @@
+//! What happens at every validation of a run: the validation loss, a text sample, the optional
+//! extra evaluation (HellaSwag), their lines in the log and on the dashboard, and the loss
+//! picture.
+
+use burn::data::dataloader::Progress;
+use burn::module::AutodiffModule;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::{
+    EventProcessorTraining, InferenceStep, Learner, LearnerEvent, TrainingItem, ValidLoader,
+};
+
+use super::components::{ArcaneComponents, ArcaneLoop, Processor};
+use super::log::{MetricRecord, MetricsLog};
+use super::metrics::StepStats;
+use super::plot::{plot_runs, PlotRun};
+use super::step::LmOutput;
+use crate::generation::{generate, GenerateConfig, SamplingConfig};
+use crate::model::Gpt;
+use crate::tokenizer::Tokenizer;
+
+/// Where in the run an evaluation happens.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EvalPoint {
+    /// Steps completed.
+    pub step: usize,
+    /// Tokens trained on.
+    pub tokens: u64,
+    /// The dashboard's epoch (stretch of `eval_every` steps) and their number.
+    pub epoch: usize,
+    /// Number of dashboard epochs in the run.
+    pub num_epochs: usize,
+}
+
+/// What an evaluation measured.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct EvalFigures {
+    /// Mean validation loss.
+    pub val_loss: f64,
+    /// The text sample, prompt included.
+    pub sample: Option<String>,
+    /// HellaSwag `(n, acc_norm)`, when it ran.
+    pub hellaswag: Option<(usize, f64)>,
+}
+
+impl<B: AutodiffBackend> ArcaneLoop<B> {
+    /// Validation loss, a text sample, the optional extra evaluation, and the loss picture.
+    pub(crate) fn evaluate(
+        &self,
+        learner: &Learner<ArcaneComponents<B>>,
+        processor: &mut Processor<B>,
+        loader: &ValidLoader<ArcaneComponents<B>>,
+        log: &MetricsLog,
+        at: EvalPoint,
+    ) -> crate::Result<EvalFigures> {
+        let model = learner.model().valid();
+        let val_loss = self.validation_loss(&model, processor, loader, at);
+        log.append(&MetricRecord::Val {
+            step: at.step,
+            tokens: at.tokens,
+            loss: val_loss,
+        })?;
+        let sample = self.sample(&model, at.step)?;
+        if let Some(text) = &sample {
+            log.append(&MetricRecord::Sample {
+                step: at.step,
+                text: text.clone(),
+            })?;
+        }
+        let hellaswag = self.extra_eval(&model, processor, log, at)?;
+        let figures = EvalFigures {
+            val_loss,
+            sample,
+            hellaswag,
+        };
+        if self.plain {
+            self.print_eval(at.step, &figures);
+        }
+        processor.process_train(LearnerEvent::EndEpoch(at.epoch));
+        processor.process_valid(LearnerEvent::EndEpoch(at.epoch));
+        let records = super::log::read_metrics(log.path())?;
+        plot_runs(
+            &[PlotRun {
+                name: "run".into(),
+                records: &records,
+            }],
+            &self.run_dir.join("loss"),
+        )?;
+        Ok(figures)
+    }
+
+    /// Mean loss over the validation batches, each shown on the dashboard.
+    fn validation_loss(
+        &self,
+        model: &Gpt<B::InnerBackend>,
+        processor: &mut Processor<B>,
+        loader: &ValidLoader<ArcaneComponents<B>>,
+        at: EvalPoint,
+    ) -> f64 {
+        let (mut sum, mut count) = (0.0, 0usize);
+        let mut batches = loader.iter();
+        let mut index = 0;
+        while let Some(batch) = batches.next() {
+            index += 1;
+            let output = InferenceStep::step(model, batch);
+            let n = output.stats.tokens;
+            let loss = output.loss.clone().into_scalar().elem::<f64>();
+            sum += loss * n as f64;
+            count += n;
+            processor.process_valid(LearnerEvent::ProcessedItem(TrainingItem::new(
+                output,
+                batches.progress(),
+                Progress::new(at.epoch, at.num_epochs),
+                Some(index),
+                None,
+            )));
+        }
+        sum / count.max(1) as f64
+    }
+
+    /// A sample continuing `sample_prompt` (top-k 50, seeded by the step), if the prompt fits.
+    fn sample(&self, model: &Gpt<B::InnerBackend>, step: usize) -> crate::Result<Option<String>> {
+        let c = &self.config;
+        let tokenizer = Tokenizer::gpt2();
+        let prompt = tokenizer.encode(&c.sample_prompt);
+        if prompt.is_empty()
+            || c.sample_tokens == 0
+            || model.check_tokens(&prompt).is_err()
+            || prompt.len() >= c.model.max_seq_len
+        {
+            return Ok(None);
+        }
+        let config = GenerateConfig {
+            max_new_tokens: c
+                .sample_tokens
+                .min(c.model.max_seq_len.saturating_sub(prompt.len()))
+                .max(1),
+            sampling: SamplingConfig {
+                temperature: 1.0,
+                top_k: Some(50),
+                top_p: None,
+                seed: c.seed.wrapping_add(step as u64),
+            },
+            vocab_limit: Some(c.model.vocab_size.min(Tokenizer::VOCAB_SIZE)),
+            ..GenerateConfig::default()
+        };
+        let generated = generate(model, &prompt, &config, |_| {})?;
+        Ok(Some(format!(
+            "{}{}",
+            c.sample_prompt,
+            tokenizer.decode(&generated.ids)?
+        )))
+    }
+
+    /// The extra evaluation (HellaSwag), logged and shown on the dashboard when it ran.
+    fn extra_eval(
+        &self,
+        model: &Gpt<B::InnerBackend>,
+        processor: &mut Processor<B>,
+        log: &MetricsLog,
+        at: EvalPoint,
+    ) -> crate::Result<Option<(usize, f64)>> {
+        let Some(hook) = &self.eval_hook else {
+            return Ok(None);
+        };
+        let Some((n, acc, acc_norm)) = hook(model, at.step)? else {
+            return Ok(None);
+        };
+        log.append(&MetricRecord::Hellaswag {
+            step: at.step,
+            tokens: at.tokens,
+            n,
+            acc,
+            acc_norm,
+        })?;
+        let item = LmOutput {
+            loss: Tensor::from_floats([0.0], &model.device()),
+            stats: StepStats {
+                hellaswag: Some(acc_norm),
+                ..StepStats::default()
+            },
+        };
+        processor.process_valid(LearnerEvent::ProcessedItem(TrainingItem::new(
+            item,
+            Progress::new(1, 1),
+            Progress::new(at.epoch, at.num_epochs),
+            None,
+            None,
+        )));
+        Ok(Some((n, acc_norm)))
+    }
+
+    /// The plain log lines of an evaluation.
+    fn print_eval(&self, step: usize, figures: &EvalFigures) {
+        let max = self.config.max_steps;
+        println!("step {step:>6}/{max} | val loss {:.4}", figures.val_loss);
+        if let Some((n, acc_norm)) = figures.hellaswag {
+            println!("step {step:>6}/{max} | HellaSwag acc_norm {acc_norm:.4} on {n} examples");
+        }
+        if let Some(sample) = &figures.sample {
+            println!(
+                "step {step:>6}/{max} | sample: {}",
+                sample.replace('\n', " ")
+            );
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! One optimizer step: the forward and backward passes of its micro-batches (split across the
+//! devices), the mean gradient, global-norm clipping, the non-finite guard, and the update.
+
+use burn::optim::GradientsAccumulator;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::{Learner, TrainLoader, TrainOutput, TrainStep};
+
+use super::clip::clip_global_norm;
+use super::components::{ArcaneComponents, ArcaneLoop};
+use super::step::{LmBatch, LmOutput};
+use crate::model::Gpt;
+
+/// What a step that was applied measured.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StepFigures {
+    /// Mean loss over the step's micro-batches.
+    pub loss: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// The learning rate the update used.
+    pub lr: f64,
+}
+
+/// A step whose loss or gradient norm was not finite; its update was not applied.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NonFinite {
+    /// Mean loss of the step.
+    pub loss: f64,
+    /// Gradient norm of the step.
+    pub grad_norm: f64,
+}
+
+impl<B: AutodiffBackend> ArcaneLoop<B> {
+    /// Runs optimizer step `step` (0-based): micro-batches `step · n .. (step + 1) · n` of the
+    /// training loader, with `n = accumulation · devices`.
+    pub(crate) fn optimizer_step(
+        &self,
+        learner: &mut Learner<ArcaneComponents<B>>,
+        loader: &TrainLoader<ArcaneComponents<B>>,
+        step: usize,
+    ) -> Result<StepFigures, NonFinite> {
+        let c = &self.config;
+        let n_devices = self.devices.len();
+        let main = self.devices[0].clone();
+        // Dropout's RNG is a function of (seed, step), so a resumed run draws what the
+        // uninterrupted one would have.
+        for device in &self.devices {
+            B::seed(device, c.seed.wrapping_add(step as u64));
+        }
+        learner.lr_step();
+        let lr = learner.lr_current();
+        let per_step = self.micro_batches_per_step();
+        let block = loader.slice(step * per_step, (step + 1) * per_step);
+        let mut accumulator = GradientsAccumulator::<Gpt<B>>::new();
+        let mut loss_sum: Option<Tensor<B::InnerBackend, 1>> = None;
+        let batches: Vec<_> = block.iter().collect();
+        for round in batches.chunks(n_devices) {
+            for output in self.train_round(learner, round.to_vec()) {
+                let model = learner.model();
+                let grads = if n_devices > 1 {
+                    output.grads.to_device(&main, &model)
+                } else {
+                    output.grads
+                };
+                let loss = output.item.loss.inner().to_device(&main.clone().into());
+                loss_sum = Some(match loss_sum {
+                    Some(sum) => sum + loss,
+                    None => loss,
+                });
+                accumulator.accumulate(&model, grads);
+            }
+        }
+        let mut grads = accumulator.grads();
+        let grad_norm = clip_global_norm(&learner.model(), &mut grads, c.optimizer.grad_clip);
+        let loss = loss_sum.map_or(f64::NAN, |s| s.into_scalar().elem::<f64>()) / per_step as f64;
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            return Err(NonFinite { loss, grad_norm });
+        }
+        learner.optimizer_step(grads);
+        Ok(StepFigures {
+            loss,
+            grad_norm,
+            lr,
+        })
+    }
+
+    /// Micro-batches in one optimizer step, over all devices.
+    pub(crate) fn micro_batches_per_step(&self) -> usize {
+        let n_devices = self.devices.len();
+        self.config
+            .accumulation(n_devices)
+            .expect("validated before launch")
+            * n_devices
+    }
+
+    /// Forward and backward passes of one micro-batch per device, in parallel: device `i` gets
+    /// `batches[i]` and a copy of the model. Returns the outputs in device order.
+    fn train_round(
+        &self,
+        learner: &Learner<ArcaneComponents<B>>,
+        batches: Vec<LmBatch<B>>,
+    ) -> Vec<TrainOutput<LmOutput<B>>> {
+        if batches.len() == 1 {
+            return batches.into_iter().map(|b| learner.train_step(b)).collect();
+        }
+        let model = learner.model();
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = batches
+                .into_iter()
+                .zip(&self.devices)
+                .map(|(batch, device)| {
+                    let model = model.clone();
+                    scope.spawn(move || {
+                        let model = model.fork(device);
+                        let batch = LmBatch {
+                            inputs: batch.inputs.to_device(device),
+                            targets: batch.targets.to_device(device),
+                            loss_scale: batch.loss_scale,
+                        };
+                        TrainStep::step(&model, batch)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("a data-parallel worker panicked"))
+                .collect()
+        })
+    }
+}
