@@ -19,6 +19,15 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
+    /// How input shapes are rounded on this backend: exact on the CPU, bucketed on the GPU
+    /// backends, which compile kernels per shape.
+    pub fn shapes(self) -> arcane::shapes::FixedShapes {
+        match self {
+            Self::Cpu => arcane::shapes::FixedShapes::EXACT,
+            Self::Wgpu | Self::Cuda => arcane::shapes::FixedShapes::BUCKETED,
+        }
+    }
+
     /// The lower-case name used in output.
     pub fn name(self) -> &'static str {
         match self {

@@ -26,6 +26,7 @@ pub mod io;
 pub mod lora;
 pub mod model;
 pub mod pretrained;
+pub mod shapes;
 pub mod tokenizer;
 #[cfg(feature = "train")]
 pub mod training;

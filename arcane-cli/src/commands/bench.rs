@@ -217,7 +217,12 @@ impl Bench {
         B::seed(&device, 0);
         let model: Gpt<B> = self.config.init(&device)?;
         let batch = self.args.batch.max(1);
-        let run = || time(|| score_hellaswag(&model, &examples, batch, |_| {}).map(|p| p.len()));
+        let run = || {
+            time(|| {
+                score_hellaswag(&model, &examples, batch, self.backend.shapes(), |_| {})
+                    .map(|p| p.len())
+            })
+        };
         run(); // warm-up
         let seconds: Vec<f64> = (0..self.args.repeats).map(|_| run()).collect();
         let tokenizer = arcane::Tokenizer::gpt2();

@@ -81,6 +81,7 @@ pub fn run(args: TrainArgs, backend_kind: BackendKind) -> Result<()> {
         resume,
         dashboard: if args.no_dashboard { Some(false) } else { None },
         peak_flops,
+        shapes: backend_kind.shapes(),
     };
     let outcome = backend::run_on_devices(backend_kind, &devices, task)?;
     let contents = format!(
@@ -196,6 +197,7 @@ pub(crate) struct TrainTask {
     pub(crate) resume: bool,
     pub(crate) dashboard: Option<bool>,
     pub(crate) peak_flops: Option<f64>,
+    pub(crate) shapes: arcane::shapes::FixedShapes,
 }
 
 impl TrainTask {
@@ -207,6 +209,7 @@ impl TrainTask {
         options.resume = self.resume;
         options.dashboard = self.dashboard;
         options.peak_flops = self.peak_flops;
+        options.shapes = self.shapes;
         Ok(train_data_parallel::<B>(self.config, options, devices)?)
     }
 }

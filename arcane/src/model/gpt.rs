@@ -9,7 +9,7 @@ use super::adapter::LoraConfig;
 use super::block::Block;
 use super::config::{ModelConfig, PositionEncoding};
 use super::init;
-use super::kv_cache::KvCache;
+use super::kv_cache::{CachedForward, KvCache};
 use super::linear::Linear;
 use super::norm::Norm;
 use super::rope::Rope;
@@ -145,7 +145,7 @@ impl<B: Backend> Gpt<B> {
     pub fn forward_hidden(
         &self,
         tokens: Tensor<B, 2, Int>,
-        mut cache: Option<&mut KvCache<B>>,
+        cache: Option<&mut KvCache<B>>,
     ) -> Tensor<B, 3> {
         let [_, t] = tokens.dims();
         let start = cache.as_ref().map_or(0, |c| c.len());
@@ -162,12 +162,14 @@ impl<B: Backend> Gpt<B> {
             x = x + wpe.forward(positions.unsqueeze::<2>()); // [1, T, C] broadcast
         }
         x = self.dropout.forward(x);
+        let groups = self.config.n_heads / self.config.kv_heads();
+        let mut step = cache.map(|cache| CachedForward::new(cache, t, groups, &device));
         for (layer, block) in self.blocks.iter().enumerate() {
-            let layer_cache = cache.as_deref_mut().map(|c| (c, layer));
+            let layer_cache = step.as_mut().map(|s| (s, layer));
             x = block.forward(x, self.rope.as_ref(), layer_cache, start);
         }
-        if let Some(cache) = cache {
-            cache.advance(t);
+        if let Some(step) = step {
+            step.cache.advance(t);
         }
         self.ln_f.forward(x)
     }

@@ -30,7 +30,7 @@ pub use attention::CausalSelfAttention;
 pub use block::Block;
 pub use config::{MlpKind, ModelConfig, NormKind, PositionEncoding, PRESETS};
 pub use gpt::Gpt;
-pub use kv_cache::{KvCache, LayerCache};
+pub use kv_cache::{CacheMask, CachedForward, KvCache, LayerCache, DEFAULT_BUCKET};
 pub use linear::{Linear, LoraAdapter};
 pub use mlp::Mlp;
 pub use norm::Norm;
