@@ -13,6 +13,10 @@ pub struct Cli {
     /// Compute backend: `cpu` (default), `wgpu` or `cuda` (needs a build with that feature).
     #[arg(long, global = true, value_enum, default_value_t = BackendKind::Cpu)]
     pub backend: BackendKind,
+    /// Folder of the GPU backends' compiled-kernel and autotune caches (default:
+    /// $ARCANE_KERNEL_CACHE, else ~/.cache/arcane/kernels); a cubecl.toml takes precedence.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub kernel_cache: Option<PathBuf>,
     /// The subcommand.
     #[command(subcommand)]
     pub command: Command,
