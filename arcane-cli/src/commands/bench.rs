@@ -69,7 +69,8 @@ impl Task for Bench {
             };
         }
         B::seed(&device, 0);
-        let model = self.config.init::<B>(&device)?;
+        let mut model = self.config.init::<B>(&device)?;
+        model.precision = self.args.precision.or(self.backend.precision());
         let c = &self.config;
         let (kind, tokens_per_run, seq_len, flops_per_token, timer): (
             _,
@@ -167,6 +168,7 @@ impl Bench {
             "repeats": seconds.len(),
             "params": self.config.num_params(),
             "activation_checkpointing": self.args.activation_checkpointing,
+            "precision": self.args.precision.or(self.backend.precision()),
             "peak_rss_mib": peak_rss_mib(),
         })
     }
@@ -178,6 +180,7 @@ impl Bench {
         let b = self.args.batch;
         B::seed(&device, 0);
         let mut model: Gpt<B> = c.init(&device)?;
+        model.precision = self.args.precision.or(self.backend.precision());
         let mut optim = GroupedAdamW::new(&OptimizerConfig::default(), &model);
         let ids: Vec<u32> = (0..b * (t + 1))
             .map(|i| ((i * 7919 + 13) % c.vocab_size) as u32)
@@ -215,7 +218,8 @@ impl Bench {
         )?;
         let examples: Vec<_> = examples.iter().cycle().take(32).cloned().collect();
         B::seed(&device, 0);
-        let model: Gpt<B> = self.config.init(&device)?;
+        let mut model: Gpt<B> = self.config.init(&device)?;
+        model.precision = self.args.precision.or(self.backend.precision());
         let batch = self.args.batch.max(1);
         let run = || {
             time(|| {

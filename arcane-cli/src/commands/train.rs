@@ -43,6 +43,7 @@ pub fn run(args: TrainArgs, backend_kind: BackendKind) -> Result<()> {
         None => new_run(&args)?,
     };
     apply_flags(&mut run.config, &args);
+    run.config.precision = run.config.precision.or(backend_kind.precision());
     run.config
         .validate(devices.len())
         .context("the training config does not fit")?;
@@ -179,6 +180,9 @@ fn apply_flags(config: &mut TrainingConfig, args: &TrainArgs) {
     }
     if args.activation_checkpointing {
         config.activation_checkpointing = true;
+    }
+    if let Some(precision) = args.precision {
+        config.precision = precision;
     }
     if let Some(data) = &args.hellaswag {
         config.hellaswag = Some(arcane::training::HellaswagEval {

@@ -23,6 +23,7 @@ mod kv_cache;
 mod linear;
 mod mlp;
 mod norm;
+mod precision;
 mod rope;
 
 pub use adapter::{LoraConfig, LoraTarget};
@@ -34,4 +35,5 @@ pub use kv_cache::{CacheMask, CachedForward, KvCache, LayerCache, DEFAULT_BUCKET
 pub use linear::{Linear, LoraAdapter};
 pub use mlp::Mlp;
 pub use norm::Norm;
+pub use precision::Precision;
 pub use rope::Rope;

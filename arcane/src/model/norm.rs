@@ -2,7 +2,7 @@
 
 use burn::module::{Initializer, Param};
 use burn::prelude::*;
-use burn::tensor::TensorPrimitive;
+use burn::tensor::{FloatDType, TensorPrimitive};
 
 use super::config::NormKind;
 
@@ -31,10 +31,17 @@ impl<B: Backend> Norm<B> {
         }
     }
 
+    /// Statistics in f32 whatever the dtype of `x`; the output has the dtype of `x`.
+    ///
     /// # Shapes
     /// - x: `[..., C]`
     /// - output: `[..., C]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dtype = x.dtype();
+        self.forward_f32(x.cast(FloatDType::F32)).cast(dtype)
+    }
+
+    fn forward_f32<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         if self.rms {
             // x / sqrt(mean(x²) + eps) · g, as `LlamaRMSNorm` (statistics in f32).
             let rms = (x.clone().square().mean_dim(D - 1) + self.eps).sqrt();

@@ -224,7 +224,9 @@ fn build_model<B: AutodiffBackend>(config: &TrainingConfig, device: &B::Device) 
             crate::lora::apply_lora(base, &finetune.lora)?
         }
     };
-    Ok(crate::weights::materialize(model))
+    let mut model = crate::weights::materialize(model);
+    model.precision = config.precision;
+    Ok(model)
 }
 
 /// Runs the loop through burn-train's `SupervisedTraining`, with Arcane's metrics on the

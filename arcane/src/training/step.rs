@@ -4,6 +4,7 @@
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::FloatDType;
 use burn::train::metric::ItemLazy;
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 
@@ -46,7 +47,8 @@ impl<B: Backend> LmBatch<B> {
     }
 }
 
-/// Mean next-token cross-entropy of `targets` under the model.
+/// Mean next-token cross-entropy of `targets` under the model, in f32 whatever the model's
+/// compute precision (the softmax over 50k logits needs f32's mantissa).
 ///
 /// # Shapes
 /// - inputs, targets: `[B, T]`
@@ -56,7 +58,7 @@ pub fn lm_loss<B: Backend>(
     inputs: Tensor<B, 2, Int>,
     targets: Tensor<B, 2, Int>,
 ) -> Tensor<B, 1> {
-    let logits = model.forward(inputs); // [B, T, V]
+    let logits = model.forward(inputs).cast(FloatDType::F32); // [B, T, V]
     let [b, t, v] = logits.dims();
     CrossEntropyLossConfig::new()
         .init(&logits.device())
