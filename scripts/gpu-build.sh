@@ -17,9 +17,10 @@ echo "building arcane-cli with CUDA into $CARGO_TARGET_DIR"
 cargo build --release --locked -p arcane-cli --features cuda
 cp "$CARGO_TARGET_DIR/release/arcane-cli" "$out/arcane-cli"
 
-echo "building the library's integration tests for CUDA"
+echo "building the library's integration tests that gpu-check.sh runs, for CUDA"
 # One JSON line per artifact; keep the test executables.
 cargo test --release --locked -p arcane --features test-cuda --no-run --message-format=json \
+  --test parity --test model --test precision \
   | python3 -c '
 import json, sys, shutil
 for line in sys.stdin:
