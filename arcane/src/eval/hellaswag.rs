@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::error::{ArcaneError, Result};
 use crate::model::Gpt;
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::ModelTokenizer;
 
 /// One multiple-choice example.
 #[derive(Clone, Debug, PartialEq)]
@@ -95,6 +95,10 @@ fn parse_example(line: &str, index: u64) -> std::result::Result<HellaswagExample
         .and_then(Value::as_str)
         .ok_or("no string field \"ctx\"")?
         .to_string();
+    // Scoring needs a context token in front of each ending.
+    if ctx.trim().is_empty() {
+        return Err("the context is empty".into());
+    }
     let endings: Vec<String> = v
         .get("endings")
         .and_then(Value::as_array)
@@ -184,12 +188,16 @@ struct Rendered {
     ends: [(usize, usize); 4],
 }
 
-fn render(tokenizer: &Tokenizer, example: &HellaswagExample, window: usize) -> Rendered {
-    let ctx = tokenizer.encode(&example.ctx);
+fn render(
+    tokenizer: &ModelTokenizer,
+    example: &HellaswagExample,
+    window: usize,
+) -> Result<Rendered> {
+    let ctx = tokenizer.encode(&example.ctx)?;
     let mut rows: [Vec<u32>; 4] = Default::default();
     let mut ends = [(0, 0); 4];
     for (i, ending) in example.endings.iter().enumerate() {
-        let end = tokenizer.encode(&format!(" {ending}"));
+        let end = tokenizer.encode(&format!(" {ending}"))?;
         let mut row: Vec<u32> = ctx.iter().chain(&end).copied().collect();
         // Cut from the left to fit the window; the first token is never scored, so at least
         // one context token stays in front of the ending.
@@ -200,26 +208,37 @@ fn render(tokenizer: &Tokenizer, example: &HellaswagExample, window: usize) -> R
         ends[i] = (row.len() - n_end, n_end);
         rows[i] = row;
     }
-    Rendered { rows, ends }
+    Ok(Rendered { rows, ends })
 }
 
 /// Scores `examples` with `batch` examples (4·batch rows) per forward pass; `progress(done)` is
-/// called after each batch.
+/// called after each batch. Text is tokenized with GPT-2's tokenizer; see
+/// [`score_hellaswag_with`] for a model with its own.
 pub fn score_hellaswag<B: Backend>(
     model: &Gpt<B>,
     examples: &[HellaswagExample],
     batch: usize,
+    progress: impl FnMut(usize),
+) -> Result<Vec<HellaswagPrediction>> {
+    score_hellaswag_with(model, &ModelTokenizer::gpt2(), examples, batch, progress)
+}
+
+/// [`score_hellaswag`] with the model's own tokenizer.
+pub fn score_hellaswag_with<B: Backend>(
+    model: &Gpt<B>,
+    tokenizer: &ModelTokenizer,
+    examples: &[HellaswagExample],
+    batch: usize,
     mut progress: impl FnMut(usize),
 ) -> Result<Vec<HellaswagPrediction>> {
-    let tokenizer = Tokenizer::gpt2();
     let window = model.config().max_seq_len;
     let device = model.device();
     let mut out = Vec::with_capacity(examples.len());
     for chunk in examples.chunks(batch.max(1)) {
         let rendered: Vec<Rendered> = chunk
             .iter()
-            .map(|e| render(&tokenizer, e, window))
-            .collect();
+            .map(|e| render(tokenizer, e, window))
+            .collect::<Result<_>>()?;
         for r in &rendered {
             for row in &r.rows {
                 model.check_tokens(row)?;

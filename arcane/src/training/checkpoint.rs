@@ -1,11 +1,13 @@
 //! Training checkpoints: model, optimizer and schedule through burn-train's
-//! `LearningCheckpointer`, plus a state file with the step, data position and config
-//! fingerprint. Every file is written to a temporary name and renamed, and the state file,
+//! `LearningCheckpointer`, plus a state file with the step, data position and the whole
+//! training config. Every file is written to a temporary name and renamed, and the state file,
 //! written last, marks a checkpoint as complete: a crash at any moment leaves the previous
 //! checkpoint usable and never a half-written one that looks complete.
 //!
 //! Layout of `RUN_DIR/checkpoint/` for step `N`: `model-N.mpk`, `optim-N.mpk`,
-//! `scheduler-N.mpk` (Burn's named MessagePack, full precision) and `state-N.json`.
+//! `scheduler-N.mpk` (Burn's named MessagePack, full precision) and `state-N.json`. A
+//! fine-tune run keeps no copy of its frozen base: `adapter-N.safetensors` (the adapters, with
+//! the parameter ids the optimizer state is keyed by) replaces `model-N.mpk`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,26 +25,33 @@ use super::config::TrainingConfig;
 use crate::data::DataPosition;
 use crate::error::{ArcaneError, Result};
 use crate::io::Versioned;
+use crate::model::Gpt;
 
 /// The recorder of every checkpoint file.
 pub type CheckpointRecorder = NamedMpkFileRecorder<FullPrecisionSettings>;
 
 /// The `format` of a state file.
 pub const STATE_FORMAT: &str = "arcane-train-state";
-/// Format and version of `state-N.json`.
+/// Format and version of `state-N.json` (version 2 records the whole config and the data's
+/// size; version 1 files are still read).
 pub const STATE_FILE: Versioned = Versioned {
     format: STATE_FORMAT,
-    version: 1,
+    version: 2,
     what: "Arcane training state",
     remedy: "delete it to resume from the checkpoint before",
 };
+/// Version 1 of `state-N.json`: no config, no data size.
+const STATE_FILE_V1: Versioned = Versioned {
+    version: 1,
+    ..STATE_FILE
+};
 
-/// `state-N.json`: where the run was when checkpoint `N` was taken.
+/// `state-N.json`: where the run was when checkpoint `N` was taken, and what run it was.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
     /// Always [`STATE_FORMAT`].
     pub format: String,
-    /// Format version (1).
+    /// Format version (2; 1 in older runs).
     pub version: u32,
     /// Optimizer steps completed.
     pub step: usize,
@@ -56,6 +65,23 @@ pub struct TrainState {
     pub model_fingerprint: String,
     /// Training seconds so far.
     pub elapsed_s: f64,
+    /// The whole training config of the run (version 2; `None` in version 1 files), so that a
+    /// resume with another model, optimizer, schedule, batch or seed is refused.
+    #[serde(default)]
+    pub config: Option<TrainingConfig>,
+    /// Tokens in the training and validation splits (version 2), so that a resume on other
+    /// data is refused.
+    #[serde(default)]
+    pub data_tokens: Option<DataTokens>,
+}
+
+/// The size of a run's data, as recorded in its checkpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataTokens {
+    /// Tokens in the training split.
+    pub train: u64,
+    /// Tokens in the validation split.
+    pub val: u64,
 }
 
 /// A stable fingerprint of the model architecture (its JSON).
@@ -71,7 +97,7 @@ pub struct SaveTracker {
 }
 
 impl SaveTracker {
-    fn report(&self, name: &str, result: std::result::Result<usize, String>) {
+    pub(crate) fn report(&self, name: &str, result: std::result::Result<usize, String>) {
         self.done
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -143,6 +169,7 @@ impl AtomicCheckpointer {
         std::fs::File::open(&written)
             .and_then(|f| f.sync_all())
             .map_err(CheckpointerError::IOError)?;
+        crate::io::crash_point(|| format!("before-rename:{}-{step}.mpk", self.name));
         crate::io::rename_durable(&written, &self.file(step))
             .map_err(|e| CheckpointerError::Unknown(e.to_string()))
     }
@@ -226,10 +253,14 @@ pub fn checkpoint_steps(run_dir: &Path) -> Result<Vec<usize>> {
     Ok(steps)
 }
 
-/// Reads and checks the state of checkpoint `step`.
+/// Reads and checks the state of checkpoint `step` (version 2, or 1 of older runs).
 pub fn read_state(run_dir: &Path, step: usize) -> Result<TrainState> {
     let path = state_file(run_dir, step);
-    let state: TrainState = STATE_FILE.read(&path)?;
+    let text = std::fs::read_to_string(&path).map_err(|e| ArcaneError::io(&path, e))?;
+    let state: TrainState = match STATE_FILE.parse(&path, &text) {
+        Ok(state) => state,
+        Err(e) => STATE_FILE_V1.parse(&path, &text).map_err(|_| e)?,
+    };
     if state.step != step {
         return Err(ArcaneError::format(
             &path,
@@ -242,6 +273,37 @@ pub fn read_state(run_dir: &Path, step: usize) -> Result<TrainState> {
     Ok(state)
 }
 
+/// Deletes the files of checkpoints that were never completed (a process killed while writing
+/// them; they have no state file), so that they do not pile up. Returns how many.
+pub fn remove_incomplete(run_dir: &Path) -> Result<usize> {
+    let complete = checkpoint_steps(run_dir)?;
+    let dir = checkpoint_dir(run_dir);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(0);
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        if !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let step = ["model-", "optim-", "scheduler-", "adapter-"]
+            .iter()
+            .find_map(|prefix| name.strip_prefix(prefix))
+            .and_then(|rest| {
+                rest.strip_suffix(".mpk")
+                    .or(rest.strip_suffix(".safetensors"))
+            })
+            .and_then(|n| n.parse::<usize>().ok());
+        if step.is_some_and(|s| !complete.contains(&s)) {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(|e| ArcaneError::io(&path, e))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// Deletes all but the newest `keep` checkpoints (state files first, so that a crash halfway
 /// never leaves a state file without its weights).
 pub fn prune(run_dir: &Path, keep: usize) -> Result<()> {
@@ -250,8 +312,13 @@ pub fn prune(run_dir: &Path, keep: usize) -> Result<()> {
     for step in steps.iter().take(steps.len().saturating_sub(keep)) {
         let state = state_file(run_dir, *step);
         std::fs::remove_file(&state).map_err(|e| ArcaneError::io(&state, e))?;
-        for name in ["model", "optim", "scheduler"] {
-            let file = dir.join(format!("{name}-{step}.mpk"));
+        crate::io::crash_point(|| format!("prune:{step}"));
+        let files = ["model", "optim", "scheduler"]
+            .map(|name| format!("{name}-{step}.mpk"))
+            .into_iter()
+            .chain([adapter_file_name(*step)]);
+        for name in files {
+            let file = dir.join(name);
             if let Err(e) = std::fs::remove_file(&file) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     return Err(ArcaneError::io(&file, e));
@@ -260,4 +327,68 @@ pub fn prune(run_dir: &Path, keep: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn adapter_file_name(step: usize) -> String {
+    format!("adapter-{step}.safetensors")
+}
+
+/// Metadata key of a parameter's id in an adapter checkpoint.
+const ID_KEY: &str = "param-id:";
+
+/// Writes the adapters of a fine-tune run's `model` as `adapter-STEP.safetensors`, with the
+/// parameter ids that its optimizer state refers to.
+pub fn write_adapter_checkpoint<B: Backend>(
+    model: &Gpt<B>,
+    run_dir: &Path,
+    step: usize,
+) -> Result<()> {
+    let tensors = crate::lora::adapter_tensors(model);
+    let ids = crate::weights::param_ids(model);
+    let mut metadata =
+        HashMap::from([("format".to_string(), "arcane-lora-checkpoint".to_string())]);
+    for name in tensors.keys() {
+        if let Some(id) = ids.get(name) {
+            metadata.insert(format!("{ID_KEY}{name}"), id.val().to_string());
+        }
+    }
+    let path = checkpoint_dir(run_dir).join(adapter_file_name(step));
+    crate::weights::write_safetensors(&path, &tensors, metadata)
+}
+
+/// Loads the adapters of checkpoint `step` into `model` (the base with fresh adapters), with
+/// their saved parameter ids, so that the restored optimizer state applies to them.
+pub fn read_adapter_checkpoint<B: Backend>(
+    model: Gpt<B>,
+    run_dir: &Path,
+    step: usize,
+) -> Result<Gpt<B>> {
+    let path = checkpoint_dir(run_dir).join(adapter_file_name(step));
+    let metadata = crate::weights::read_safetensors_metadata(&path)?;
+    let tensors = crate::weights::read_safetensors(std::slice::from_ref(&path))?;
+    let expected: Vec<String> = crate::weights::param_ids(&model)
+        .into_keys()
+        .filter(|name| name.contains(".lora."))
+        .collect();
+    if let Some(missing) = expected.iter().find(|n| !tensors.contains_key(*n)) {
+        return Err(ArcaneError::Tensor {
+            path,
+            tensor: missing.clone(),
+            message: format!("missing from this adapter checkpoint; delete state-{step}.json to resume from the checkpoint before"),
+        });
+    }
+    let mut ids = std::collections::BTreeMap::new();
+    for name in tensors.keys() {
+        let id = metadata
+            .get(&format!("{ID_KEY}{name}"))
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| {
+                ArcaneError::format(
+                    &path,
+                    format!("has no parameter id for `{name}`; delete state-{step}.json to resume from the checkpoint before"),
+                )
+            })?;
+        ids.insert(name.clone(), burn::module::ParamId::from(id));
+    }
+    crate::weights::apply_subset_with_ids(model, tensors, &ids, &path)
 }
