@@ -50,8 +50,10 @@ pub fn load_model<B: Backend>(
     }
 }
 
-/// The tokenizer of a model directory, checked against its vocabulary.
+/// The tokenizer of a model directory, checked against its vocabulary (a folder that is no
+/// model is reported as such first).
 pub fn load_tokenizer(dir: &Path) -> Result<ModelTokenizer> {
+    arcane::checkpoint::load_config(dir).context("cannot load the model")?;
     arcane::load_tokenizer(dir).context("cannot use the model's tokenizer")
 }
 

@@ -288,3 +288,44 @@ fn hellaswag_runs_inside_training_and_is_drawn() {
         fails(train_cmd(&cfg, &data, &tmp.path().join("r2")).args(["--hellaswag", "/no/hs.jsonl"]));
     assert!(err.contains("/no/hs.jsonl"), "{err}");
 }
+
+#[test]
+fn training_works_on_a_few_hundred_tokens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = tmp.path().join("small.txt");
+    let tok = arcane::Tokenizer::gpt2();
+    let eval = std::fs::read_to_string(fixture("eval.txt")).unwrap();
+    let ids: Vec<u32> = tok.encode(&eval.repeat(4)).into_iter().take(300).collect();
+    std::fs::write(&text, tok.decode(&ids).unwrap()).unwrap();
+    let data = tmp.path().join("data");
+    ok(bin()
+        .args(["prepare", "--input"])
+        .arg(&text)
+        .arg("--out")
+        .arg(&data));
+    let cfg = config(
+        tmp.path(),
+        json!({"max_steps": 6, "eval_every": 3, "checkpoint_every": 3}),
+    );
+    let run_dir = tmp.path().join("run");
+    let out = run(&mut train_cmd(&cfg, &data, &run_dir));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The validation split (5% of the text) is shorter than one window of 33 tokens: it is
+    // read as one window of all its tokens.
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("manifest.json")).unwrap())
+            .unwrap();
+    let val_tokens = manifest["val_tokens"].as_u64().unwrap();
+    assert!(val_tokens < 33, "{val_tokens}");
+    assert!(
+        stderr.contains(&format!("windows of {} tokens", val_tokens - 1)),
+        "{stderr}"
+    );
+    let val: Vec<f64> = records(&run_dir, "val")
+        .iter()
+        .map(|r| r["loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(val.len(), 2);
+    assert!(val.iter().all(|l| l.is_finite() && *l > 0.0), "{val:?}");
+}

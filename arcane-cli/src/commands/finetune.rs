@@ -134,6 +134,12 @@ fn new_run(args: &FinetuneArgs) -> Result<(TrainingConfig, PathBuf, PathBuf)> {
         .config()
         .with_context(|| format!("fine-tuning {}", base.display()))?;
     let run_dir = args.out.clone().unwrap_or_else(|| free_run_dir("finetune"));
+    if run_dir.exists() && !run_dir.is_dir() {
+        bail!(
+            "--out {} is a file, not a run folder; choose another --out",
+            run_dir.display()
+        );
+    }
     let input = args.data.clone().context("--data is required")?;
     let data = if input.is_dir() {
         input

@@ -177,6 +177,12 @@ fn new_run(args: &TrainArgs) -> Result<RunSpec> {
         .unwrap_or("run")
         .to_string();
     let dir = args.out.clone().unwrap_or_else(|| free_run_dir(&stem));
+    if dir.exists() && !dir.is_dir() {
+        bail!(
+            "--out {} is a file, not a run folder; choose another --out",
+            dir.display()
+        );
+    }
     Ok(RunSpec {
         config,
         name: Some(stem),

@@ -154,6 +154,12 @@ impl TokenData {
 
 /// The shards of split `split` of `dir`, by the manifest or by name.
 fn open_shards(dir: &Path, split: &str) -> Result<Vec<Shard>> {
+    if !dir.is_dir() {
+        return Err(ArcaneError::format(
+            dir,
+            "no such data folder; prepare one with `arcane-cli prepare --input TEXT --out DIR`",
+        ));
+    }
     let files: Vec<PathBuf> = match DataManifest::read(dir)? {
         Some(m) => {
             let names = if split == "train" {

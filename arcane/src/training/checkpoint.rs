@@ -25,7 +25,6 @@ use super::config::TrainingConfig;
 use crate::data::DataPosition;
 use crate::error::{ArcaneError, Result};
 use crate::io::Versioned;
-use crate::model::Gpt;
 
 /// The recorder of every checkpoint file.
 pub type CheckpointRecorder = NamedMpkFileRecorder<FullPrecisionSettings>;
@@ -152,37 +151,39 @@ impl AtomicCheckpointer {
         self.dir.join(format!("{}-{step}.mpk", self.name))
     }
 
+    /// Writes the file of `step`; the error says which file and why, in words.
     fn save_inner<R: Record<B>, B: Backend>(
         &self,
         step: usize,
         record: R,
-    ) -> std::result::Result<(), CheckpointerError> {
-        std::fs::create_dir_all(&self.dir).map_err(CheckpointerError::IOError)?;
+    ) -> std::result::Result<(), String> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| ArcaneError::io(&self.dir, e).to_string())?;
         // The recorder sets the extension ".mpk" on this stem, which must have no other dot.
         let stem = self
             .dir
             .join(crate::io::temporary_name(&format!("{}-{step}", self.name)));
         let written = stem.with_extension("mpk");
         burn::record::Recorder::<B>::record(&self.recorder, record, stem)
-            .map_err(CheckpointerError::RecorderError)?;
+            .map_err(|e| format!("{}: {e}", written.display()))?;
         // Durable before it becomes visible under its real name, and the new name durable too.
         std::fs::File::open(&written)
             .and_then(|f| f.sync_all())
-            .map_err(CheckpointerError::IOError)?;
+            .map_err(|e| ArcaneError::io(&written, e).to_string())?;
         crate::io::crash_point(|| format!("before-rename:{}-{step}.mpk", self.name));
-        crate::io::rename_durable(&written, &self.file(step))
-            .map_err(|e| CheckpointerError::Unknown(e.to_string()))
+        crate::io::rename_durable(&written, &self.file(step)).map_err(|e| {
+            let _ = std::fs::remove_file(&written);
+            e.to_string()
+        })
     }
 }
 
 impl<R: Record<B>, B: Backend> Checkpointer<R, B> for AtomicCheckpointer {
     fn save(&self, step: usize, record: R) -> std::result::Result<(), CheckpointerError> {
         let result = self.save_inner::<R, B>(step, record);
-        self.tracker.report(
-            &self.name,
-            result.as_ref().map(|_| step).map_err(|e| e.to_string()),
-        );
-        result
+        self.tracker
+            .report(&self.name, result.clone().map(|_| step));
+        result.map_err(CheckpointerError::Unknown)
     }
 
     fn delete(&self, step: usize) -> std::result::Result<(), CheckpointerError> {
@@ -217,6 +218,11 @@ impl CheckpointingStrategy for SaveEveryCall {
     ) -> Vec<CheckpointingAction> {
         vec![CheckpointingAction::Save]
     }
+}
+
+/// File name of the adapters of checkpoint `step` of a fine-tune run (see `adapters.rs`).
+pub(crate) fn adapter_file_name(step: usize) -> String {
+    format!("adapter-{step}.safetensors")
 }
 
 /// The checkpoint folder of a run.
@@ -329,66 +335,30 @@ pub fn prune(run_dir: &Path, keep: usize) -> Result<()> {
     Ok(())
 }
 
-fn adapter_file_name(step: usize) -> String {
-    format!("adapter-{step}.safetensors")
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Metadata key of a parameter's id in an adapter checkpoint.
-const ID_KEY: &str = "param-id:";
-
-/// Writes the adapters of a fine-tune run's `model` as `adapter-STEP.safetensors`, with the
-/// parameter ids that its optimizer state refers to.
-pub fn write_adapter_checkpoint<B: Backend>(
-    model: &Gpt<B>,
-    run_dir: &Path,
-    step: usize,
-) -> Result<()> {
-    let tensors = crate::lora::adapter_tensors(model);
-    let ids = crate::weights::param_ids(model);
-    let mut metadata =
-        HashMap::from([("format".to_string(), "arcane-lora-checkpoint".to_string())]);
-    for name in tensors.keys() {
-        if let Some(id) = ids.get(name) {
-            metadata.insert(format!("{ID_KEY}{name}"), id.val().to_string());
-        }
+    #[test]
+    fn state_files_of_version_1_are_still_read_and_unknown_versions_refused() {
+        let run = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(checkpoint_dir(run.path())).unwrap();
+        let v1 = r#"{"format": "arcane-train-state", "version": 1, "step": 4, "tokens": 512,
+            "data": {"micro_batches": 4, "windows": 8, "pass": 0, "windows_per_pass": 100},
+            "seed": 7, "model_fingerprint": "{}", "elapsed_s": 1.0}"#;
+        std::fs::write(state_file(run.path(), 4), v1).unwrap();
+        let state = read_state(run.path(), 4).unwrap();
+        assert_eq!((state.step, state.seed, state.version), (4, 7, 1));
+        assert_eq!((state.config, state.data_tokens), (None, None));
+        std::fs::write(
+            state_file(run.path(), 4),
+            v1.replace("\"version\": 1", "\"version\": 3"),
+        )
+        .unwrap();
+        let err = read_state(run.path(), 4).unwrap_err().to_string();
+        assert!(
+            err.contains("version 3 is not supported") && err.contains("reads version 2"),
+            "{err}"
+        );
     }
-    let path = checkpoint_dir(run_dir).join(adapter_file_name(step));
-    crate::weights::write_safetensors(&path, &tensors, metadata)
-}
-
-/// Loads the adapters of checkpoint `step` into `model` (the base with fresh adapters), with
-/// their saved parameter ids, so that the restored optimizer state applies to them.
-pub fn read_adapter_checkpoint<B: Backend>(
-    model: Gpt<B>,
-    run_dir: &Path,
-    step: usize,
-) -> Result<Gpt<B>> {
-    let path = checkpoint_dir(run_dir).join(adapter_file_name(step));
-    let metadata = crate::weights::read_safetensors_metadata(&path)?;
-    let tensors = crate::weights::read_safetensors(std::slice::from_ref(&path))?;
-    let expected: Vec<String> = crate::weights::param_ids(&model)
-        .into_keys()
-        .filter(|name| name.contains(".lora."))
-        .collect();
-    if let Some(missing) = expected.iter().find(|n| !tensors.contains_key(*n)) {
-        return Err(ArcaneError::Tensor {
-            path,
-            tensor: missing.clone(),
-            message: format!("missing from this adapter checkpoint; delete state-{step}.json to resume from the checkpoint before"),
-        });
-    }
-    let mut ids = std::collections::BTreeMap::new();
-    for name in tensors.keys() {
-        let id = metadata
-            .get(&format!("{ID_KEY}{name}"))
-            .and_then(|v| v.parse::<u64>().ok())
-            .ok_or_else(|| {
-                ArcaneError::format(
-                    &path,
-                    format!("has no parameter id for `{name}`; delete state-{step}.json to resume from the checkpoint before"),
-                )
-            })?;
-        ids.insert(name.clone(), burn::module::ParamId::from(id));
-    }
-    crate::weights::apply_subset_with_ids(model, tensors, &ids, &path)
 }

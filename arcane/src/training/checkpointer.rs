@@ -13,9 +13,9 @@ use burn::train::checkpoint::{AsyncCheckpointer, Checkpointer, CheckpointerError
 use burn::train::metric::store::EventStoreClient;
 use burn::train::{Interrupter, Learner, LearningCheckpointer};
 
+use super::adapters::write_adapter_checkpoint;
 use super::checkpoint::{
-    checkpoint_dir, prune, write_adapter_checkpoint, write_state, AtomicCheckpointer,
-    SaveEveryCall, SaveTracker, TrainState,
+    checkpoint_dir, prune, write_state, AtomicCheckpointer, SaveEveryCall, SaveTracker, TrainState,
 };
 use super::components::ArcaneComponents;
 use crate::error::Result;

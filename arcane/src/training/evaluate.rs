@@ -158,6 +158,8 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
         {
             return Ok(None);
         }
+        // `..default()` keeps this working when GenerateConfig gains fields.
+        #[allow(clippy::needless_update)]
         let config = GenerateConfig {
             max_new_tokens: c
                 .sample_tokens

@@ -1,6 +1,7 @@
 //! Pre-training with burn-train: configuration, grouped AdamW, LR schedule, global-norm
 //! clipping, the step-based loop, checkpoints with exact resume, metrics and loss pictures.
 
+mod adapters;
 mod checkpoint;
 mod checkpointer;
 mod clip;

@@ -152,7 +152,7 @@ fn diff(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
 
 /// Loads optimizer and schedule of checkpoint `step` into the learner, and the model too
 /// unless `adapters_only` (a fine-tune run, whose adapters were loaded into the model before
-/// the learner was built: see [`checkpoint::read_adapter_checkpoint`]).
+/// the learner was built: see `adapters.rs`).
 pub(crate) fn restore<B: AutodiffBackend>(
     learner: &mut Learner<ArcaneComponents<B>>,
     run_dir: &Path,

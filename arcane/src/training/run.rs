@@ -113,7 +113,7 @@ pub fn train_data_parallel<B: AutodiffBackend>(
     let adapters_only = config.finetune.is_some();
     let mut model = build_model::<B>(&config, &device)?;
     if let (Some(state), true) = (&resume, adapters_only) {
-        model = checkpoint::read_adapter_checkpoint(model, &options.run_dir, state.step)?;
+        model = super::adapters::read_adapter_checkpoint(model, &options.run_dir, state.step)?;
     }
     let optimizer = GroupedAdamW::new(&config.optimizer, &model);
     let start = resume.as_ref().map_or(0, |s| s.step);
@@ -172,6 +172,12 @@ fn prepare_run_dir<B: AutodiffBackend>(
     data: DataTokens,
 ) -> Result<Option<TrainState>> {
     let run_dir = &options.run_dir;
+    if run_dir.exists() && !run_dir.is_dir() {
+        return Err(ArcaneError::format(
+            run_dir,
+            "is a file, not a run folder; choose another --out",
+        ));
+    }
     let resume = if options.resume {
         let state = resume_point(run_dir, config, data)?;
         if state.is_none() {
