@@ -303,6 +303,13 @@ pub(crate) fn finish(
             outcome.step
         );
     }
+    if outcome.stop == StopReason::Finished && outcome.train_loss.is_none() {
+        println!(
+            "the run had already finished at step {}; `{resume} --extend-steps N` trains it further",
+            outcome.step
+        );
+        return Ok(());
+    }
     let val = outcome.val_loss.map_or("-".into(), |v| format!("{v:.4}"));
     let mfu = outcome
         .mfu
