@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use arcane::generation::{generate, GenerateConfig, SamplingConfig};
-use arcane::{load_model, Tokenizer};
+use arcane::{load_model, load_tokenizer};
 use burn::backend::Flex;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,8 +26,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Any Burn backend works; this example uses the CPU.
     let device = Default::default();
     let model = load_model::<Flex>(&dir, &device)?;
-    let tokenizer = Tokenizer::gpt2();
-    let prompt_ids = tokenizer.encode(&prompt);
+    // The model's own tokenizer: GPT-2's, or the folder's tokenizer.json.
+    let tokenizer = load_tokenizer(&dir)?;
+    let prompt_ids = tokenizer.encode_prompt(&prompt)?;
 
     let config = GenerateConfig {
         max_new_tokens: 40,
@@ -37,6 +38,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             top_p: Some(0.95),
             seed: 1,
         },
+        stop_tokens: tokenizer.eos().into_iter().collect(),
+        vocab_limit: Some(tokenizer.vocab_size().min(model.config().vocab_size)),
         ..GenerateConfig::default()
     };
     let out = generate(&model, &prompt_ids, &config, |_| {})?;

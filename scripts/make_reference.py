@@ -3,8 +3,12 @@
 
 Not run by CI (CI has no Python). Run it by hand after changing what it produces:
 
-    pip install torch transformers safetensors
+    pip install torch transformers safetensors tokenizers
     python3 scripts/make_reference.py --tokenizer-dir ~/.cargo/registry/src/*/tiktoken-rs-0.12.1/assets
+
+or, for the Llama-style tokenizer alone (needs only `pip install tokenizers`):
+
+    python3 scripts/make_reference.py --llama-tokenizer-only
 
 It builds two tiny random Hugging Face checkpoints with `transformers` on the CPU, in float32:
 
@@ -15,7 +19,10 @@ It builds two tiny random Hugging Face checkpoints with `transformers` on the CP
 * `llama/` LlamaForCausalLM with a 512-token vocabulary, grouped-query attention (4 query heads,
   2 key/value heads), untied head and a non-default RoPE theta, stored as float32;
 
-and `reference.json` with, for each model: token sequences and transformers' logits for them
+a Llama-style `llama/tokenizer.json` for the Llama model's 512 ids (SentencePiece-style BPE
+with byte fallback, `<s>` in front of prompts, as Llama 2's; trained on `eval.txt` with the
+`tokenizers` library) and `tokenizer_reference.json` with its ids for a few strings, with and
+without special tokens; and `reference.json` with, for each model: token sequences and transformers' logits for them
 (all of them for Llama; for GPT-2's 50257 columns, every 251st column, each row's log-sum-exp and
 argmax, to keep the file small), a greedy continuation, and the mean next-token loss over
 `eval.txt` with the windowing of `arcane-cli eval loss`, and (GPT-2) the HellaSwag sums and
@@ -29,9 +36,7 @@ import pathlib
 import shutil
 import tempfile
 
-import torch
-from transformers import (GPT2Config, GPT2LMHeadModel, GPT2Tokenizer, LlamaConfig,
-                          LlamaForCausalLM)
+# torch and transformers are imported in main(): the tokenizer alone needs neither.
 
 FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "arcane" / "tests" / "fixtures"
 COLUMN_STRIDE = 251
@@ -46,6 +51,53 @@ EVAL_TEXT = (
     "coffin warehouses, and bringing up the rear of every funeral I meet; then, I account it high "
     "time to get to sea as soon as I can.\n"
 )
+
+
+TOKENIZER_STRINGS = ["Hello world", "Call me Ishmael.", "naïve café 😀", "  two  spaces\nand a line",
+                     "The whale, the whale!", ""]
+
+
+def make_llama_tokenizer(vocab_size=512):
+    """A Llama-2-style tokenizer.json: ids 0-2 are <unk>, <s>, </s>; 3-258 the byte-fallback
+    tokens <0x00>..<0xFF>; the rest BPE merges over "▁"-joined words learned from EVAL_TEXT.
+    Returns the tokenizer and writes it as llama/tokenizer.json."""
+    from tokenizers import Tokenizer, decoders, normalizers, processors
+    from tokenizers.models import BPE
+    from tokenizers.trainers import BpeTrainer
+
+    specials = ["<unk>", "<s>", "</s>"]
+    byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
+    normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    # Learn merges over the normalized text, then build the final vocabulary around them.
+    learner = Tokenizer(BPE())
+    learner.normalizer = normalizer
+    learner.train_from_iterator([EVAL_TEXT] * 4, BpeTrainer(
+        vocab_size=vocab_size - len(specials) - len(byte_tokens), show_progress=False))
+    learned = json.loads(learner.to_str())["model"]
+    vocab = {t: i for i, t in enumerate(specials + byte_tokens)}
+    for token, _ in sorted(learned["vocab"].items(), key=lambda kv: kv[1]):
+        vocab.setdefault(token, len(vocab))
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in learned["merges"]]
+    tok = Tokenizer(BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True,
+                        fuse_unk=True))
+    tok.normalizer = normalizer
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
+                                     decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)])
+    tok.add_special_tokens(specials)
+    assert tok.get_vocab_size() == vocab_size, tok.get_vocab_size()
+    (FIXTURES / "llama").mkdir(parents=True, exist_ok=True)
+    tok.save(str(FIXTURES / "llama" / "tokenizer.json"))
+    reference = {
+        text: {"ids": tok.encode(text).ids,
+               "ids_no_special": tok.encode(text, add_special_tokens=False).ids,
+               "decoded": tok.decode(tok.encode(text, add_special_tokens=False).ids)}
+        for text in TOKENIZER_STRINGS
+    }
+    with open(FIXTURES / "tokenizer_reference.json", "w") as f:
+        json.dump({"vocab_size": vocab_size, "strings": reference}, f, ensure_ascii=False, indent=1)
+    return tok
 
 
 def window_loss(model, ids, window):
@@ -138,9 +190,20 @@ def greedy(model, prompt, eos):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tokenizer-dir", required=True,
+    ap.add_argument("--tokenizer-dir",
                     help="folder with GPT-2's encoder.json and vocab.bpe (tiktoken-rs assets)")
+    ap.add_argument("--llama-tokenizer-only", action="store_true",
+                    help="write only llama/tokenizer.json and tokenizer_reference.json")
     args = ap.parse_args()
+    make_llama_tokenizer()
+    if args.llama_tokenizer_only:
+        return
+    if not args.tokenizer_dir:
+        ap.error("--tokenizer-dir is required")
+    global torch
+    import torch
+    from transformers import (GPT2Config, GPT2LMHeadModel, GPT2Tokenizer, LlamaConfig,
+                              LlamaForCausalLM)
     tok_dir = pathlib.Path(args.tokenizer_dir)
     with tempfile.TemporaryDirectory() as tmp:
         # GPT-2's own vocab.json / merges.txt, under the names that transformers expects.

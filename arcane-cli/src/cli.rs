@@ -59,11 +59,14 @@ pub struct PrepareArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Tokens in the validation split (default: 5% of the corpus, at most 10M).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub val_tokens: Option<usize>,
     /// Tokens per shard file.
-    #[arg(long, default_value_t = 100_000_000)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 100_000_000)]
     pub shard_tokens: usize,
+    /// Tokenize with this model's tokenizer (its tokenizer.json) instead of GPT-2's.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
 }
 
 /// `train`
@@ -82,20 +85,29 @@ pub struct TrainArgs {
     /// Continue the run in this folder from its last checkpoint.
     #[arg(long, conflicts_with_all = ["config", "out"])]
     pub resume: Option<PathBuf>,
-    /// Override max_steps (with --resume: train on to this step).
-    #[arg(long)]
+    /// Override max_steps (a new run only: on --resume it would move the learning-rate
+    /// schedule; see --extend-steps).
+    #[arg(long, allow_negative_numbers = true)]
     pub max_steps: Option<usize>,
-    /// Override checkpoint_every.
-    #[arg(long)]
+    /// With --resume: train N steps past the run's max_steps (also on a finished run). The
+    /// schedule keeps its length: the extra steps train at its final rate (min_lr_ratio x
+    /// max_lr), so no step already taken is re-planned.
+    #[arg(long, allow_negative_numbers = true, requires = "resume")]
+    pub extend_steps: Option<usize>,
+    /// Override checkpoint_every (independent of eval_every; may change on --resume).
+    #[arg(long, allow_negative_numbers = true)]
     pub checkpoint_every: Option<usize>,
-    /// Override eval_every.
-    #[arg(long)]
+    /// Override eval_every (may change on --resume).
+    #[arg(long, allow_negative_numbers = true)]
     pub eval_every: Option<usize>,
+    /// Override log_every: steps between plain log lines (may change on --resume).
+    #[arg(long, allow_negative_numbers = true)]
+    pub log_every: Option<usize>,
     /// Override the micro-batch size (tokens_per_step is kept).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub micro_batch: Option<usize>,
     /// Override tokens_per_step.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub tokens_per_step: Option<usize>,
     /// Recompute activations in the backward pass to save memory.
     #[arg(long)]
@@ -105,10 +117,10 @@ pub struct TrainArgs {
     #[arg(long, value_name = "auto|f32|bf16")]
     pub precision: Option<arcane::model::Precision>,
     /// Peak TFLOP/s of one device for MFU (default: looked up for known GPUs).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub peak_tflops: Option<f64>,
     /// Device indices for data-parallel training, e.g. 0,1,2,3 (GPU backends).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, allow_negative_numbers = true, value_delimiter = ',')]
     pub devices: Option<Vec<usize>>,
     /// Plain log lines even on a terminal (no dashboard).
     #[arg(long)]
@@ -116,11 +128,11 @@ pub struct TrainArgs {
     /// Measure HellaSwag on this file during training (see --hellaswag-every).
     #[arg(long)]
     pub hellaswag: Option<PathBuf>,
-    /// Steps between HellaSwag evaluations (a multiple of eval_every; default: eval_every).
-    #[arg(long, requires = "hellaswag")]
+    /// Steps between HellaSwag evaluations (independent of eval_every; default: eval_every).
+    #[arg(long, allow_negative_numbers = true, requires = "hellaswag")]
     pub hellaswag_every: Option<usize>,
     /// Score the first N HellaSwag examples (default: all).
-    #[arg(long, requires = "hellaswag")]
+    #[arg(long, allow_negative_numbers = true, requires = "hellaswag")]
     pub hellaswag_limit: Option<usize>,
     /// Print the resolved training config as JSON and exit (a starting point for your own).
     #[arg(long)]
@@ -137,39 +149,44 @@ pub struct FinetuneArgs {
     /// RUN_DIR/data.
     #[arg(long, required_unless_present = "resume")]
     pub data: Option<PathBuf>,
-    /// Rank of the adapters.
-    #[arg(long, default_value_t = 8)]
-    pub lora_rank: usize,
-    /// Scale numerator: the update is multiplied by alpha / rank (default: 2 x rank).
-    #[arg(long)]
+    /// Rank of the adapters [default: 8].
+    #[arg(long, allow_negative_numbers = true)]
+    pub lora_rank: Option<usize>,
+    /// Scale numerator: the update is multiplied by alpha / rank [default: 2 x rank].
+    #[arg(long, allow_negative_numbers = true)]
     pub lora_alpha: Option<f64>,
-    /// Projections that get adapters: q, k, v, o, mlp, head.
-    #[arg(long, value_delimiter = ',', default_value = "q,k")]
-    pub lora_targets: Vec<String>,
-    /// Dropout on the adapters' input.
-    #[arg(long, default_value_t = 0.0)]
-    pub lora_dropout: f64,
+    /// Projections that get adapters: q, k, v, o, mlp, head [default: q,k].
+    #[arg(long, value_delimiter = ',')]
+    pub lora_targets: Option<Vec<String>>,
+    /// Dropout on the adapters' input [default: 0].
+    #[arg(long, allow_negative_numbers = true)]
+    pub lora_dropout: Option<f64>,
     /// The run folder (default: runs/finetune, or runs/finetune-2, ... if taken).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue a fine-tune run from its last checkpoint.
+    /// Continue a fine-tune run from its last checkpoint (from step 0 if it has none). The
+    /// flags that set up a run cannot change then.
     #[arg(long, conflicts_with_all = ["model", "out"])]
     pub resume: Option<PathBuf>,
-    /// Optimizer steps.
-    #[arg(long, default_value_t = 200)]
-    pub max_steps: usize,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
-    /// Sequences per step.
-    #[arg(long, default_value_t = 8)]
-    pub micro_batch: usize,
-    /// Tokens per sequence (default: the model's context, at most 512).
-    #[arg(long)]
+    /// With --resume: train N steps past the run's end, at the schedule's final rate.
+    #[arg(long, allow_negative_numbers = true, requires = "resume")]
+    pub extend_steps: Option<usize>,
+    /// Optimizer steps [default: 200].
+    #[arg(long, allow_negative_numbers = true)]
+    pub max_steps: Option<usize>,
+    /// Peak learning rate [default: 1e-3].
+    #[arg(long, allow_negative_numbers = true)]
+    pub lr: Option<f64>,
+    /// Sequences per step [default: 8].
+    #[arg(long, allow_negative_numbers = true)]
+    pub micro_batch: Option<usize>,
+    /// Tokens per sequence (default: the model's context, at most 512, and shorter for a
+    /// training text too small for one such window).
+    #[arg(long, allow_negative_numbers = true)]
     pub seq_len: Option<usize>,
-    /// Steps between validation losses (and checkpoints).
-    #[arg(long, default_value_t = 50)]
-    pub eval_every: usize,
+    /// Steps between validation losses (and checkpoints) [default: 50].
+    #[arg(long, allow_negative_numbers = true)]
+    pub eval_every: Option<usize>,
     /// Plain log lines even on a terminal (no dashboard).
     #[arg(long)]
     pub no_dashboard: bool,
@@ -217,7 +234,7 @@ pub struct InfoArgs {
     #[arg(long, default_value = "gpt2-124m")]
     pub config: String,
     /// Sequence length for FLOPs and memory (default: the model's context).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub seq_len: Option<usize>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
@@ -234,22 +251,22 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub adapter: Option<PathBuf>,
     /// The text to continue.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub prompt: String,
     /// Upper bound on generated tokens.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 64)]
     pub max_new_tokens: usize,
     /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
     pub temperature: f64,
     /// Sample only among the k most likely tokens.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub top_k: Option<usize>,
     /// Nucleus sampling: the smallest set of tokens with this much probability.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub top_p: Option<f64>,
     /// Seed of the sampler.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 42)]
     pub seed: u64,
     /// Print one JSON object {"prompt_ids", "ids", "text"} instead of streaming.
     #[arg(long)]
@@ -278,11 +295,11 @@ pub struct EvalHellaswagArgs {
     #[arg(long)]
     pub data: PathBuf,
     /// Score only the first N examples.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub limit: Option<usize>,
     /// Examples per forward pass (4 rows each). 1 is fastest on the CPU (no padding); raise it
     /// on GPUs.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1)]
     pub batch: usize,
     /// Write one JSON line per example (ind, label, pred, pred_norm, sum_losses, mean_losses).
     #[arg(long)]
@@ -311,13 +328,13 @@ pub struct EvalLossArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// With --data: score at most this many tokens (from the start of the split).
-    #[arg(long, requires = "data")]
+    #[arg(long, allow_negative_numbers = true, requires = "data")]
     pub max_tokens: Option<usize>,
     /// Tokens per window (default: the model's context); windows overlap by one token.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub window: Option<usize>,
     /// Windows per forward pass.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 4)]
     pub batch: usize,
     /// Print one JSON object {"loss", "perplexity", "tokens"}.
     #[arg(long)]
@@ -347,10 +364,10 @@ pub struct BenchArgs {
     #[arg(long, default_value = "gpt2-124m")]
     pub config: String,
     /// Sequences per step (forward and train).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1)]
     pub batch: usize,
     /// Sequence length (forward and train; default: min(context, 1024)).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub seq_len: Option<usize>,
     /// Recompute activations in the backward pass (train only); compare peak memory.
     #[arg(long)]
@@ -359,7 +376,12 @@ pub struct BenchArgs {
     #[arg(long, value_name = "auto|f32|bf16", default_value = "auto")]
     pub precision: arcane::model::Precision,
     /// Timed repeats (optimizer steps for `train`) after the warm-up; the median is reported.
-    #[arg(long, visible_alias = "steps", default_value_t = 5)]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        visible_alias = "steps",
+        default_value_t = 5
+    )]
     pub repeats: usize,
 }
 

@@ -10,6 +10,7 @@ mod commands;
 mod kernel_cache;
 mod model_arg;
 mod progress;
+mod signals;
 
 use clap::Parser;
 
@@ -17,6 +18,11 @@ fn main() {
     allocator::tune_for_tensors();
     let cli = cli::Cli::parse();
     if let Err(error) = commands::run(cli) {
+        // A run stopped by SIGINT / SIGTERM after its checkpoint: 130 / 143, as shells expect.
+        if let Some(stopped) = error.downcast_ref::<signals::Stopped>() {
+            eprintln!("{stopped}");
+            std::process::exit(stopped.exit_code());
+        }
         // `{:#}` prints the whole context chain on one line: "loading model: file: reason".
         eprintln!("error: {error:#}");
         std::process::exit(1);

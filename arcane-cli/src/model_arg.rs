@@ -1,10 +1,13 @@
-//! Resolving `--config PRESET|FILE` and `--model DIR` arguments.
+//! Resolving `--config PRESET|FILE` and `--model DIR` arguments, and writing models out.
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use arcane::model::{ModelConfig, PRESETS};
+use arcane::ModelTokenizer;
 use burn::prelude::*;
+
+use crate::cli::ModelFormat;
 
 /// A preset name or the path of a JSON file holding a model config (or a run config with a
 /// `model` field). Returns a display name and the config.
@@ -32,23 +35,52 @@ pub fn resolve_config(arg: &str) -> Result<(String, ModelConfig)> {
     Ok((name.to_string(), config))
 }
 
-/// Loads a model directory, and a LoRA adapter onto it when given, with a context that names
-/// them.
+/// Loads a model directory, and a LoRA adapter onto it when given. The library's errors name
+/// the files, so the context only says what was being done.
 pub fn load_model<B: Backend>(
     dir: &Path,
     adapter: Option<&Path>,
     device: &B::Device,
 ) -> Result<arcane::Gpt<B>> {
-    let model = arcane::load_model(dir, device)
-        .with_context(|| format!("loading model {}", dir.display()))?;
+    let model = arcane::load_model(dir, device).context("cannot load the model")?;
     match adapter {
         None => Ok(model),
-        Some(adapter) => arcane::lora::load_adapter(model, adapter).with_context(|| {
-            format!(
-                "loading LoRA adapter {} onto {}",
-                adapter.display(),
-                dir.display()
-            )
-        }),
+        Some(adapter) => arcane::lora::load_adapter(model, adapter)
+            .context("cannot attach the LoRA adapter to the model"),
     }
+}
+
+/// The tokenizer of a model directory, checked against its vocabulary (a folder that is no
+/// model is reported as such first).
+pub fn load_tokenizer(dir: &Path) -> Result<ModelTokenizer> {
+    arcane::checkpoint::load_config(dir).context("cannot load the model")?;
+    arcane::load_tokenizer(dir).context("cannot use the model's tokenizer")
+}
+
+/// Writes `model` to `out` in `format`, with the tokenizer of the model directory `source`
+/// (its `tokenizer.json` is copied along). Returns what was written, for people.
+pub fn save_as<B: Backend>(
+    model: &arcane::Gpt<B>,
+    source: &Path,
+    out: &Path,
+    format: ModelFormat,
+) -> Result<String> {
+    // A folder without a known tokenizer can still be converted; the copy says so.
+    let tokenizer = arcane::load_tokenizer(source).ok();
+    let written = match format {
+        ModelFormat::Arcane => {
+            arcane::checkpoint::save_model_with_tokenizer(model, out, tokenizer.as_ref())
+                .with_context(|| format!("writing {}", out.display()))?;
+            "an Arcane model".to_string()
+        }
+        ModelFormat::Hf => {
+            let arch = arcane::pretrained::save_hf(model, out)
+                .with_context(|| format!("writing {}", out.display()))?;
+            if let Some(tokenizer @ ModelTokenizer::HuggingFace(_)) = &tokenizer {
+                tokenizer.save_into(out)?;
+            }
+            arch.class_name().to_string()
+        }
+    };
+    Ok(written)
 }

@@ -214,6 +214,37 @@ fn bad_input_fails_with_a_message() {
     let gpt2 = gpt2.to_str().unwrap();
     let err = failure(&["generate", "--model", "/no/such/dir", "--prompt", "hi"]);
     assert!(err.contains("no such model directory"), "{err}");
+    assert_eq!(
+        err.matches("no such model directory").count(),
+        1,
+        "said once: {err}"
+    );
+    // A negative value is a bad value, not an unknown flag.
+    let err = failure(&[
+        "generate",
+        "--model",
+        gpt2,
+        "--prompt",
+        "hi",
+        "--temperature",
+        "-1",
+    ]);
+    assert!(err.contains("temperature"), "{err}");
+    let out = cli(&[
+        "generate",
+        "--model",
+        gpt2,
+        "--prompt",
+        "hi",
+        "--max-new-tokens",
+        "-5",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("invalid value '-5' for '--max-new-tokens"),
+        "{err}"
+    );
     let err = failure(&[
         "generate", "--model", gpt2, "--prompt", "hi", "--top-p", "1.5",
     ]);
@@ -227,15 +258,23 @@ fn bad_input_fails_with_a_message() {
         "/no/such/file.txt",
     ]);
     assert!(err.contains("/no/such/file.txt"), "{err}");
-    let llama = fixture("llama");
+    assert_eq!(err.matches("(os error 2)").count(), 1, "said once: {err}");
+    // A Llama folder without its tokenizer.json.
+    let bare = tempfile::tempdir().unwrap();
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("llama").join(file), bare.path().join(file)).unwrap();
+    }
     let err = failure(&[
         "generate",
         "--model",
-        llama.to_str().unwrap(),
+        bare.path().to_str().unwrap(),
         "--prompt",
         "Hello",
     ]);
-    assert!(err.contains("vocabulary of 512"), "{err}");
+    assert!(
+        err.contains("vocabulary of 512") && err.contains("tokenizer.json"),
+        "{err}"
+    );
     let err = failure(&["info", "--config", "gpt5"]);
     assert!(err.contains("neither a preset"), "{err}");
     let tmp = tempfile::tempdir().unwrap();
@@ -351,6 +390,13 @@ fn bad_hellaswag_lines_stop_or_are_skipped() {
         serde_json::from_slice::<Value>(&out.stdout).unwrap()["n"],
         3
     );
+    // An empty context is a bad line too: skipped with --skip-bad.
+    lines.push(r#"{"ctx": " ", "endings": ["b", "c", "d", "e"], "label": 1}"#.into());
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    let out = cli(&[&base[..], &["--skip-bad", "--json"]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("line 7: the context is empty"), "{stderr}");
     assert!(failure(&[
         "eval",
         "hellaswag",

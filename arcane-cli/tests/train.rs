@@ -1,115 +1,13 @@
 //! End-to-end training through the binary: prepare, train, kill, resume exactly, and the
 //! failures a user can cause (bad data, bad batch arithmetic, a diverging run).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use common::*;
 use serde_json::{json, Value};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_arcane-cli"))
-}
-
-fn corpus() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus/moby-dick.txt.gz")
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap()
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-fn fails(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{cmd:?} should fail cleanly: {stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{cmd:?} panicked: {stderr}");
-    stderr
-}
-
-/// Prepares the bundled corpus once per test into `dir/data`.
-fn prepare(dir: &Path) -> PathBuf {
-    let data = dir.join("data");
-    ok(bin()
-        .args(["prepare", "--input"])
-        .arg(corpus())
-        .arg("--out")
-        .arg(&data)
-        .args(["--val-tokens", "4096", "--shard-tokens", "100000"]));
-    data
-}
-
-/// A small, fast training config (d=32, T=32, 128 tokens per step).
-fn config(dir: &Path, overrides: Value) -> PathBuf {
-    let mut c = json!({
-        "model": {"vocab_size": 50304, "max_seq_len": 32, "d_model": 32, "n_layers": 2, "n_heads": 2,
-                  "positions": "rope", "norm": "rms_norm", "norm_bias": false, "mlp": "swiglu",
-                  "mlp_hidden": 64, "bias": false, "tie_embeddings": true},
-        "seed": 7, "micro_batch": 2, "tokens_per_step": 128, "max_steps": 8,
-        "optimizer": {"max_lr": 3e-3},
-        "schedule": {"warmup_steps": 2},
-        "eval_every": 2, "eval_tokens": 256, "checkpoint_every": 4, "keep_checkpoints": 2,
-        "sample_tokens": 4, "log_every": 1
-    });
-    for (k, v) in overrides.as_object().unwrap() {
-        c[k] = v.clone();
-    }
-    let path = dir.join("config.json");
-    std::fs::write(&path, c.to_string()).unwrap();
-    path
-}
-
-fn train_cmd(cfg: &Path, data: &Path, out: &Path) -> Command {
-    let mut cmd = bin();
-    cmd.args(["train", "--no-dashboard", "--config"])
-        .arg(cfg)
-        .arg("--data")
-        .arg(data)
-        .arg("--out")
-        .arg(out);
-    cmd
-}
-
-/// (step, loss) of every training record in a run's metrics.jsonl.
-fn train_losses(run: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["kind"] == "train")
-        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
-        .collect()
-}
-
-/// Largest difference between the final weights of two runs.
-fn weight_diff(a: &Path, b: &Path) -> f32 {
-    let read =
-        |run: &Path| arcane::weights::read_safetensors(&[run.join("model.safetensors")]).unwrap();
-    let (a, b) = (read(a), read(b));
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    a.iter()
-        .flat_map(|(name, t)| {
-            t.values
-                .iter()
-                .zip(&b[name].values)
-                .map(|(x, y)| (x - y).abs())
-        })
-        .fold(0.0, f32::max)
-}
 
 #[test]
 fn prepare_is_deterministic_and_reports_its_split() {
@@ -228,14 +126,7 @@ fn a_killed_run_resumes_exactly() {
         .spawn()
         .unwrap();
     let marker = killed.join("checkpoint/state-4.json");
-    let start = Instant::now();
-    while !marker.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no checkpoint appeared"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_for("the first checkpoint", || marker.exists());
     child.kill().unwrap();
     child.wait().unwrap();
     let seen = train_losses(&killed).len();
@@ -243,22 +134,8 @@ fn a_killed_run_resumes_exactly() {
         seen < 40,
         "the run finished before it could be killed ({seen} steps)"
     );
-    ok(bin()
-        .args(["train", "--no-dashboard", "--resume"])
-        .arg(&killed));
-    let (a, b) = (train_losses(&whole), train_losses(&killed));
-    assert_eq!(a.len(), 40);
-    assert_eq!(b.len(), 40, "the resumed log has each step once");
-    for ((sa, la), (sb, lb)) in a.iter().zip(&b) {
-        assert_eq!(sa, sb);
-        assert!(
-            (la - lb).abs() < 1e-5,
-            "step {sa}: {la} (one go) vs {lb} (killed and resumed)"
-        );
-    }
-    let diff = weight_diff(&whole, &killed);
-    eprintln!("final weights differ by at most {diff}");
-    assert!(diff < 1e-5, "final weights differ by {diff}");
+    ok(&mut resume_cmd(&killed));
+    assert_same_run(&whole, &killed, 40);
 }
 
 #[test]
@@ -270,6 +147,18 @@ fn bad_inputs_are_errors_with_hints() {
     let err = fails(&mut train_cmd(&cfg, &data, &tmp.path().join("r1")));
     assert!(
         err.contains("tokens_per_step (100) must be a whole multiple"),
+        "{err}"
+    );
+    // GPT-2 token ids for a model with a vocabulary of 1000: the shard is named.
+    let mut small_vocab = serde_json::from_str::<Value>(
+        &std::fs::read_to_string(config(tmp.path(), json!({}))).unwrap(),
+    )
+    .unwrap();
+    small_vocab["model"]["vocab_size"] = json!(1000);
+    let cfg = config(tmp.path(), json!({"model": small_vocab["model"]}));
+    let err = fails(&mut train_cmd(&cfg, &data, &tmp.path().join("r0")));
+    assert!(
+        err.contains("train_000000.bin") && err.contains("outside the model's vocabulary of 1000"),
         "{err}"
     );
     // A misspelled field.
@@ -398,4 +287,45 @@ fn hellaswag_runs_inside_training_and_is_drawn() {
     let err =
         fails(train_cmd(&cfg, &data, &tmp.path().join("r2")).args(["--hellaswag", "/no/hs.jsonl"]));
     assert!(err.contains("/no/hs.jsonl"), "{err}");
+}
+
+#[test]
+fn training_works_on_a_few_hundred_tokens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = tmp.path().join("small.txt");
+    let tok = arcane::Tokenizer::gpt2();
+    let eval = std::fs::read_to_string(fixture("eval.txt")).unwrap();
+    let ids: Vec<u32> = tok.encode(&eval.repeat(4)).into_iter().take(300).collect();
+    std::fs::write(&text, tok.decode(&ids).unwrap()).unwrap();
+    let data = tmp.path().join("data");
+    ok(bin()
+        .args(["prepare", "--input"])
+        .arg(&text)
+        .arg("--out")
+        .arg(&data));
+    let cfg = config(
+        tmp.path(),
+        json!({"max_steps": 6, "eval_every": 3, "checkpoint_every": 3}),
+    );
+    let run_dir = tmp.path().join("run");
+    let out = run(&mut train_cmd(&cfg, &data, &run_dir));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The validation split (5% of the text) is shorter than one window of 33 tokens: it is
+    // read as one window of all its tokens.
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("manifest.json")).unwrap())
+            .unwrap();
+    let val_tokens = manifest["val_tokens"].as_u64().unwrap();
+    assert!(val_tokens < 33, "{val_tokens}");
+    assert!(
+        stderr.contains(&format!("windows of {} tokens", val_tokens - 1)),
+        "{stderr}"
+    );
+    let val: Vec<f64> = records(&run_dir, "val")
+        .iter()
+        .map(|r| r["loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(val.len(), 2);
+    assert!(val.iter().all(|l| l.is_finite() && *l > 0.0), "{val:?}");
 }

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ArcaneError, Result};
 use crate::io::Versioned;
 use crate::model::{Gpt, ModelConfig};
-use crate::pretrained;
+use crate::pretrained::{self, HfArchitecture};
+use crate::tokenizer::{HfTokenizer, ModelTokenizer, GPT2_NAME, TOKENIZER_FILE};
 use crate::weights;
 
 /// Name of the manifest file of an Arcane model directory.
@@ -42,7 +43,8 @@ pub struct Manifest {
     pub version: u32,
     /// The architecture.
     pub config: ModelConfig,
-    /// The tokenizer the model was trained with (`gpt2`: tiktoken's `r50k_base`).
+    /// The tokenizer the model was trained with: `gpt2` (tiktoken's `r50k_base`), or the name
+    /// of a Hugging Face `tokenizer.json` in the same directory.
     pub tokenizer: String,
 }
 
@@ -50,6 +52,17 @@ pub struct Manifest {
 /// adapters is refused: save the adapters alone ([`crate::lora::save_adapter`]) or merge them
 /// first ([`crate::lora::merge_and_unload`]).
 pub fn save_model<B: Backend>(model: &Gpt<B>, dir: &Path) -> Result<()> {
+    save_model_with_tokenizer(model, dir, Some(&ModelTokenizer::gpt2()))
+}
+
+/// [`save_model`] for a model with its own tokenizer (a `tokenizer.json` is copied beside
+/// the weights and named in the manifest), or with none known (`None`: a Hugging Face folder
+/// without `tokenizer.json`; [`load_tokenizer`] then says how to add it).
+pub fn save_model_with_tokenizer<B: Backend>(
+    model: &Gpt<B>,
+    dir: &Path,
+    tokenizer: Option<&ModelTokenizer>,
+) -> Result<()> {
     crate::lora::refuse_adapters(model)?;
     std::fs::create_dir_all(dir).map_err(|e| ArcaneError::io(dir, e))?;
     let metadata = HashMap::from([
@@ -61,7 +74,10 @@ pub fn save_model<B: Backend>(model: &Gpt<B>, dir: &Path) -> Result<()> {
         format: FORMAT.into(),
         version: VERSION,
         config: model.config().clone(),
-        tokenizer: "gpt2".into(),
+        tokenizer: match tokenizer {
+            Some(tokenizer) => tokenizer.save_into(dir)?,
+            None => UNKNOWN_TOKENIZER.into(),
+        },
     };
     MODEL_MANIFEST.write(&dir.join(MANIFEST), &manifest)
 }
@@ -89,9 +105,9 @@ pub enum ModelSource {
 /// Tells which kind of model directory `dir` is, or why it is none.
 pub fn detect(dir: &Path) -> Result<ModelSource> {
     if !dir.exists() {
-        return Err(ArcaneError::io(
+        return Err(ArcaneError::format(
             dir,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no such model directory"),
+            "no such model directory; give an Arcane model folder (a finished run) or a Hugging Face folder",
         ));
     }
     if dir.join(MANIFEST).is_file() {
@@ -126,4 +142,77 @@ pub fn load_config(dir: &Path) -> Result<ModelConfig> {
         ModelSource::Arcane => Ok(read_manifest(dir)?.config),
         ModelSource::HuggingFace => Ok(pretrained::read_hf_config(&dir.join("config.json"))?.1),
     }
+}
+
+/// The tokenizer of a model directory, checked against the model's vocabulary: the one its
+/// manifest names (Arcane), its `tokenizer.json` (Hugging Face), or GPT-2's for a Hugging Face
+/// GPT-2 without one. A model of another family without its tokenizer is refused: encoding
+/// text for it with GPT-2's ids would give garbage without an error.
+pub fn load_tokenizer(dir: &Path) -> Result<ModelTokenizer> {
+    let (tokenizer, vocab_size) = match detect(dir)? {
+        ModelSource::Arcane => {
+            let manifest = read_manifest(dir)?;
+            (
+                tokenizer_named(dir, &manifest.tokenizer)?,
+                manifest.config.vocab_size,
+            )
+        }
+        ModelSource::HuggingFace => {
+            let config_file = dir.join("config.json");
+            let (arch, config) = pretrained::read_hf_config(&config_file)?;
+            let file = dir.join(TOKENIZER_FILE);
+            let tokenizer = if file.is_file() {
+                let (bos, eos) = pretrained::hf_special_ids(&config_file);
+                ModelTokenizer::HuggingFace(
+                    HfTokenizer::from_file(&file)?.with_special_ids(bos, eos),
+                )
+            } else if arch == HfArchitecture::Gpt2 {
+                ModelTokenizer::gpt2()
+            } else {
+                return Err(ArcaneError::format(
+                    dir,
+                    format!(
+                        "this {} (vocabulary of {}) has no {TOKENIZER_FILE}, and Arcane cannot \
+                         tell its tokenizer; copy the model's {TOKENIZER_FILE} into this folder",
+                        arch.class_name(),
+                        config.vocab_size
+                    ),
+                ));
+            };
+            (tokenizer, config.vocab_size)
+        }
+    };
+    tokenizer.check_model(vocab_size, dir)?;
+    Ok(tokenizer)
+}
+
+/// How a manifest says that the model's tokenizer is not known.
+pub const UNKNOWN_TOKENIZER: &str = "unknown";
+
+/// The tokenizer a manifest names: `gpt2`, or a `.json` file in the model directory.
+fn tokenizer_named(dir: &Path, name: &str) -> Result<ModelTokenizer> {
+    if name == GPT2_NAME {
+        return Ok(ModelTokenizer::gpt2());
+    }
+    if name == UNKNOWN_TOKENIZER {
+        return Err(ArcaneError::format(
+            dir,
+            format!(
+                "the model's tokenizer is not known (it was converted from a folder without \
+                 {TOKENIZER_FILE}); copy the model's {TOKENIZER_FILE} into this folder and set \
+                 \"tokenizer\": \"{TOKENIZER_FILE}\" in {MANIFEST}"
+            ),
+        ));
+    }
+    let plain_file = Path::new(name).file_name().is_some_and(|f| f == name);
+    if plain_file && name.ends_with(".json") {
+        return ModelTokenizer::from_file(&dir.join(name));
+    }
+    Err(ArcaneError::format(
+        dir.join(MANIFEST),
+        format!(
+            "names the tokenizer {name:?}, which this build does not know; expected \"{GPT2_NAME}\" \
+             or the name of a tokenizer.json file in the model folder"
+        ),
+    ))
 }

@@ -9,14 +9,15 @@ use std::path::PathBuf;
 /// Errors returned by the Arcane library.
 #[derive(Debug, thiserror::Error)]
 pub enum ArcaneError {
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    /// A file could not be read or written. The message includes the I/O error, which is
+    /// therefore not also reported as the error's `source()`: error chains printed with
+    /// anyhow's `{:#}` would otherwise say it twice ("x: No such file: No such file").
+    #[error("{path}: {error}")]
     Io {
         /// The file or directory involved.
         path: PathBuf,
         /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     /// A model configuration is inconsistent (for example `d_model` not divisible by `n_heads`).
@@ -88,7 +89,7 @@ impl ArcaneError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 

@@ -33,6 +33,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut file = File::create(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
+        crash_point(|| format!("before-rename:{name}"));
         std::fs::rename(&tmp, path)
     })();
     if let Err(e) = result {
@@ -114,6 +115,32 @@ fn process_alive(pid: u32) -> bool {
         Path::new(&format!("/proc/{pid}")).exists()
     } else {
         true
+    }
+}
+
+/// The environment variable of [`crash_point`].
+pub const CRASH_VAR: &str = "ARCANE_TEST_CRASH";
+
+/// A test hook for crash tests: when the environment variable `ARCANE_TEST_CRASH` equals the
+/// name `point()` gives, the process kills itself with SIGKILL right here, as a scheduler, the
+/// OOM killer or a power cut could. Points are named where files are written
+/// (`before-rename:FILE`), where a checkpoint is completed (`before-state:STEP`: its files
+/// are written, its state file not yet) and where an old one is deleted (`prune:STEP`: its
+/// state file is gone, its other files not yet). Without the variable this is one cached
+/// lookup.
+pub fn crash_point(point: impl FnOnce() -> String) {
+    static TARGET: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let Some(target) = TARGET.get_or_init(|| std::env::var(CRASH_VAR).ok()) else {
+        return;
+    };
+    if *target == point() {
+        eprintln!("{CRASH_VAR}: killing this process at {target}");
+        #[cfg(unix)]
+        // SAFETY: kill(2) on our own pid with a valid signal number has no memory effects.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+        std::process::abort();
     }
 }
 

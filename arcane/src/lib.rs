@@ -32,7 +32,7 @@ pub mod tokenizer;
 pub mod training;
 pub mod weights;
 
-pub use checkpoint::{load_model, save_model};
+pub use checkpoint::{load_model, load_tokenizer, save_model};
 pub use error::{ArcaneError, Result};
 pub use model::{Gpt, ModelConfig};
-pub use tokenizer::Tokenizer;
+pub use tokenizer::{ModelTokenizer, Tokenizer};

@@ -125,7 +125,8 @@ pub fn parameter_counts<B: Backend>(model: &Gpt<B>) -> (usize, usize) {
     }
 }
 
-fn adapter_tensors<B: Backend>(model: &Gpt<B>) -> NamedTensors {
+/// The adapters' tensors of `model` (`*.lora.*`), keyed by path.
+pub fn adapter_tensors<B: Backend>(model: &Gpt<B>) -> NamedTensors {
     weights::collect(model)
         .into_iter()
         .filter(|(name, _)| name.contains(".lora."))

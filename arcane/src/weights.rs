@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
@@ -118,6 +118,16 @@ pub fn read_safetensors(files: &[PathBuf]) -> Result<NamedTensors> {
     Ok(out)
 }
 
+/// The `__metadata__` strings of a safetensors file.
+pub fn read_safetensors_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    let file = File::open(path).map_err(|e| ArcaneError::io(path, e))?;
+    // SAFETY: as in `read_safetensors`.
+    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ArcaneError::io(path, e))?;
+    let (_, metadata) = SafeTensors::read_metadata(&mmap)
+        .map_err(|e| ArcaneError::format(path, format!("not a valid safetensors file ({e})")))?;
+    Ok(metadata.metadata().clone().unwrap_or_default())
+}
+
 /// Converts a floating-point tensor view to f32 values (`None` for non-float dtypes).
 fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
     let bytes = view.data();
@@ -181,6 +191,32 @@ pub fn materialize<B: Backend, M: Module<B>>(module: M) -> M {
     module
 }
 
+/// The id of every float parameter of `module`, keyed by its path (optimizer state is keyed
+/// by these ids).
+pub fn param_ids<B: Backend, M: Module<B>>(module: &M) -> BTreeMap<String, ParamId> {
+    struct Ids {
+        path: Vec<String>,
+        out: BTreeMap<String, ParamId>,
+    }
+    impl<B: Backend> ModuleVisitor<B> for Ids {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.out.insert(self.path.join("."), param.id);
+        }
+    }
+    let mut ids = Ids {
+        path: Vec::new(),
+        out: BTreeMap::new(),
+    };
+    module.visit(&mut ids);
+    ids.out
+}
+
 /// Copies every float parameter of `module` to the host, keyed by its path.
 pub fn collect<B: Backend, M: Module<B>>(module: &M) -> NamedTensors {
     let mut collector = Collector {
@@ -228,7 +264,7 @@ pub fn apply<B: Backend, M: Module<B>>(
     tensors: NamedTensors,
     source: &Path,
 ) -> Result<M> {
-    load_into(module, tensors, source, false)
+    load_into(module, tensors, source, false, None)
 }
 
 /// Like [`apply`], but only for the parameters named in `tensors` (an adapter file): the
@@ -238,7 +274,18 @@ pub fn apply_subset<B: Backend, M: Module<B>>(
     tensors: NamedTensors,
     source: &Path,
 ) -> Result<M> {
-    load_into(module, tensors, source, true)
+    load_into(module, tensors, source, true, None)
+}
+
+/// [`apply_subset`] that also gives the loaded parameters the ids in `ids` (those of the
+/// model that was saved), so that optimizer state keyed by them applies again.
+pub fn apply_subset_with_ids<B: Backend, M: Module<B>>(
+    module: M,
+    tensors: NamedTensors,
+    ids: &BTreeMap<String, ParamId>,
+    source: &Path,
+) -> Result<M> {
+    load_into(module, tensors, source, true, Some(ids))
 }
 
 fn load_into<B: Backend, M: Module<B>>(
@@ -246,6 +293,7 @@ fn load_into<B: Backend, M: Module<B>>(
     tensors: NamedTensors,
     source: &Path,
     subset: bool,
+    ids: Option<&BTreeMap<String, ParamId>>,
 ) -> Result<M> {
     let mut loader = Loader {
         path: Vec::new(),
@@ -253,6 +301,7 @@ fn load_into<B: Backend, M: Module<B>>(
         source: source.to_path_buf(),
         error: None,
         subset,
+        ids: ids.cloned().unwrap_or_default(),
     };
     let module = module.map(&mut loader);
     if let Some(error) = loader.error {
@@ -278,6 +327,8 @@ struct Loader {
     error: Option<ArcaneError>,
     /// Leave parameters missing from `tensors` as they are.
     subset: bool,
+    /// Ids to give the loaded parameters (others keep theirs).
+    ids: BTreeMap<String, ParamId>,
 }
 
 impl<B: Backend> ModuleMapper<B> for Loader {
@@ -319,7 +370,7 @@ impl<B: Backend> ModuleMapper<B> for Loader {
             Some(t) => {
                 let device = param.lazy_device();
                 let data = TensorData::new(t.values, t.shape);
-                let id = param.id;
+                let id = self.ids.get(&name).copied().unwrap_or(param.id);
                 param.transform_for_load(Tensor::from_data(data, &device), id)
             }
         }

@@ -161,6 +161,13 @@ fn unknown_architectures_and_broken_files_are_explained() {
     std::fs::remove_file(&file).unwrap();
     assert!(error_of(dir.path()).contains("no safetensors weights"));
 
+    // A sharded index that names no files, or files outside the folder.
+    let index = dir.path().join("model.safetensors.index.json");
+    std::fs::write(&index, r#"{"metadata": {}, "weight_map": {}}"#).unwrap();
+    assert!(error_of(dir.path()).contains("names no files"));
+    std::fs::write(&index, r#"{"weight_map": {"a": "../../etc/passwd"}}"#).unwrap();
+    assert!(error_of(dir.path()).contains("not a file name in this folder"));
+
     assert!(error_of(Path::new("/no/such/model")).contains("no such model directory"));
     let empty = tempfile::tempdir().unwrap();
     assert!(error_of(empty.path()).contains("not a model directory"));

@@ -245,7 +245,10 @@ fn a_right_padded_prefill_then_truncate_decodes_exactly() {
             ));
         }
         let diff = max_abs_diff(&full, &stepped);
-        assert!(diff < tol(1e-5), "variant {i}: padded prefill differs by {diff}");
+        assert!(
+            diff < tol(1e-5),
+            "variant {i}: padded prefill differs by {diff}"
+        );
     }
 }
 

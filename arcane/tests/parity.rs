@@ -29,7 +29,10 @@ fn check_logits(model: &Gpt<TestBackend>, record: &Value) {
         .flat_map(|row| row.iter().step_by(stride).copied().collect::<Vec<_>>())
         .collect();
     let diff = max_abs_diff(&ours, &floats(&record["logits"]));
-    assert!(diff < tol_logits(), "logits differ from transformers by {diff}");
+    assert!(
+        diff < tol_logits(),
+        "logits differ from transformers by {diff}"
+    );
     for (t, row) in logits.chunks(v).enumerate() {
         // log-sum-exp over the whole row (in f64: 50257 terms), which every column influences.
         let max = row.iter().copied().fold(f32::MIN, f32::max) as f64;

@@ -3,13 +3,13 @@
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use arcane::eval::{load_hellaswag, score_hellaswag, HellaswagExample, HellaswagScore};
+use arcane::eval::{load_hellaswag, score_hellaswag_with, HellaswagExample, HellaswagScore};
 use burn::prelude::*;
 use serde_json::json;
 
 use crate::backend::{self, BackendKind, Task};
 use crate::cli::EvalHellaswagArgs;
-use crate::model_arg::load_model;
+use crate::model_arg::{load_model, load_tokenizer};
 use crate::progress;
 
 /// Reads the examples, then scores them on the chosen backend.
@@ -48,11 +48,13 @@ impl Task for EvalHellaswag {
     type Output = ();
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        let tokenizer = load_tokenizer(&self.args.model)?;
         let model = load_model::<B>(&self.args.model, self.args.adapter.as_deref(), &device)?;
         let bar = progress::bar(self.examples.len() as u64, "examples");
         let start = std::time::Instant::now();
-        let predictions = score_hellaswag(
+        let predictions = score_hellaswag_with(
             &model,
+            &tokenizer,
             &self.examples,
             self.args.batch,
             self.shapes,

@@ -4,13 +4,12 @@
 use anyhow::{Context, Result};
 use arcane::data::TokenData;
 use arcane::eval::token_loss;
-use arcane::Tokenizer;
 use burn::prelude::*;
 use serde_json::json;
 
 use crate::backend::{self, BackendKind, Task};
 use crate::cli::EvalLossArgs;
-use crate::model_arg::load_model;
+use crate::model_arg::{load_model, load_tokenizer};
 use crate::progress;
 
 /// Reads the tokens (text or prepared data), then scores them on the chosen backend.
@@ -26,11 +25,15 @@ pub fn run(args: EvalLossArgs, backend: BackendKind) -> Result<()> {
                     e.utf8_error().valid_up_to()
                 )
             })?;
-            (Tokenizer::gpt2().encode(&text), path.display().to_string())
+            let ids = load_tokenizer(&args.model)?.encode(&text)?;
+            (ids, path.display().to_string())
         }
         (None, Some(dir)) => {
             // Any window length works for reading: the split is read as one stream.
             let data = TokenData::open(dir, "val", 1)?;
+            let config =
+                arcane::checkpoint::load_config(&args.model).context("cannot load the model")?;
+            data.check_vocab(config.vocab_size)?;
             (
                 data.tokens(args.max_tokens),
                 format!("the validation split of {}", dir.display()),

@@ -3,16 +3,15 @@
 use std::io::Write;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use arcane::generation::{generate, GenerateConfig, SamplingConfig};
 use arcane::tokenizer::StreamDecoder;
-use arcane::Tokenizer;
 use burn::prelude::*;
 use serde_json::json;
 
 use crate::backend::{self, BackendKind, Task};
 use crate::cli::GenerateArgs;
-use crate::model_arg::load_model;
+use crate::model_arg::{load_model, load_tokenizer};
 
 /// Parses the arguments into a generation config and runs it on the chosen backend.
 pub fn run(args: GenerateArgs, backend: BackendKind) -> Result<()> {
@@ -40,18 +39,15 @@ impl Task for Generate {
     type Output = ();
 
     fn run<B: Backend>(mut self, device: B::Device) -> Result<()> {
+        // The model's own tokenizer, checked against its vocabulary before the weights load.
+        let tokenizer = load_tokenizer(&self.args.model)?;
         let model = load_model::<B>(&self.args.model, self.args.adapter.as_deref(), &device)?;
         let vocab = model.config().vocab_size;
         // A padded vocabulary (50304) must never yield an id the tokenizer cannot decode.
-        self.config.vocab_limit = Some(vocab.min(Tokenizer::VOCAB_SIZE));
-        let tokenizer = Tokenizer::gpt2();
-        let prompt = tokenizer.encode(&self.args.prompt);
-        model.check_tokens(&prompt).with_context(|| {
-            format!(
-                "the prompt's GPT-2 tokens do not fit this model's vocabulary of {vocab}; \
-                 was it trained with another tokenizer?"
-            )
-        })?;
+        self.config.vocab_limit = Some(vocab.min(tokenizer.vocab_size()));
+        self.config.stop_tokens = tokenizer.eos().into_iter().collect();
+        let prompt = tokenizer.encode_prompt(&self.args.prompt)?;
+        model.check_tokens(&prompt)?;
         let start = Instant::now();
         let out = if self.args.json {
             let out = generate(&model, &prompt, &self.config, |_| {})?;
@@ -65,7 +61,7 @@ impl Task for Generate {
             let mut stdout = std::io::stdout().lock();
             write!(stdout, "{}", self.args.prompt)?;
             stdout.flush()?;
-            let mut stream = StreamDecoder::new(tokenizer);
+            let mut stream = StreamDecoder::new(tokenizer.clone());
             let mut write_error = None;
             let out = generate(&model, &prompt, &self.config, |id| {
                 let piece = stream.push(id).unwrap_or_default();

@@ -1,11 +1,11 @@
 //! `arcane-cli lora merge`: fold a trained adapter into its base model and write a plain model.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::prelude::*;
 
 use crate::backend::{self, BackendKind, Task};
-use crate::cli::{LoraMergeArgs, ModelFormat};
-use crate::model_arg::load_model;
+use crate::cli::LoraMergeArgs;
+use crate::model_arg::{load_model, save_as};
 
 /// Loads base and adapter, merges, and writes the result in the chosen format.
 pub fn merge(args: LoraMergeArgs, backend: BackendKind) -> Result<()> {
@@ -21,16 +21,8 @@ impl Task for Merge {
         let args = self.0;
         let model = load_model::<B>(&args.model, Some(&args.adapter), &device)?;
         let merged = arcane::lora::merge_and_unload(model);
+        save_as(&merged, &args.model, &args.out, args.format)?;
         let out = args.out.display();
-        match args.format {
-            ModelFormat::Arcane => {
-                arcane::save_model(&merged, &args.out).with_context(|| format!("writing {out}"))?
-            }
-            ModelFormat::Hf => {
-                arcane::pretrained::save_hf(&merged, &args.out)
-                    .with_context(|| format!("writing {out}"))?;
-            }
-        }
         println!(
             "merged {} into {} and wrote {out}",
             args.adapter.display(),

@@ -4,17 +4,24 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use arcane::data::{prepare, DataManifest, PrepareConfig};
+use arcane::ModelTokenizer;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::PrepareArgs;
 
 /// Prepares the inputs and prints a summary.
 pub fn run(args: PrepareArgs) -> Result<()> {
+    let tokenizer = match &args.model {
+        Some(model) => arcane::load_tokenizer(model)
+            .with_context(|| format!("reading the tokenizer of {}", model.display()))?,
+        None => ModelTokenizer::gpt2(),
+    };
     let config = PrepareConfig {
         inputs: args.input,
         out: args.out,
         val_tokens: args.val_tokens,
         shard_tokens: args.shard_tokens,
+        tokenizer,
     };
     let manifest = prepare_with_progress(&config)?;
     println!(
@@ -30,13 +37,18 @@ pub fn run(args: PrepareArgs) -> Result<()> {
 }
 
 /// Prepares `input` (a file or folder) into `out` with the default split and shard size.
-pub fn prepare_default(input: PathBuf, out: &Path) -> Result<DataManifest> {
+pub fn prepare_default(
+    input: PathBuf,
+    out: &Path,
+    tokenizer: ModelTokenizer,
+) -> Result<DataManifest> {
     eprintln!("preparing {} into {}", input.display(), out.display());
     let config = PrepareConfig {
         inputs: vec![input],
         out: out.to_path_buf(),
         val_tokens: None,
         shard_tokens: 100_000_000,
+        tokenizer,
     };
     prepare_with_progress(&config)
 }

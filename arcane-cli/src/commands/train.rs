@@ -4,20 +4,24 @@
 //! use) into `runs/tiny-cpu`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use arcane::data::DataManifest;
 use arcane::training::{
     read_run_config, train_data_parallel, LoopOutcome, StopReason, TrainOptions, TrainingConfig,
 };
+use arcane::ModelTokenizer;
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::Autodiff;
 use burn::prelude::*;
+use burn::train::Interrupter;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{self, BackendKind, DevicesTask};
 use crate::cli::TrainArgs;
 use crate::commands::prepare::prepare_default;
+use crate::signals::{signal_name, SignalStop, Stopped};
 
 /// The bundled corpus, embedded so that the binary trains out of the box anywhere.
 const CORPUS: &[u8] = include_bytes!("../../corpus/moby-dick.txt.gz");
@@ -55,7 +59,13 @@ pub fn run(args: TrainArgs, backend_kind: BackendKind) -> Result<()> {
         Some(data) => data,
         None => bundled_corpus()?,
     };
-    write_run_file(&run.dir, &data, backend_kind)?;
+    let resume = args.resume.is_some();
+    // A resumed run's run.json is rewritten only once the checkpoint has been accepted.
+    let data = if resume {
+        absolute(&data)?
+    } else {
+        write_run_file(&run.dir, &data, backend_kind)?
+    };
     let peak_flops = args
         .peak_tflops
         .map(|t| t * 1e12)
@@ -64,7 +74,6 @@ pub fn run(args: TrainArgs, backend_kind: BackendKind) -> Result<()> {
                 .and_then(|n| arcane::training::peak_flops_for(&n)),
             _ => None,
         });
-    let resume = args.resume.is_some();
     eprintln!(
         "{} {} on {} ({} parameters, {} steps of {} tokens) -> {}",
         if resume { "resuming" } else { "training" },
@@ -82,15 +91,14 @@ pub fn run(args: TrainArgs, backend_kind: BackendKind) -> Result<()> {
         resume,
         dashboard: if args.no_dashboard { Some(false) } else { None },
         peak_flops,
-        shapes: backend_kind.shapes(),
+        backend: backend_kind,
     };
-    let outcome = backend::run_on_devices(backend_kind, &devices, task)?;
+    let trained = backend::run_on_devices(backend_kind, &devices, task)?;
     let contents = format!(
         "model, checkpoints, metrics.jsonl and loss.png are in {} (use it as --model for generate and eval loss)",
         run.dir.display()
     );
-    report(&outcome, &run.dir, &contents);
-    Ok(())
+    finish(&trained, &run.dir, &contents, "train")
 }
 
 /// A run as the command line describes it, before the flags that override the config.
@@ -103,27 +111,26 @@ struct RunSpec {
     data: Option<PathBuf>,
 }
 
-/// `--resume DIR`: the run's own config and data.
+/// `--resume DIR`: the run's own config and data. Flags that would change the weights are
+/// refused (the library refuses an edited config.json the same way); `--extend-steps` is the
+/// one planned change.
 fn resumed_run(args: &TrainArgs, dir: &Path) -> Result<RunSpec> {
-    let config = read_run_config(dir)?;
-    for (flag, set) in [
-        ("--micro-batch", args.micro_batch.is_some()),
-        ("--tokens-per-step", args.tokens_per_step.is_some()),
+    let mut config = read_run_config(dir)?;
+    for (flag, set, why) in [
+        ("--max-steps", args.max_steps.is_some(), "it sets the learning-rate schedule; use --extend-steps N to train a finished run further"),
+        ("--micro-batch", args.micro_batch.is_some(), "it would change the data order of the run"),
+        ("--tokens-per-step", args.tokens_per_step.is_some(), "it would change the data order of the run"),
     ] {
         if set {
-            bail!("{flag} cannot change on --resume: it would change the data order of the run");
+            bail!("{flag} cannot change on --resume: {why}");
         }
     }
-    let saved: Option<RunFile> = std::fs::read_to_string(dir.join(RUN_FILE))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
-    let data = match (&args.data, saved) {
-        (Some(data), _) => data.clone(),
-        (None, Some(saved)) => saved.data,
-        (None, None) => bail!(
-            "{} has no {RUN_FILE}; pass --data with the run's prepared data",
-            dir.display()
-        ),
+    if let Some(steps) = args.extend_steps {
+        config = config.extended(steps);
+    }
+    let data = match &args.data {
+        Some(data) => data.clone(),
+        None => saved_data(dir)?,
     };
     Ok(RunSpec {
         config,
@@ -131,6 +138,27 @@ fn resumed_run(args: &TrainArgs, dir: &Path) -> Result<RunSpec> {
         dir: dir.to_path_buf(),
         data: Some(data),
     })
+}
+
+/// The data a run was started on, from its `run.json` (an absolute path; a relative one, of
+/// older runs, is tried as given and then beside the run folder).
+pub(crate) fn saved_data(dir: &Path) -> Result<PathBuf> {
+    let path = dir.join(RUN_FILE);
+    let saved: RunFile = match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a run file; pass --data", path.display()))?,
+        Err(_) => bail!(
+            "{} has no {RUN_FILE}; pass --data with the run's prepared data",
+            dir.display()
+        ),
+    };
+    let beside = dir.parent().map(|p| p.join(&saved.data));
+    match beside {
+        Some(beside) if !saved.data.exists() && saved.data.is_relative() && beside.exists() => {
+            Ok(beside)
+        }
+        _ => Ok(saved.data),
+    }
 }
 
 /// A new run from `--config` (a preset name or a file; `tiny-cpu` by default).
@@ -150,6 +178,12 @@ fn new_run(args: &TrainArgs) -> Result<RunSpec> {
         .unwrap_or("run")
         .to_string();
     let dir = args.out.clone().unwrap_or_else(|| free_run_dir(&stem));
+    if dir.exists() && !dir.is_dir() {
+        bail!(
+            "--out {} is a file, not a run folder; choose another --out",
+            dir.display()
+        );
+    }
     Ok(RunSpec {
         config,
         name: Some(stem),
@@ -168,9 +202,9 @@ fn apply_flags(config: &mut TrainingConfig, args: &TrainArgs) {
     }
     if let Some(v) = args.eval_every {
         config.eval_every = v;
-        if args.checkpoint_every.is_none() && config.checkpoint_every % v != 0 {
-            config.checkpoint_every = v;
-        }
+    }
+    if let Some(v) = args.log_every {
+        config.log_every = v;
     }
     if let Some(v) = args.micro_batch {
         config.micro_batch = v;
@@ -201,27 +235,54 @@ pub(crate) struct TrainTask {
     pub(crate) resume: bool,
     pub(crate) dashboard: Option<bool>,
     pub(crate) peak_flops: Option<f64>,
-    pub(crate) shapes: arcane::shapes::FixedShapes,
+    pub(crate) backend: BackendKind,
+}
+
+/// How a run ended, and the signal that stopped it, if one did.
+pub(crate) struct Trained {
+    outcome: LoopOutcome,
+    signal: Option<i32>,
 }
 
 impl TrainTask {
     fn train<B: burn::tensor::backend::AutodiffBackend>(
         self,
         devices: Vec<B::Device>,
-    ) -> Result<LoopOutcome> {
+    ) -> Result<Trained> {
+        let interrupter = Interrupter::new();
+        let signals = SignalStop::install(interrupter.clone())?;
         let mut options = TrainOptions::<B>::new(&self.run_dir, &self.data);
         options.resume = self.resume;
         options.dashboard = self.dashboard;
         options.peak_flops = self.peak_flops;
-        options.shapes = self.shapes;
-        Ok(train_data_parallel::<B>(self.config, options, devices)?)
+        options.shapes = self.backend.shapes();
+        options.interrupter = Some(interrupter);
+        let (run_dir, data, backend, resume) = (
+            self.run_dir.clone(),
+            self.data.clone(),
+            self.backend,
+            self.resume,
+        );
+        options.on_start = Some(Arc::new(move || {
+            SignalStop::terminal_signals();
+            if resume {
+                if let Err(e) = write_run_file(&run_dir, &data, backend) {
+                    eprintln!("warning: {e:#}");
+                }
+            }
+        }));
+        let outcome = train_data_parallel::<B>(self.config, options, devices)?;
+        Ok(Trained {
+            outcome,
+            signal: signals.caught(),
+        })
     }
 }
 
 impl DevicesTask for TrainTask {
-    type Output = LoopOutcome;
+    type Output = Trained;
 
-    fn run<B: Backend>(self, devices: Vec<B::Device>) -> Result<LoopOutcome> {
+    fn run<B: Backend>(self, devices: Vec<B::Device>) -> Result<Trained> {
         // Each choice is another copy of the generic training code: two per backend.
         if self.config.activation_checkpointing {
             self.train::<Autodiff<B, BalancedCheckpointing>>(devices)
@@ -231,13 +292,28 @@ impl DevicesTask for TrainTask {
     }
 }
 
-pub(crate) fn report(outcome: &LoopOutcome, run_dir: &Path, contents: &str) {
-    if outcome.stop == StopReason::Interrupted {
+/// Prints how a run ended; a run stopped by a signal becomes the error `main` exits with
+/// (130 or 143), saying how to resume it with `command` (`train` or `finetune`).
+pub(crate) fn finish(
+    trained: &Trained,
+    run_dir: &Path,
+    contents: &str,
+    command: &str,
+) -> Result<()> {
+    let outcome = &trained.outcome;
+    let resume = format!("arcane-cli {command} --resume {}", run_dir.display());
+    if outcome.stop == StopReason::Interrupted && trained.signal.is_none() {
         println!(
-            "stopped at step {}; continue it with --resume {}",
-            outcome.step,
-            run_dir.display()
+            "stopped at step {}; continue it with `{resume}`",
+            outcome.step
         );
+    }
+    if outcome.stop == StopReason::Finished && outcome.train_loss.is_none() {
+        println!(
+            "the run had already finished at step {}; `{resume} --extend-steps N` trains it further",
+            outcome.step
+        );
+        return Ok(());
     }
     let val = outcome.val_loss.map_or("-".into(), |v| format!("{v:.4}"));
     let mfu = outcome
@@ -251,17 +327,48 @@ pub(crate) fn report(outcome: &LoopOutcome, run_dir: &Path, contents: &str) {
     if let Some(sample) = &outcome.sample {
         println!("sample:\n{sample}");
     }
+    match (trained.signal, &outcome.stop) {
+        (Some(signal), StopReason::Interrupted) => {
+            let saved = match outcome.checkpoint {
+                Some(step) => format!("checkpoint {step} is complete"),
+                None => "no step was taken, so there is no checkpoint".into(),
+            };
+            Err(Stopped {
+                signal,
+                message: format!(
+                    "stopped by {} after step {} ({saved}); continue with `{resume}`",
+                    signal_name(signal),
+                    outcome.step
+                ),
+            }
+            .into())
+        }
+        _ => Ok(()),
+    }
 }
 
-/// Records where the run's data is (for --resume) in `RUN_DIR/run.json`.
-pub(crate) fn write_run_file(run_dir: &Path, data: &Path, backend_kind: BackendKind) -> Result<()> {
-    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+/// Records where the run's data is (for --resume) in `RUN_DIR/run.json`, as an absolute path
+/// so that the run resumes from any working directory; returns that path.
+pub(crate) fn write_run_file(
+    run_dir: &Path,
+    data: &Path,
+    backend_kind: BackendKind,
+) -> Result<PathBuf> {
+    let data = absolute(data)?;
     let file = RunFile {
-        data: data.to_path_buf(),
+        data: data.clone(),
         backend: backend_kind.name().into(),
     };
-    std::fs::write(run_dir.join(RUN_FILE), serde_json::to_string_pretty(&file)?)?;
-    Ok(())
+    arcane::io::write_atomic(
+        &run_dir.join(RUN_FILE),
+        serde_json::to_string_pretty(&file)?.as_bytes(),
+    )?;
+    Ok(data)
+}
+
+/// `path` made absolute (from the working directory), not resolving links.
+pub(crate) fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("resolving the path {}", path.display()))
 }
 
 /// `runs/NAME`, or `runs/NAME-2`, `-3`, ... when taken.
@@ -289,6 +396,6 @@ fn bundled_corpus() -> Result<PathBuf> {
     std::fs::create_dir_all(&source).with_context(|| format!("creating {}", source.display()))?;
     let file = source.join("moby-dick.txt.gz");
     std::fs::write(&file, CORPUS).with_context(|| format!("writing {}", file.display()))?;
-    prepare_default(source, &data)?;
+    prepare_default(source, &data, ModelTokenizer::gpt2())?;
     Ok(data)
 }

@@ -2,7 +2,9 @@
 //!
 //! Inputs are `.txt` files (one document each), `.jsonl` files (one document per line, in a
 //! `text` field) and their `.gz` versions, or folders of them (searched recursively, in name
-//! order). Every document is preceded by end-of-text (50256), as in GPT-2's training data.
+//! order). Every document is preceded by the tokenizer's document separator: end-of-text
+//! (50256) for GPT-2, as in GPT-2's training data; begin-of-sequence for Llama-style
+//! tokenizers.
 //! Documents are tokenized in parallel but written in input order, so the same inputs always
 //! give the same shards. The first `val_tokens` tokens of the stream form the validation split.
 
@@ -14,7 +16,7 @@ use rayon::prelude::*;
 use super::manifest::{DataManifest, SourceFile, DATA_MANIFEST, FORMAT, MANIFEST};
 use super::shard::write_shard;
 use crate::error::{ArcaneError, Result};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::ModelTokenizer;
 
 /// What to prepare.
 #[derive(Clone, Debug)]
@@ -27,6 +29,8 @@ pub struct PrepareConfig {
     pub val_tokens: Option<usize>,
     /// Tokens per shard file (build-nanogpt uses 100M).
     pub shard_tokens: usize,
+    /// The tokenizer (GPT-2's for pre-training; a fine-tuned model's own).
+    pub tokenizer: ModelTokenizer,
 }
 
 /// Progress reported while preparing.
@@ -65,7 +69,7 @@ pub fn prepare(
     std::fs::create_dir_all(&config.out).map_err(|e| ArcaneError::io(&config.out, e))?;
     remove_old_outputs(&config.out)?;
 
-    let tokenizer = Tokenizer::gpt2();
+    let tokenizer = &config.tokenizer;
     let mut writer = SplitWriter::new(&config.out, val_target, config.shard_tokens);
     let mut state = PrepareProgress {
         total_bytes,
@@ -86,20 +90,7 @@ pub fn prepare(
                          state: &mut PrepareProgress,
                          writer: &mut SplitWriter|
          -> Result<()> {
-            let tokenized: Vec<Vec<u32>> =
-                chunk.par_iter().map(|doc| tokenizer.encode(doc)).collect();
-            for (doc, ids) in chunk.iter().zip(&tokenized) {
-                writer.push(Tokenizer::END_OF_TEXT)?;
-                for &id in ids {
-                    writer.push(id)?;
-                }
-                source.tokens += ids.len() + 1;
-                source.bytes += doc.len() as u64;
-                state.bytes += doc.len() as u64;
-                state.tokens += ids.len() + 1;
-            }
-            source.documents += chunk.len();
-            state.documents += chunk.len();
+            write_documents(tokenizer, chunk, writer, source, state)?;
             chunk.clear();
             progress(state);
             Ok(())
@@ -129,7 +120,10 @@ pub fn prepare(
     let manifest = DataManifest {
         format: FORMAT.into(),
         version: DATA_MANIFEST.version,
-        tokenizer: "gpt2 (tiktoken r50k_base)".into(),
+        tokenizer: match tokenizer {
+            ModelTokenizer::Gpt2(_) => "gpt2 (tiktoken r50k_base)".into(),
+            other => other.name(),
+        },
         documents: state.documents,
         tokens,
         train_tokens,
@@ -140,6 +134,38 @@ pub fn prepare(
     };
     DATA_MANIFEST.write(&config.out.join(MANIFEST), &manifest)?;
     Ok(manifest)
+}
+
+/// Tokenizes `docs` in parallel and writes them in order, each after the tokenizer's document
+/// separator, counting them into `source` and `state`.
+fn write_documents(
+    tokenizer: &ModelTokenizer,
+    docs: &[String],
+    writer: &mut SplitWriter,
+    source: &mut SourceFile,
+    state: &mut PrepareProgress,
+) -> Result<()> {
+    let separator = tokenizer.document_separator();
+    let tokenized: Vec<Vec<u32>> = docs
+        .par_iter()
+        .map(|doc| tokenizer.encode(doc))
+        .collect::<Result<_>>()?;
+    for (doc, ids) in docs.iter().zip(&tokenized) {
+        let tokens = ids.len() + usize::from(separator.is_some());
+        if let Some(id) = separator {
+            writer.push(id)?;
+        }
+        for &id in ids {
+            writer.push(id)?;
+        }
+        source.tokens += tokens;
+        source.bytes += doc.len() as u64;
+        state.bytes += doc.len() as u64;
+        state.tokens += tokens;
+    }
+    source.documents += docs.len();
+    state.documents += docs.len();
+    Ok(())
 }
 
 /// Buffers the token stream and cuts it into validation, then training, shards.
@@ -169,7 +195,12 @@ impl<'a> SplitWriter<'a> {
     }
 
     fn push(&mut self, id: u32) -> Result<()> {
-        let id = u16::try_from(id).expect("GPT-2 ids fit in u16");
+        let id = u16::try_from(id).map_err(|_| {
+            ArcaneError::InvalidInput(format!(
+                "token id {id} does not fit the shards' 16 bits (llm.c's version 1 format); \
+                 tokenizers of more than 65536 tokens are not supported by prepare"
+            ))
+        })?;
         self.buffer.push(id);
         let limit = if self.in_val {
             self.val_target

@@ -31,39 +31,31 @@ impl TokenData {
     /// `seq_len + 1` tokens. Shards are listed by `manifest.json`, or found by name
     /// (`*train*.bin` / `*val*.bin`, as llm.c names them) when there is no manifest.
     pub fn open(dir: &Path, split: &str, seq_len: usize) -> Result<Self> {
-        assert!(seq_len > 0, "sequence length must be positive");
-        let files: Vec<PathBuf> = match DataManifest::read(dir)? {
-            Some(m) => {
-                let names = if split == "train" {
-                    m.train_shards
-                } else {
-                    m.val_shards
-                };
-                names.into_iter().map(|n| dir.join(n)).collect()
-            }
-            None => {
-                let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-                    .map_err(|e| ArcaneError::io(dir, e))?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| {
-                        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                        name.contains(split) && name.ends_with(".bin")
-                    })
-                    .collect();
-                found.sort();
-                found
-            }
-        };
-        if files.is_empty() {
-            return Err(ArcaneError::format(
-                dir,
-                format!("no {split} shards; prepare the data with `arcane-cli prepare --input TEXT --out DIR`"),
-            ));
+        Self::from_shards(dir, split, open_shards(dir, split)?, seq_len)
+    }
+
+    /// Opens a split for evaluation with windows of at most `seq_len + 1` tokens: shorter ones
+    /// when no shard holds a whole window (the validation split of a small fine-tuning text),
+    /// with a notice that says so. Fails only for a split of fewer than two tokens per shard.
+    pub fn open_fitting(dir: &Path, split: &str, seq_len: usize) -> Result<(Self, Option<String>)> {
+        let shards = open_shards(dir, split)?;
+        let longest = shards.iter().map(Shard::len).max().unwrap_or(0);
+        if longest > seq_len || longest < 2 {
+            return Ok((Self::from_shards(dir, split, shards, seq_len)?, None));
         }
-        let shards = files
-            .iter()
-            .map(|f| Shard::open(f))
-            .collect::<Result<Vec<_>>>()?;
+        let fitted = longest - 1;
+        let notice = format!(
+            "the {split} split of {} has only {longest} tokens, less than one window of {}; \
+             it is read in windows of {fitted} tokens (prepare more {split} data, e.g. with \
+             --val-tokens, for a steadier figure)",
+            dir.display(),
+            seq_len + 1
+        );
+        Ok((Self::from_shards(dir, split, shards, fitted)?, Some(notice)))
+    }
+
+    fn from_shards(dir: &Path, split: &str, shards: Vec<Shard>, seq_len: usize) -> Result<Self> {
+        assert!(seq_len > 0, "sequence length must be positive");
         let mut starts = vec![0];
         for shard in &shards {
             let windows = shard.len().saturating_sub(1) / seq_len;
@@ -86,6 +78,25 @@ impl TokenData {
             ));
         }
         Ok(data)
+    }
+
+    /// Checks that every token id is below `vocab_size`, the vocabulary of the model that will
+    /// read them; the error names the shard, the position and the id.
+    pub fn check_vocab(&self, vocab_size: usize) -> Result<()> {
+        let limit = u32::try_from(vocab_size).unwrap_or(u32::MAX);
+        for shard in &self.shards {
+            if let Some((position, id)) = shard.first_id_at_least(limit) {
+                return Err(ArcaneError::format(
+                    shard.path(),
+                    format!(
+                        "token {position} has id {id}, outside the model's vocabulary of \
+                         {vocab_size}; the data was prepared with another tokenizer: prepare it \
+                         again with the model's tokenizer"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The split's tokens in order, shards concatenated, at most `max` of them.
@@ -124,18 +135,60 @@ impl TokenData {
         self.shards[shard].read_into(start, start + self.seq_len + 1, out);
     }
 
-    /// Windows `first..first + count` in order (validation).
+    /// Windows `first..first + count` in order (validation), fewer at the end of the split:
+    /// every window is read at most once, none twice.
     pub fn batch_in_order(&self, first: usize, count: usize) -> Batch {
-        let mut tokens = Vec::with_capacity(count * (self.seq_len + 1));
-        for i in first..first + count {
-            self.window_into(i % self.num_windows(), &mut tokens);
+        let end = (first + count).min(self.num_windows());
+        let first = first.min(end);
+        let mut tokens = Vec::with_capacity((end - first) * (self.seq_len + 1));
+        for i in first..end {
+            self.window_into(i, &mut tokens);
         }
         Batch {
             tokens,
-            batch_size: count,
+            batch_size: end - first,
             seq_len: self.seq_len,
         }
     }
+}
+
+/// The shards of split `split` of `dir`, by the manifest or by name.
+fn open_shards(dir: &Path, split: &str) -> Result<Vec<Shard>> {
+    if !dir.is_dir() {
+        return Err(ArcaneError::format(
+            dir,
+            "no such data folder; prepare one with `arcane-cli prepare --input TEXT --out DIR`",
+        ));
+    }
+    let files: Vec<PathBuf> = match DataManifest::read(dir)? {
+        Some(m) => {
+            let names = if split == "train" {
+                m.train_shards
+            } else {
+                m.val_shards
+            };
+            names.into_iter().map(|n| dir.join(n)).collect()
+        }
+        None => {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(|e| ArcaneError::io(dir, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    name.contains(split) && name.ends_with(".bin")
+                })
+                .collect();
+            found.sort();
+            found
+        }
+    };
+    if files.is_empty() {
+        return Err(ArcaneError::format(
+            dir,
+            format!("no {split} shards; prepare the data with `arcane-cli prepare --input TEXT --out DIR`"),
+        ));
+    }
+    files.iter().map(|f| Shard::open(f)).collect()
 }
 
 /// `B` windows of `T + 1` tokens, row-major.
@@ -280,6 +333,46 @@ mod tests {
         assert_eq!(firsts(&sampler, 3..9), firsts(&fresh, 3..9));
         let other = WindowSampler::new(TokenData::open(_dir.path(), "train", 4).unwrap(), 8);
         assert_ne!(firsts(&sampler, 0..10), firsts(&other, 0..10));
+    }
+
+    #[test]
+    fn validation_reads_each_window_once_and_fits_small_splits() {
+        let (dir, data) = dataset(42); // 10 windows of 5 tokens
+        let rows: Vec<usize> = (0..4)
+            .map(|i| data.batch_in_order(3 * i, 3).batch_size)
+            .collect();
+        assert_eq!(
+            rows,
+            vec![3, 3, 3, 1],
+            "the last batch is short, nothing wraps"
+        );
+        let firsts: Vec<u32> = (0..4)
+            .flat_map(|i| {
+                data.batch_in_order(3 * i, 3)
+                    .tokens
+                    .chunks(5)
+                    .map(|w| w[0])
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(firsts, vec![0, 4, 8, 12, 16, 21, 25, 29, 33, 37]);
+        // 21 tokens per shard hold no window of 33: windows of 20 instead, with a notice.
+        let (fitted, notice) = TokenData::open_fitting(dir.path(), "train", 32).unwrap();
+        assert_eq!((fitted.seq_len(), fitted.num_windows()), (20, 2));
+        assert!(notice.unwrap().contains("windows of 20 tokens"));
+        let (same, notice) = TokenData::open_fitting(dir.path(), "train", 4).unwrap();
+        assert_eq!((same.seq_len(), notice), (4, None));
+    }
+
+    #[test]
+    fn ids_outside_the_vocabulary_name_their_shard() {
+        let (_dir, data) = dataset(42);
+        assert!(data.check_vocab(41 + 1).is_ok());
+        let err = data.check_vocab(30).unwrap_err().to_string();
+        assert!(
+            err.contains("x_train_001.bin") && err.contains("token 9 has id 30"),
+            "{err}"
+        );
     }
 
     #[test]

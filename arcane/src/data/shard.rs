@@ -118,6 +118,26 @@ impl Shard {
         &self.path
     }
 
+    /// The first token id at or above `limit`, with its position, if any: ids a model with a
+    /// vocabulary of `limit` cannot embed. One pass over the file.
+    pub fn first_id_at_least(&self, limit: u32) -> Option<(usize, u32)> {
+        let tokens = &self.map[SHARD_HEADER_BYTES..SHARD_HEADER_BYTES + 2 * self.len];
+        // A vectorisable maximum first; the position is only searched for in a bad shard.
+        let max = tokens
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .max()
+            .unwrap_or(0);
+        if u32::from(max) < limit {
+            return None;
+        }
+        tokens
+            .chunks_exact(2)
+            .map(|b| u32::from(u16::from_le_bytes([b[0], b[1]])))
+            .enumerate()
+            .find(|&(_, id)| id >= limit)
+    }
+
     /// Appends tokens `start..end` to `out`.
     pub fn read_into(&self, start: usize, end: usize, out: &mut Vec<u32>) {
         assert!(

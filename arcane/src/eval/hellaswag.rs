@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::error::{ArcaneError, Result};
 use crate::model::Gpt;
 use crate::shapes::FixedShapes;
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::ModelTokenizer;
 
 /// One multiple-choice example.
 #[derive(Clone, Debug, PartialEq)]
@@ -96,6 +96,10 @@ fn parse_example(line: &str, index: u64) -> std::result::Result<HellaswagExample
         .and_then(Value::as_str)
         .ok_or("no string field \"ctx\"")?
         .to_string();
+    // Scoring needs a context token in front of each ending.
+    if ctx.trim().is_empty() {
+        return Err("the context is empty".into());
+    }
     let endings: Vec<String> = v
         .get("endings")
         .and_then(Value::as_array)
@@ -185,12 +189,16 @@ struct Rendered {
     ends: [(usize, usize); 4],
 }
 
-fn render(tokenizer: &Tokenizer, example: &HellaswagExample, window: usize) -> Rendered {
-    let ctx = tokenizer.encode(&example.ctx);
+fn render(
+    tokenizer: &ModelTokenizer,
+    example: &HellaswagExample,
+    window: usize,
+) -> Result<Rendered> {
+    let ctx = tokenizer.encode(&example.ctx)?;
     let mut rows: [Vec<u32>; 4] = Default::default();
     let mut ends = [(0, 0); 4];
     for (i, ending) in example.endings.iter().enumerate() {
-        let end = tokenizer.encode(&format!(" {ending}"));
+        let end = tokenizer.encode(&format!(" {ending}"))?;
         let mut row: Vec<u32> = ctx.iter().chain(&end).copied().collect();
         // Cut from the left to fit the window; the first token is never scored, so at least
         // one context token stays in front of the ending.
@@ -201,28 +209,46 @@ fn render(tokenizer: &Tokenizer, example: &HellaswagExample, window: usize) -> R
         ends[i] = (row.len() - n_end, n_end);
         rows[i] = row;
     }
-    Rendered { rows, ends }
+    Ok(Rendered { rows, ends })
 }
 
 /// Scores `examples` with `batch` examples (4·batch rows) per forward pass, with the row
 /// length, row count and number of scored positions rounded by `shapes`; `progress(done)` is
-/// called after each batch.
+/// called after each batch. Text is tokenized with GPT-2's tokenizer; see
+/// [`score_hellaswag_with`] for a model with its own.
 pub fn score_hellaswag<B: Backend>(
     model: &Gpt<B>,
     examples: &[HellaswagExample],
     batch: usize,
     shapes: FixedShapes,
+    progress: impl FnMut(usize),
+) -> Result<Vec<HellaswagPrediction>> {
+    score_hellaswag_with(
+        model,
+        &ModelTokenizer::gpt2(),
+        examples,
+        batch,
+        shapes,
+        progress,
+    )
+}
+
+/// [`score_hellaswag`] with the model's own tokenizer.
+pub fn score_hellaswag_with<B: Backend>(
+    model: &Gpt<B>,
+    tokenizer: &ModelTokenizer,
+    examples: &[HellaswagExample],
+    batch: usize,
+    shapes: FixedShapes,
     mut progress: impl FnMut(usize),
 ) -> Result<Vec<HellaswagPrediction>> {
-    let tokenizer = Tokenizer::gpt2();
     let window = model.config().max_seq_len;
-    let device = model.device();
     let mut out = Vec::with_capacity(examples.len());
     for chunk in examples.chunks(batch.max(1)) {
         let rendered: Vec<Rendered> = chunk
             .iter()
-            .map(|e| render(&tokenizer, e, window))
-            .collect();
+            .map(|e| render(tokenizer, e, window))
+            .collect::<Result<_>>()?;
         for r in &rendered {
             for row in &r.rows {
                 model.check_tokens(row)?;
@@ -239,49 +265,83 @@ pub fn score_hellaswag<B: Backend>(
                 chunk[0].ind
             )));
         }
-        let t = shapes.seq_len(t, window);
-        let n_rows = 4 * shapes.rows(rendered.len(), batch.max(1));
-        // Right padding never changes the logits of earlier positions in a causal model, and
-        // padding rows are never read.
-        let mut ids = vec![0i64; n_rows * t];
-        for (k, row) in rendered.iter().flat_map(|r| r.rows.iter()).enumerate() {
-            for (j, &id) in row.iter().enumerate() {
-                ids[k * t + j] = id as i64;
+        let shape = [
+            4 * shapes.rows(rendered.len(), batch.max(1)),
+            shapes.seq_len(t, window),
+        ];
+        let picked = ending_log_probs(model, &rendered, shape, shapes);
+        out.extend(predictions(chunk, &rendered, &picked));
+        progress(out.len());
+    }
+    Ok(out)
+}
+
+/// The log-probability of every ending token of `rendered` (in row order), from one forward
+/// pass over a `[R, T]` batch of the rows, right-padded.
+fn ending_log_probs<B: Backend>(
+    model: &Gpt<B>,
+    rendered: &[Rendered],
+    [n_rows, t]: [usize; 2],
+    shapes: FixedShapes,
+) -> Vec<f32> {
+    let device = model.device();
+    // Right padding never changes the logits of earlier positions in a causal model, and
+    // padding rows are never read.
+    let mut ids = vec![0i64; n_rows * t];
+    for (k, row) in rendered.iter().flat_map(|r| r.rows.iter()).enumerate() {
+        for (j, &id) in row.iter().enumerate() {
+            ids[k * t + j] = id as i64;
+        }
+    }
+    // Only the positions that predict an ending token go through the vocabulary head
+    // (a quarter of them, typically): the [C, V] matmul and the softmax dominate otherwise.
+    let mut positions = Vec::new(); // flat index of the predicting position
+    let mut targets = Vec::new(); // the ending token it predicts
+    for (e, r) in rendered.iter().enumerate() {
+        for i in 0..4 {
+            let k = 4 * e + i;
+            let (start, n) = r.ends[i];
+            for p in start..start + n {
+                positions.push((k * t + p - 1) as i64);
+                targets.push(ids[k * t + p]);
             }
         }
-        // Only the positions that predict an ending token go through the vocabulary head
-        // (a quarter of them, typically): the [C, V] matmul and the softmax dominate otherwise.
-        let mut positions = Vec::new(); // flat index of the predicting position
-        let mut targets = Vec::new(); // the ending token it predicts
-        for (e, r) in rendered.iter().enumerate() {
-            for i in 0..4 {
-                let k = 4 * e + i;
-                let (start, n) = r.ends[i];
-                for p in start..start + n {
-                    positions.push((k * t + p - 1) as i64);
-                    targets.push(ids[k * t + p]);
-                }
-            }
-        }
-        // Padding positions (row 0, target 0) only round the head's input to a fixed shape.
-        positions.resize(shapes.seq_len(positions.len(), usize::MAX), 0);
-        targets.resize(positions.len(), 0);
-        let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n_rows, t]), &device);
-        let c = model.config().d_model;
-        let hidden = model.forward_hidden(tokens, None).reshape([n_rows * t, c]); // [R·T, C]
-        let n = positions.len();
-        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(positions, [n]), &device);
-        let picked_hidden = hidden.select(0, index).reshape([1, n, c]); // [1, N, C]
-        let log_probs = log_softmax(model.head(picked_hidden), 2); // [1, N, V]
-        let target = Tensor::<B, 1, Int>::from_data(TensorData::new(targets, [n]), &device);
-        let picked = log_probs.gather(2, target.reshape([1, n, 1])); // [1, N, 1]
-        let picked: Vec<f32> = picked
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .expect("f32 log-probs");
-        let mut offset = 0;
-        for (example, r) in chunk.iter().zip(&rendered) {
+    }
+    // Padding positions (row 0, target 0) only round the head's input to a fixed shape.
+    positions.resize(shapes.seq_len(positions.len(), usize::MAX), 0);
+    targets.resize(positions.len(), 0);
+    let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n_rows, t]), &device);
+    let c = model.config().d_model;
+    let hidden = model.forward_hidden(tokens, None).reshape([n_rows * t, c]); // [R·T, C]
+    let n = positions.len();
+    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(positions, [n]), &device);
+    let picked_hidden = hidden.select(0, index).reshape([1, n, c]); // [1, N, C]
+    let log_probs = log_softmax(model.head(picked_hidden), 2); // [1, N, V]
+    let target = Tensor::<B, 1, Int>::from_data(TensorData::new(targets, [n]), &device);
+    let picked = log_probs.gather(2, target.reshape([1, n, 1])); // [1, N, 1]
+    picked
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .expect("f32 log-probs")
+}
+
+/// Summed and mean losses of each ending, and the predictions they make.
+fn predictions(
+    chunk: &[HellaswagExample],
+    rendered: &[Rendered],
+    picked: &[f32],
+) -> Vec<HellaswagPrediction> {
+    let mut offset = 0;
+    let argmin = |v: &[f64; 4]| {
+        (0..4)
+            .min_by(|&a, &b| v[a].total_cmp(&v[b]))
+            .expect("four endings")
+    };
+    chunk
+        .iter()
+        .zip(rendered)
+        .map(|(example, r)| {
             let mut sum_losses = [0.0; 4];
             let mut mean_losses = [0.0; 4];
             for i in 0..4 {
@@ -294,21 +354,14 @@ pub fn score_hellaswag<B: Backend>(
                 sum_losses[i] = sum;
                 mean_losses[i] = sum / n.max(1) as f64;
             }
-            let argmin = |v: &[f64; 4]| {
-                (0..4)
-                    .min_by(|&a, &b| v[a].total_cmp(&v[b]))
-                    .expect("four endings")
-            };
-            out.push(HellaswagPrediction {
+            HellaswagPrediction {
                 ind: example.ind,
                 label: example.label,
                 pred: argmin(&sum_losses),
                 pred_norm: argmin(&mean_losses),
                 sum_losses,
                 mean_losses,
-            });
-        }
-        progress(out.len());
-    }
-    Ok(out)
+            }
+        })
+        .collect()
 }

@@ -220,6 +220,21 @@ impl ModelConfig {
                 return fail(format!("{name} must be at least 1"));
             }
         }
+        // Far beyond any model Arcane can train, and small enough that sizes computed from
+        // them cannot overflow: a corrupt config is an error, not an allocation failure.
+        for (name, value, limit) in [
+            ("vocab_size", self.vocab_size, 1 << 24),
+            ("max_seq_len", self.max_seq_len, 1 << 20),
+            ("d_model", self.d_model, 1 << 16),
+            ("n_layers", self.n_layers, 1 << 10),
+            ("mlp_hidden", self.hidden_size(), 1 << 18),
+        ] {
+            if value > limit {
+                return fail(format!(
+                    "{name} ({value}) is larger than Arcane supports ({limit})"
+                ));
+            }
+        }
         if self.d_model % self.n_heads != 0 {
             return fail(format!(
                 "d_model ({}) must be divisible by n_heads ({})",
@@ -269,7 +284,7 @@ impl ModelConfig {
 
     /// Hidden width of the MLP.
     pub fn hidden_size(&self) -> usize {
-        self.mlp_hidden.unwrap_or(4 * self.d_model)
+        self.mlp_hidden.unwrap_or(self.d_model.saturating_mul(4))
     }
 
     /// Exact number of parameters of the model this config builds.

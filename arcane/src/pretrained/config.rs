@@ -291,3 +291,21 @@ pub fn hf_config_json(arch: HfArchitecture, config: &ModelConfig) -> Value {
     map.extend(specific.as_object().cloned().unwrap_or_default());
     Value::Object(map)
 }
+
+/// The `bos_token_id` and `eos_token_id` of a Hugging Face `config.json` (the first of a list),
+/// where it names them; `(None, None)` when the file cannot be read.
+pub fn hf_special_ids(path: &Path) -> (Option<u32>, Option<u32>) {
+    let value: Value = match std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+    {
+        Some(v) => v,
+        None => return (None, None),
+    };
+    let id = |key: &str| {
+        let v = value.get(key)?;
+        let v = v.as_array().and_then(|a| a.first()).unwrap_or(v);
+        v.as_u64().and_then(|n| u32::try_from(n).ok())
+    };
+    (id("bos_token_id"), id("eos_token_id"))
+}

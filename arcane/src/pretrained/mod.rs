@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use serde_json::Value;
 
-pub use config::{hf_config_json, read_hf_config, HfArchitecture};
+pub use config::{hf_config_json, hf_special_ids, read_hf_config, HfArchitecture};
 pub use keys::{is_buffer, key_table, KeyMap, Layout};
 
 use crate::error::{ArcaneError, Result};
@@ -26,7 +26,7 @@ pub fn is_hf_dir(dir: &Path) -> bool {
 pub fn load_hf<B: Backend>(dir: &Path, device: &B::Device) -> Result<Gpt<B>> {
     let (arch, config) = read_hf_config(&dir.join("config.json"))?;
     let files = safetensors_files(dir)?;
-    let source = files[0].clone();
+    let source = files.first().cloned().unwrap_or_else(|| dir.to_path_buf());
     let mut hf = weights::read_safetensors(&files)?;
     if arch == HfArchitecture::Gpt2 {
         // save_pretrained writes `transformer.h.0...`; OpenAI's original files have no prefix.
@@ -158,13 +158,26 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
             .get("weight_map")
             .and_then(Value::as_object)
             .ok_or_else(|| ArcaneError::format(&index, "has no `weight_map` object"))?;
-        let mut files: Vec<PathBuf> = map
-            .values()
-            .filter_map(Value::as_str)
-            .map(|f| dir.join(f))
-            .collect();
+        let mut files = Vec::with_capacity(map.len());
+        for name in map.values() {
+            let name = name.as_str().unwrap_or_default();
+            // Only files of this folder: no absolute paths, no `..`.
+            if Path::new(name).file_name().is_none_or(|f| f != name) {
+                return Err(ArcaneError::format(
+                    &index,
+                    format!("`weight_map` names {name:?}, which is not a file name in this folder"),
+                ));
+            }
+            files.push(dir.join(name));
+        }
         files.sort();
         files.dedup();
+        if files.is_empty() {
+            return Err(ArcaneError::format(
+                &index,
+                "its `weight_map` names no files; the index is incomplete, download it again",
+            ));
+        }
         return Ok(files);
     }
     let hint = if dir.join("pytorch_model.bin").is_file() {

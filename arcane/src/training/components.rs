@@ -9,22 +9,27 @@ use std::sync::{Arc, Mutex};
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::{LearningComponentsMarker, SupervisedTrainingEventProcessor};
 
-use super::checkpoint::TrainState;
+use super::checkpoint::{DataTokens, TrainState};
 use super::config::TrainingConfig;
 use super::optimizer::GroupedAdamW;
 use super::outcome::LoopOutcome;
 use super::schedule::LrSchedule;
 use crate::data::WindowSampler;
 use crate::model::Gpt;
+use crate::tokenizer::ModelTokenizer;
 
 /// burn-train's learning components of an Arcane run.
 pub type ArcaneComponents<B> =
     LearningComponentsMarker<B, LrSchedule, Gpt<B>, GroupedAdamW<Gpt<B>, B>>;
 
-/// An extra evaluation offered at every validation with the step number (HellaSwag): returns
-/// `Some((n, acc, acc_norm))` when it ran.
+/// An extra evaluation offered after every step with the step number (HellaSwag): returns
+/// `Some((n, acc, acc_norm))` when it ran, `None` when it is not due.
 pub type EvalHook<B> =
     Arc<dyn Fn(&Gpt<B>, usize) -> crate::Result<Option<(usize, f64, f64)>> + Send + Sync>;
+
+/// A callback run once when the loop starts (after burn-train's dashboard has set up the
+/// terminal).
+pub type LoopStart = Arc<dyn Fn() + Send + Sync>;
 
 /// The strategy and everything it needs besides the Learner.
 pub struct ArcaneLoop<B: AutodiffBackend> {
@@ -37,16 +42,22 @@ pub struct ArcaneLoop<B: AutodiffBackend> {
     pub devices: Vec<B::Device>,
     /// Training windows (for the data position in checkpoints).
     pub sampler: Arc<WindowSampler>,
+    /// The size of the data, recorded in checkpoints.
+    pub data_tokens: DataTokens,
+    /// The tokenizer of the samples shown at evaluations.
+    pub tokenizer: ModelTokenizer,
     /// The checkpoint this run resumes from.
     pub resume: Option<TrainState>,
     /// Print plain log lines (no dashboard).
     pub plain: bool,
     /// Peak FLOP/s of the device, for MFU.
     pub peak_flops: Option<f64>,
-    /// Extra evaluation at each validation.
+    /// Extra evaluation offered after every step (it decides when it runs).
     pub eval_hook: Option<EvalHook<B::InnerBackend>>,
     /// How sampling shapes are rounded (GPU backends: bucketed).
     pub shapes: crate::shapes::FixedShapes,
+    /// Called once when the loop starts.
+    pub on_start: Option<LoopStart>,
     /// Where the outcome is reported.
     pub outcome: Arc<Mutex<Option<LoopOutcome>>>,
 }

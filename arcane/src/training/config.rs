@@ -67,8 +67,12 @@ pub struct ScheduleConfig {
     pub kind: ScheduleKind,
     /// Steps of linear warmup from `max_lr / warmup_steps` to `max_lr`.
     pub warmup_steps: usize,
-    /// WSD only: fraction of `max_steps` spent decaying.
+    /// WSD only: fraction of the schedule's steps spent decaying.
     pub decay_fraction: f64,
+    /// Steps the schedule spans (`None`: `max_steps`). After them the rate stays at the floor
+    /// (`min_lr_ratio · max_lr`). A run extended past its end (`train --resume RUN
+    /// --extend-steps N`) keeps its original length here, so its schedule never changes.
+    pub horizon: Option<usize>,
 }
 
 impl Default for ScheduleConfig {
@@ -77,6 +81,7 @@ impl Default for ScheduleConfig {
             kind: ScheduleKind::Cosine,
             warmup_steps: 715,
             decay_fraction: 0.2,
+            horizon: None,
         }
     }
 }
@@ -87,7 +92,7 @@ impl Default for ScheduleConfig {
 pub struct HellaswagEval {
     /// The HellaSwag validation file (JSON lines, plain or .gz).
     pub data: std::path::PathBuf,
-    /// Steps between evaluations; a multiple of `eval_every`.
+    /// Steps between evaluations (independent of `eval_every`).
     pub every: usize,
     /// Score only the first N examples (`None`: all 10,042).
     pub limit: Option<usize>,
@@ -141,7 +146,8 @@ pub struct TrainingConfig {
     pub eval_every: usize,
     /// Validation tokens per evaluation.
     pub eval_tokens: usize,
-    /// Steps between checkpoints; a multiple of `eval_every`. The last step always checkpoints.
+    /// Steps between checkpoints (independent of `eval_every`). The last step always
+    /// checkpoints, and so does a run stopped by SIGINT / SIGTERM or the dashboard.
     pub checkpoint_every: usize,
     /// How many checkpoints to keep (the newest).
     pub keep_checkpoints: usize,
@@ -317,6 +323,21 @@ impl TrainingConfig {
         Ok(config)
     }
 
+    /// Steps the learning-rate schedule spans.
+    pub fn schedule_horizon(&self) -> usize {
+        self.schedule.horizon.unwrap_or(self.max_steps)
+    }
+
+    /// This config with `steps` more optimizer steps. The schedule keeps its length: the new
+    /// steps train at the schedule's final rate (`min_lr_ratio · max_lr`, the floor of the
+    /// cosine or WSD decay), so nothing the run has done is re-planned.
+    pub fn extended(&self, steps: usize) -> Self {
+        let mut config = self.clone();
+        config.schedule.horizon = Some(self.schedule_horizon());
+        config.max_steps = self.max_steps + steps;
+        config
+    }
+
     /// The sequence length `T`.
     pub fn seq_len(&self) -> usize {
         self.seq_len.unwrap_or(self.model.max_seq_len)
@@ -361,12 +382,6 @@ impl TrainingConfig {
                 return fail(format!("{name} must be at least 1"));
             }
         }
-        if self.checkpoint_every % self.eval_every != 0 {
-            return fail(format!(
-                "checkpoint_every ({}) must be a multiple of eval_every ({})",
-                self.checkpoint_every, self.eval_every
-            ));
-        }
         let o = &self.optimizer;
         if !(o.max_lr > 0.0 && o.max_lr.is_finite()) || !(0.0..=1.0).contains(&o.min_lr_ratio) {
             return fail("max_lr must be positive and min_lr_ratio in [0, 1]".into());
@@ -386,13 +401,15 @@ impl TrainingConfig {
             f.lora.validate(&self.model)?;
         }
         if let Some(h) = &self.hellaswag {
-            if h.every == 0 || h.every % self.eval_every != 0 || h.batch == 0 || h.limit == Some(0)
-            {
-                return fail(format!(
-                    "hellaswag.every ({}) must be a multiple of eval_every ({}), and batch and limit at least 1",
-                    h.every, self.eval_every
-                ));
+            if h.every == 0 || h.batch == 0 || h.limit == Some(0) {
+                return fail(
+                    "hellaswag.every, hellaswag.batch and hellaswag.limit must be at least 1"
+                        .into(),
+                );
             }
+        }
+        if self.schedule.horizon == Some(0) {
+            return fail("schedule.horizon must be at least 1 (or absent: max_steps)".into());
         }
         if !(0.0..=1.0).contains(&self.schedule.decay_fraction) {
             return fail(format!(

@@ -17,7 +17,6 @@ use super::plot::{plot_runs, PlotRun};
 use super::step::LmOutput;
 use crate::generation::{generate, GenerateConfig, SamplingConfig};
 use crate::model::Gpt;
-use crate::tokenizer::Tokenizer;
 
 /// Where in the run an evaluation happens.
 #[derive(Clone, Copy, Debug)]
@@ -78,6 +77,36 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
         }
         processor.process_train(LearnerEvent::EndEpoch(at.epoch));
         processor.process_valid(LearnerEvent::EndEpoch(at.epoch));
+        self.draw(log)?;
+        Ok(figures)
+    }
+
+    /// The extra evaluation alone, between validations (it decides itself whether it is due),
+    /// with its log line and the loss picture when it ran.
+    pub(crate) fn evaluate_extra(
+        &self,
+        learner: &Learner<ArcaneComponents<B>>,
+        processor: &mut Processor<B>,
+        log: &MetricsLog,
+        at: EvalPoint,
+    ) -> crate::Result<()> {
+        let model = learner.model().valid();
+        let Some(hellaswag) = self.extra_eval(&model, processor, log, at)? else {
+            return Ok(());
+        };
+        if self.plain {
+            let (n, acc_norm) = hellaswag;
+            let max = self.config.max_steps;
+            println!(
+                "step {:>6}/{max} | HellaSwag acc_norm {acc_norm:.4} on {n} examples",
+                at.step
+            );
+        }
+        self.draw(log)
+    }
+
+    /// The loss picture of the run so far.
+    fn draw(&self, log: &MetricsLog) -> crate::Result<()> {
         let records = super::log::read_metrics(log.path())?;
         plot_runs(
             &[PlotRun {
@@ -85,8 +114,7 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
                 records: &records,
             }],
             &self.run_dir.join("loss"),
-        )?;
-        Ok(figures)
+        )
     }
 
     /// Mean loss over the validation batches, each shown on the dashboard.
@@ -121,8 +149,8 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
     /// A sample continuing `sample_prompt` (top-k 50, seeded by the step), if the prompt fits.
     fn sample(&self, model: &Gpt<B::InnerBackend>, step: usize) -> crate::Result<Option<String>> {
         let c = &self.config;
-        let tokenizer = Tokenizer::gpt2();
-        let prompt = tokenizer.encode(&c.sample_prompt);
+        let tokenizer = &self.tokenizer;
+        let prompt = tokenizer.encode_prompt(&c.sample_prompt)?;
         if prompt.is_empty()
             || c.sample_tokens == 0
             || model.check_tokens(&prompt).is_err()
@@ -130,6 +158,8 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
         {
             return Ok(None);
         }
+        // `..default()` keeps this working when GenerateConfig gains fields.
+        #[allow(clippy::needless_update)]
         let config = GenerateConfig {
             max_new_tokens: c
                 .sample_tokens
@@ -141,7 +171,8 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
                 top_p: None,
                 seed: c.seed.wrapping_add(step as u64),
             },
-            vocab_limit: Some(c.model.vocab_size.min(Tokenizer::VOCAB_SIZE)),
+            vocab_limit: Some(c.model.vocab_size.min(tokenizer.vocab_size())),
+            stop_tokens: tokenizer.eos().into_iter().collect(),
             shapes: self.shapes,
             ..GenerateConfig::default()
         };

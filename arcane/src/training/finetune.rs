@@ -3,7 +3,7 @@
 //! pre-training. The defaults follow peft and common LoRA practice: no weight decay on the
 //! adapters, a warmup of 5% of the steps, cosine decay to 10%.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::config::{FinetuneConfig, OptimizerConfig, ScheduleConfig, TrainingConfig};
 use crate::error::Result;
@@ -43,12 +43,31 @@ impl FinetuneRecipe {
         }
     }
 
+    /// The training config of this recipe for the prepared data in `data_dir`: without an
+    /// explicit `seq_len`, sequences are shortened to fit a small training split (LoRA data
+    /// sets are often a few hundred tokens). Returns a notice when they were.
+    pub fn config_for_data(&self, data_dir: &Path) -> Result<(TrainingConfig, Option<String>)> {
+        let mut recipe = self.clone();
+        let mut notice = None;
+        if recipe.seq_len.is_none() {
+            let model = crate::checkpoint::load_config(&self.base)?;
+            let (train, fitted) =
+                crate::data::TokenData::open_fitting(data_dir, "train", default_seq_len(&model))?;
+            recipe.seq_len = Some(train.seq_len());
+            notice = fitted;
+        }
+        Ok((recipe.config()?, notice))
+    }
+
     /// The training config of this recipe: reads the base model's architecture and checks
-    /// the adapters and the batch arithmetic against it.
+    /// the adapters and the batch arithmetic against it. The base is recorded by its absolute
+    /// path, so that the run can be resumed from any working directory.
     pub fn config(&self) -> Result<TrainingConfig> {
         let model = crate::checkpoint::load_config(&self.base)?;
         self.lora.validate(&model)?;
-        let t = self.seq_len.unwrap_or(model.max_seq_len.min(512));
+        let base =
+            std::path::absolute(&self.base).map_err(|e| crate::ArcaneError::io(&self.base, e))?;
+        let t = self.seq_len.unwrap_or(default_seq_len(&model));
         let config = TrainingConfig {
             seq_len: Some(t),
             micro_batch: self.micro_batch,
@@ -70,7 +89,7 @@ impl FinetuneRecipe {
             sample_prompt: "The".into(),
             sample_tokens: 32,
             finetune: Some(FinetuneConfig {
-                base: self.base.clone(),
+                base,
                 lora: self.lora.clone(),
             }),
             model,
@@ -79,4 +98,9 @@ impl FinetuneRecipe {
         config.validate(1)?;
         Ok(config)
     }
+}
+
+/// The recipe's sequence length: the base model's context, at most 512.
+fn default_seq_len(model: &crate::model::ModelConfig) -> usize {
+    model.max_seq_len.min(512)
 }

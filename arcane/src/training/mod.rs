@@ -1,6 +1,7 @@
 //! Pre-training with burn-train: configuration, grouped AdamW, LR schedule, global-norm
 //! clipping, the step-based loop, checkpoints with exact resume, metrics and loss pictures.
 
+mod adapters;
 mod checkpoint;
 mod checkpointer;
 mod clip;
@@ -16,15 +17,16 @@ mod outcome;
 mod plot;
 mod renderer;
 mod report;
+mod resume;
 mod run;
 mod schedule;
 mod step;
 mod stepping;
 mod strategy;
 
-pub use checkpoint::{checkpoint_steps, read_state, TrainState};
+pub use checkpoint::{checkpoint_steps, read_state, DataTokens, TrainState};
 pub use clip::clip_global_norm;
-pub use components::{ArcaneComponents, ArcaneLoop, EvalHook};
+pub use components::{ArcaneComponents, ArcaneLoop, EvalHook, LoopStart};
 pub use config::{
     FinetuneConfig, HellaswagEval, OptimizerConfig, ScheduleConfig, ScheduleKind, TrainingConfig,
     TRAINING_PRESETS,
@@ -36,6 +38,7 @@ pub use metrics::{peak_flops_for, StepMetric, StepMetricKind, StepStats, GPU_PEA
 pub use optimizer::{GroupedAdamW, GroupedAdamWRecord, ParamGroups};
 pub use outcome::{LoopOutcome, StopReason};
 pub use plot::{plot_runs, PlotRun};
+pub use resume::config_changes;
 pub use run::{read_run_config, train, train_data_parallel, TrainOptions, RUN_CONFIG};
 pub use schedule::LrSchedule;
 pub use step::{lm_loss, LmBatch, LmOutput};

@@ -5,24 +5,25 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use burn::tensor::backend::AutodiffBackend;
-use burn::train::checkpoint::Checkpointer;
 use burn::train::metric::LearningRateMetric;
-use burn::train::{Learner, SupervisedTraining, TrainingStrategy};
+use burn::train::{Interrupter, Learner, SupervisedTraining, TrainingStrategy};
 
-use super::checkpoint::{self, AtomicCheckpointer, SaveTracker, TrainState};
-use super::components::{ArcaneComponents, ArcaneLoop, EvalHook};
+use super::checkpoint::{self, DataTokens, TrainState};
+use super::components::{ArcaneComponents, ArcaneLoop, EvalHook, LoopStart};
 use super::config::{HellaswagEval, TrainingConfig};
 use super::loader::{BatchSource, LmDataLoader};
 use super::metrics::{StepMetric, StepMetricKind};
 use super::optimizer::GroupedAdamW;
 use super::outcome::{LoopOutcome, StopReason};
 use super::renderer::QuietRenderer;
+use super::resume::{restore, resume_point};
 use super::schedule::LrSchedule;
 use crate::data::{TokenData, WindowSampler};
 use crate::error::{ArcaneError, Result};
-use crate::eval::{load_hellaswag, score_hellaswag, HellaswagScore};
+use crate::eval::{load_hellaswag, score_hellaswag_with, HellaswagScore};
 use crate::model::Gpt;
 use crate::shapes::FixedShapes;
+use crate::tokenizer::ModelTokenizer;
 
 /// File name of the resolved training config in a run folder.
 pub const RUN_CONFIG: &str = "config.json";
@@ -34,16 +35,23 @@ pub struct TrainOptions<B: AutodiffBackend> {
     pub run_dir: PathBuf,
     /// Prepared data (the output of `prepare`).
     pub data_dir: PathBuf,
-    /// Continue the run in `run_dir` from its last checkpoint.
+    /// Continue the run in `run_dir` from its last checkpoint (from step 0 when it has none
+    /// yet). The config must be the one the checkpoint was made with, up to reporting fields
+    /// and an extension ([`TrainingConfig::extended`]).
     pub resume: bool,
     /// Use burn-train's TUI dashboard (`None`: when stdout is a terminal).
     pub dashboard: Option<bool>,
     /// Peak FLOP/s of the device for MFU (`None`: `config.peak_flops`).
     pub peak_flops: Option<f64>,
-    /// An extra evaluation at each validation (HellaSwag).
+    /// An extra evaluation offered after every step (HellaSwag).
     pub eval_hook: Option<EvalHook<B::InnerBackend>>,
     /// How evaluation and sampling shapes are rounded (GPU backends: bucketed).
     pub shapes: FixedShapes,
+    /// Stops the run after the current step, with a checkpoint (the dashboard's quit key uses
+    /// it too; a caller sets it on SIGINT / SIGTERM). `None`: burn-train's own.
+    pub interrupter: Option<Interrupter>,
+    /// Called once when the loop starts, after the dashboard has taken the terminal.
+    pub on_start: Option<LoopStart>,
 }
 
 impl<B: AutodiffBackend> TrainOptions<B> {
@@ -57,6 +65,8 @@ impl<B: AutodiffBackend> TrainOptions<B> {
             peak_flops: None,
             eval_hook: None,
             shapes: FixedShapes::EXACT,
+            interrupter: None,
+            on_start: None,
         }
     }
 }
@@ -96,21 +106,35 @@ pub fn train_data_parallel<B: AutodiffBackend>(
         return Err(ArcaneError::InvalidInput("no training device given".into()));
     };
     config.validate(devices.len())?;
-    let resume = prepare_run_dir(&config, &options)?;
     let data = RunData::<B>::open(&config, &options.data_dir, devices.len(), &device)?;
+    let resume = prepare_run_dir(&config, &options, data.tokens)?;
+    let tokenizer = match &config.finetune {
+        Some(f) => crate::checkpoint::load_tokenizer(&f.base)?,
+        None => ModelTokenizer::gpt2(),
+    };
 
     B::seed(&device, config.seed);
-    let model = build_model::<B>(&config, &device)?;
+    let adapters_only = config.finetune.is_some();
+    let mut model = build_model::<B>(&config, &device)?;
+    if let (Some(state), true) = (&resume, adapters_only) {
+        model = super::adapters::read_adapter_checkpoint(model, &options.run_dir, state.step)?;
+    }
     let optimizer = GroupedAdamW::new(&config.optimizer, &model);
     let start = resume.as_ref().map_or(0, |s| s.step);
     let mut learner = Learner::new(model, optimizer, LrSchedule::new(&config, start));
     if let Some(state) = &resume {
-        restore(&mut learner, &options.run_dir, state.step, &device)?;
+        restore(
+            &mut learner,
+            &options.run_dir,
+            state.step,
+            adapters_only,
+            &device,
+        )?;
     }
 
     let eval_hook = match (&options.eval_hook, &config.hellaswag) {
         (Some(hook), _) => Some(hook.clone()),
-        (None, Some(h)) => Some(hellaswag_hook::<B>(h, options.shapes)?),
+        (None, Some(h)) => Some(hellaswag_hook::<B>(h, &tokenizer, options.shapes)?),
         (None, None) => None,
     };
     let dashboard = options
@@ -122,42 +146,68 @@ pub fn train_data_parallel<B: AutodiffBackend>(
         run_dir: options.run_dir.clone(),
         devices,
         sampler: data.sampler.clone(),
+        data_tokens: data.tokens,
+        tokenizer,
         resume,
         plain: !dashboard,
         peak_flops: options.peak_flops.or(config.peak_flops),
         eval_hook,
         shapes: options.shapes,
+        on_start: options.on_start.clone(),
         outcome: outcome.clone(),
     };
-    launch(strategy, learner, data, dashboard);
+    launch(
+        strategy,
+        learner,
+        data,
+        dashboard,
+        options.interrupter.clone(),
+    );
     let outcome = outcome.lock().unwrap_or_else(|e| e.into_inner()).take();
     outcome_result(outcome.ok_or_else(|| {
         ArcaneError::InvalidInput("the training loop did not report an outcome".into())
     })?)
 }
 
-/// Checks the run folder against `options.resume`, creates it and saves the config; returns
-/// the checkpoint to resume from.
+/// Checks the run folder against `options.resume`, creates it, clears what a killed process
+/// left behind and saves the config; returns the checkpoint to resume from.
 fn prepare_run_dir<B: AutodiffBackend>(
     config: &TrainingConfig,
     options: &TrainOptions<B>,
+    data: DataTokens,
 ) -> Result<Option<TrainState>> {
     let run_dir = &options.run_dir;
+    if run_dir.exists() && !run_dir.is_dir() {
+        return Err(ArcaneError::format(
+            run_dir,
+            "is a file, not a run folder; choose another --out",
+        ));
+    }
     let resume = if options.resume {
-        Some(latest_state(run_dir, config)?)
+        let state = resume_point(run_dir, config, data)?;
+        if state.is_none() {
+            eprintln!(
+                "{} has no complete checkpoint yet: starting it from step 0",
+                run_dir.display()
+            );
+        }
+        state
     } else {
+        if !checkpoint::checkpoint_steps(run_dir)?.is_empty() {
+            return Err(ArcaneError::InvalidInput(format!(
+                "{} already holds checkpoints; continue it with --resume {0} or choose another --out",
+                run_dir.display()
+            )));
+        }
         None
     };
-    if resume.is_none() && !checkpoint::checkpoint_steps(run_dir)?.is_empty() {
-        return Err(ArcaneError::InvalidInput(format!(
-            "{} already holds checkpoints; continue it with --resume {0} or choose another --out",
-            run_dir.display()
-        )));
-    }
     std::fs::create_dir_all(run_dir).map_err(|e| ArcaneError::io(run_dir, e))?;
     crate::io::remove_orphaned_temporaries(run_dir)?;
     crate::io::remove_orphaned_temporaries(&checkpoint::checkpoint_dir(run_dir))?;
-    let json = serde_json::to_string_pretty(config).expect("config serializes");
+    checkpoint::remove_incomplete(run_dir)?;
+    let json = serde_json::to_string_pretty(config).map_err(|e| {
+        ArcaneError::InvalidConfig(format!("the config cannot be written as JSON: {e}"))
+    })?;
     crate::io::write_atomic(&run_dir.join(RUN_CONFIG), json.as_bytes())?;
     Ok(resume)
 }
@@ -167,11 +217,13 @@ struct RunData<B: AutodiffBackend> {
     sampler: Arc<WindowSampler>,
     train: Arc<LmDataLoader<B>>,
     valid: Arc<LmDataLoader<B::InnerBackend>>,
+    tokens: DataTokens,
 }
 
 impl<B: AutodiffBackend> RunData<B> {
     /// Opens the prepared data in `data_dir`: every micro-batch of the run for training (the
-    /// loop slices it by step), `eval_tokens` of validation.
+    /// loop slices it by step), `eval_tokens` of validation (in shorter windows when the split
+    /// is too small for one; each window read once). Token ids must fit the model.
     fn open(
         config: &TrainingConfig,
         data_dir: &Path,
@@ -179,11 +231,23 @@ impl<B: AutodiffBackend> RunData<B> {
         device: &B::Device,
     ) -> Result<Self> {
         let t = config.seq_len();
+        let vocab = config.model.vocab_size;
         let train_data = TokenData::open(data_dir, "train", t)?;
-        let val_data = Arc::new(TokenData::open(data_dir, "val", t)?);
+        train_data.check_vocab(vocab)?;
+        let (val_data, notice) = TokenData::open_fitting(data_dir, "val", t)?;
+        val_data.check_vocab(vocab)?;
+        if let Some(notice) = notice {
+            eprintln!("note: {notice}");
+        }
+        let tokens = DataTokens {
+            train: train_data.num_tokens() as u64,
+            val: val_data.num_tokens() as u64,
+        };
+        let val_data = Arc::new(val_data);
         let sampler = Arc::new(WindowSampler::new(train_data, config.seed));
         let per_step = config.accumulation(n_devices)? * n_devices;
-        let val_batches = (config.eval_tokens / (t * config.micro_batch))
+        let val_t = val_data.seq_len();
+        let val_batches = (config.eval_tokens / (val_t * config.micro_batch))
             .clamp(1, val_data.num_windows().div_ceil(config.micro_batch));
         let train = Arc::new(LmDataLoader::<B>::new(
             BatchSource::Train(sampler.clone()),
@@ -203,6 +267,7 @@ impl<B: AutodiffBackend> RunData<B> {
             sampler,
             train,
             valid,
+            tokens,
         })
     }
 }
@@ -236,6 +301,7 @@ fn launch<B: AutodiffBackend>(
     learner: Learner<ArcaneComponents<B>>,
     data: RunData<B>,
     dashboard: bool,
+    interrupter: Option<Interrupter>,
 ) {
     let c = &strategy.config;
     let (mfu, hellaswag) = (strategy.peak_flops.is_some(), c.hellaswag.is_some());
@@ -259,6 +325,9 @@ fn launch<B: AutodiffBackend>(
     if !dashboard {
         training = training.renderer(QuietRenderer);
     }
+    if let Some(interrupter) = interrupter {
+        training = training.with_interrupter(interrupter);
+    }
     let _ = training.launch(learner);
 }
 
@@ -272,7 +341,14 @@ fn outcome_result(outcome: LoopOutcome) -> Result<LoopOutcome> {
              The last good checkpoint (step {}) is intact: lower the learning rate or check the data, then --resume",
             outcome.checkpoint.map_or("none".into(), |s| s.to_string())
         ))),
-        StopReason::Failed(e) => Err(ArcaneError::InvalidInput(format!("training failed at step {}: {e}", outcome.step))),
+        StopReason::Failed(e) => Err(ArcaneError::InvalidInput(format!(
+            "training failed at step {}: {e}; {}",
+            outcome.step,
+            match outcome.checkpoint {
+                Some(step) => format!("the last good checkpoint (step {step}) is intact: fix the cause, then --resume"),
+                None => "no checkpoint was written yet".into(),
+            }
+        ))),
     }
 }
 
@@ -280,86 +356,21 @@ fn outcome_result(outcome: LoopOutcome) -> Result<LoopOutcome> {
 /// checked) once, before training starts.
 fn hellaswag_hook<B: AutodiffBackend>(
     h: &HellaswagEval,
+    tokenizer: &ModelTokenizer,
     shapes: FixedShapes,
 ) -> Result<EvalHook<B::InnerBackend>> {
     let (mut examples, _) = load_hellaswag(&h.data, false)?;
     if let Some(limit) = h.limit {
         examples.truncate(limit);
     }
-    let (every, batch) = (h.every, h.batch);
+    let (every, batch, tokenizer) = (h.every, h.batch, tokenizer.clone());
     Ok(Arc::new(move |model, step| {
         if step % every != 0 {
             return Ok(None);
         }
-        let predictions = score_hellaswag(model, &examples, batch, shapes, |_| {})?;
+        let predictions =
+            score_hellaswag_with(model, &tokenizer, &examples, batch, shapes, |_| {})?;
         let score = HellaswagScore::of(&predictions);
         Ok(Some((score.n, score.acc, score.acc_norm)))
     }))
-}
-
-/// The newest complete checkpoint of `run_dir`, checked against `config`.
-fn latest_state(run_dir: &Path, config: &TrainingConfig) -> Result<TrainState> {
-    let steps = checkpoint::checkpoint_steps(run_dir)?;
-    let step = *steps.last().ok_or_else(|| {
-        ArcaneError::format(
-            run_dir,
-            "has no complete checkpoint to resume from; start it again without --resume",
-        )
-    })?;
-    let state = checkpoint::read_state(run_dir, step)?;
-    if state.model_fingerprint != checkpoint::fingerprint(config) {
-        return Err(ArcaneError::format(
-            run_dir,
-            format!("checkpoint {step} was made for another model config; resume with the run's own config.json"),
-        ));
-    }
-    if state.seed != config.seed {
-        return Err(ArcaneError::format(
-            run_dir,
-            format!(
-                "checkpoint {step} was made with seed {}, the config says {}",
-                state.seed, config.seed
-            ),
-        ));
-    }
-    Ok(state)
-}
-
-/// Loads model, optimizer and schedule of checkpoint `step` into the learner.
-fn restore<B: AutodiffBackend>(
-    learner: &mut Learner<super::components::ArcaneComponents<B>>,
-    run_dir: &Path,
-    step: usize,
-    device: &B::Device,
-) -> Result<()> {
-    let dir = checkpoint::checkpoint_dir(run_dir);
-    let tracker = Arc::new(SaveTracker::default());
-    let fail = |name: &str, e: burn::train::checkpoint::CheckpointerError| {
-        ArcaneError::format(
-            dir.join(format!("{name}-{step}.mpk")),
-            format!("cannot read this checkpoint file ({e}); it is corrupt or missing; delete state-{step}.json to resume from the checkpoint before"),
-        )
-    };
-    let model = Checkpointer::<_, B>::restore(
-        &AtomicCheckpointer::new(&dir, "model", tracker.clone()),
-        step,
-        device,
-    )
-    .map_err(|e| fail("model", e))?;
-    let optim = Checkpointer::<_, B>::restore(
-        &AtomicCheckpointer::new(&dir, "optim", tracker.clone()),
-        step,
-        device,
-    )
-    .map_err(|e| fail("optim", e))?;
-    let scheduler = Checkpointer::<_, B>::restore(
-        &AtomicCheckpointer::new(&dir, "scheduler", tracker),
-        step,
-        device,
-    )
-    .map_err(|e| fail("scheduler", e))?;
-    learner.load_model(model);
-    learner.load_optim(optim);
-    learner.load_scheduler(scheduler);
-    Ok(())
 }

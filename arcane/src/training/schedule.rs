@@ -28,7 +28,7 @@ impl LrSchedule {
             max_lr: o.max_lr,
             min_lr: o.max_lr * o.min_lr_ratio,
             warmup: config.schedule.warmup_steps,
-            total: config.max_steps,
+            total: config.schedule_horizon(),
             kind: config.schedule.kind,
             decay_fraction: config.schedule.decay_fraction,
             next_step: start_step,

@@ -118,7 +118,11 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
                 return out;
             }
         };
-        let mut checkpointer = RunCheckpointer::new(&self.run_dir, interrupter);
+        let mut checkpointer =
+            RunCheckpointer::new(&self.run_dir, interrupter, c.finetune.is_some());
+        if let Some(on_start) = &self.on_start {
+            on_start();
+        }
         let flops_per_token = c.model.flops_per_token(c.seq_len());
         let mut totals = Totals::default();
 
@@ -198,19 +202,22 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
         let c = &self.config;
         self.report_step(processor, log, r)?;
         let last = r.step == c.max_steps;
+        let (epoch, num_epochs) = self.epoch_of(r.step);
+        let point = EvalPoint {
+            step: r.step,
+            tokens: r.tokens,
+            epoch,
+            num_epochs,
+        };
+        // Validation, checkpoints and the extra evaluation each keep their own interval.
         if r.step % c.eval_every == 0 || last {
-            let (epoch, num_epochs) = self.epoch_of(r.step);
-            let point = EvalPoint {
-                step: r.step,
-                tokens: r.tokens,
-                epoch,
-                num_epochs,
-            };
             let figures = self.evaluate(learner, processor, &loaders.valid, log, point)?;
             out.val_loss = Some(figures.val_loss);
             if figures.sample.is_some() {
                 out.sample = figures.sample;
             }
+        } else if self.eval_hook.is_some() {
+            self.evaluate_extra(learner, processor, log, point)?;
         }
         if r.step % c.checkpoint_every == 0 || last {
             let at = Position {
@@ -246,6 +253,8 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
             seed: c.seed,
             model_fingerprint: checkpoint::fingerprint(c),
             elapsed_s: at.elapsed_s,
+            config: Some(c.clone()),
+            data_tokens: Some(self.data_tokens),
         };
         checkpointer.save(learner, store, &state, c.keep_checkpoints)?;
         let model = learner.model().valid();

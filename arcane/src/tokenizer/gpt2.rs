@@ -1,6 +1,5 @@
-//! GPT-2's byte-level BPE (tiktoken's `r50k_base`, embedded in tiktoken-rs, no download).
-//!
-//! Text exists only at the edges: everything else in Arcane works on token ids.
+//! GPT-2's byte-level BPE (tiktoken's `r50k_base`, embedded in tiktoken-rs, no download): the
+//! tokenizer of every Arcane model and of GPT-2 checkpoints.
 
 use tiktoken_rs::CoreBPE;
 
@@ -52,45 +51,6 @@ impl Tokenizer {
     }
 }
 
-/// Turns a stream of token ids into text pieces, holding back bytes of a UTF-8 character that
-/// a later token completes, so streamed output never shows a broken character.
-#[derive(Debug)]
-pub struct StreamDecoder {
-    tokenizer: Tokenizer,
-    pending: Vec<u8>,
-}
-
-impl StreamDecoder {
-    /// A decoder with nothing pending.
-    pub fn new(tokenizer: Tokenizer) -> Self {
-        Self {
-            tokenizer,
-            pending: Vec::new(),
-        }
-    }
-
-    /// Adds one token; returns the text that is now complete (possibly empty).
-    pub fn push(&mut self, id: u32) -> Result<String> {
-        self.pending.extend(self.tokenizer.decode_bytes(&[id])?);
-        let valid = match std::str::from_utf8(&self.pending) {
-            Ok(_) => self.pending.len(),
-            // An incomplete character at the end waits; a truly invalid byte is let through.
-            Err(e) if e.error_len().is_none() => e.valid_up_to(),
-            Err(_) => self.pending.len(),
-        };
-        let text = String::from_utf8_lossy(&self.pending[..valid]).into_owned();
-        self.pending.drain(..valid);
-        Ok(text)
-    }
-
-    /// Whatever is still pending, with invalid bytes replaced.
-    pub fn finish(&mut self) -> String {
-        let text = String::from_utf8_lossy(&self.pending).into_owned();
-        self.pending.clear();
-        text
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,21 +62,6 @@ mod tests {
         assert_eq!(tok.encode("hello world"), vec![31373, 995]);
         let text = "naïve café 😀 <|endoftext|>";
         assert_eq!(tok.decode(&tok.encode(text)).unwrap(), text);
-    }
-
-    #[test]
-    fn streaming_never_splits_a_character() {
-        let tok = Tokenizer::gpt2();
-        let text = "emoji 😀 and ünïcödé";
-        let mut stream = StreamDecoder::new(tok);
-        let mut out = String::new();
-        for id in tok.encode(text) {
-            let piece = stream.push(id).unwrap();
-            assert!(!piece.contains('\u{FFFD}'), "broken character in {piece:?}");
-            out.push_str(&piece);
-        }
-        out.push_str(&stream.finish());
-        assert_eq!(out, text);
     }
 
     #[test]

@@ -1,0 +1,266 @@
+//! Tokenizers. Text exists only at the edges: everything else in Arcane works on token ids.
+//!
+//! Arcane models and GPT-2 checkpoints use GPT-2's BPE ([`Tokenizer`], tiktoken's `r50k_base`,
+//! embedded). Other models bring a Hugging Face `tokenizer.json` ([`HfTokenizer`]).
+//! [`ModelTokenizer`] is either; `checkpoint::load_tokenizer` picks the one a model directory
+//! names and checks it against the model's vocabulary.
+
+mod gpt2;
+mod hf;
+
+use std::path::Path;
+
+pub use gpt2::Tokenizer;
+pub use hf::HfTokenizer;
+
+use crate::error::{ArcaneError, Result};
+
+/// How a model manifest names GPT-2's tokenizer.
+pub const GPT2_NAME: &str = "gpt2";
+/// File name of a Hugging Face tokenizer in a model directory.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// The tokenizer of a model: GPT-2's, or one read from a `tokenizer.json`.
+#[derive(Clone, Debug)]
+pub enum ModelTokenizer {
+    /// GPT-2's BPE (50257 tokens).
+    Gpt2(Tokenizer),
+    /// A Hugging Face tokenizer file.
+    HuggingFace(HfTokenizer),
+}
+
+impl From<Tokenizer> for ModelTokenizer {
+    fn from(tokenizer: Tokenizer) -> Self {
+        Self::Gpt2(tokenizer)
+    }
+}
+
+impl ModelTokenizer {
+    /// GPT-2's tokenizer.
+    pub fn gpt2() -> Self {
+        Self::Gpt2(Tokenizer::gpt2())
+    }
+
+    /// A Hugging Face `tokenizer.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        Ok(Self::HuggingFace(HfTokenizer::from_file(path)?))
+    }
+
+    /// A short description for messages and manifests: `gpt2`, or the file and its size.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Gpt2(_) => GPT2_NAME.into(),
+            Self::HuggingFace(t) => format!("{} ({} tokens)", t.path().display(), t.vocab_size()),
+        }
+    }
+
+    /// Number of token ids (the largest id plus one).
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Self::Gpt2(_) => Tokenizer::VOCAB_SIZE,
+            Self::HuggingFace(t) => t.vocab_size(),
+        }
+    }
+
+    /// The end-of-sequence id, which stops generation (GPT-2: `<|endoftext|>`).
+    pub fn eos(&self) -> Option<u32> {
+        match self {
+            Self::Gpt2(_) => Some(Tokenizer::END_OF_TEXT),
+            Self::HuggingFace(t) => t.eos(),
+        }
+    }
+
+    /// The id put in front of every document of prepared data: GPT-2's `<|endoftext|>` (as in
+    /// GPT-2's training data), or a tokenizer's begin-of-sequence token (Llama's `<s>`), else
+    /// its end-of-sequence token.
+    pub fn document_separator(&self) -> Option<u32> {
+        match self {
+            Self::Gpt2(_) => Some(Tokenizer::END_OF_TEXT),
+            Self::HuggingFace(t) => t.bos().or(t.eos()),
+        }
+    }
+
+    /// Token ids of `text`, without special tokens (data, scoring).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        match self {
+            Self::Gpt2(t) => Ok(t.encode(text)),
+            Self::HuggingFace(t) => t.encode(text, false),
+        }
+    }
+
+    /// Token ids of a prompt, with the special tokens the tokenizer's template adds (Llama's
+    /// `<s>`), as `tokenizer(text)` gives them in transformers. GPT-2 adds none.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        match self {
+            Self::Gpt2(t) => Ok(t.encode(text)),
+            Self::HuggingFace(t) => t.encode(text, true),
+        }
+    }
+
+    /// The text of `ids`.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        match self {
+            Self::Gpt2(t) => t.decode(ids),
+            Self::HuggingFace(t) => t.decode(ids),
+        }
+    }
+
+    /// Writes what a model directory `dir` needs to name this tokenizer in its manifest, and
+    /// returns that name: `gpt2`, or `tokenizer.json` (the file, copied into `dir`).
+    pub fn save_into(&self, dir: &Path) -> Result<String> {
+        match self {
+            Self::Gpt2(_) => Ok(GPT2_NAME.into()),
+            Self::HuggingFace(t) => {
+                let target = dir.join(TOKENIZER_FILE);
+                let same = match (t.path().canonicalize(), target.canonicalize()) {
+                    (Ok(a), Ok(b)) => a == b,
+                    _ => false,
+                };
+                if !same {
+                    let bytes =
+                        std::fs::read(t.path()).map_err(|e| ArcaneError::io(t.path(), e))?;
+                    crate::io::write_atomic(&target, &bytes)?;
+                }
+                Ok(TOKENIZER_FILE.into())
+            }
+        }
+    }
+
+    /// Refuses a tokenizer that can produce ids outside a model's vocabulary of `vocab_size`
+    /// (the model in `model_dir`): they were not made for each other. A model may have more
+    /// rows than its tokenizer has tokens (GPT-2's 50257 padded to 50304).
+    pub fn check_model(&self, vocab_size: usize, model_dir: &Path) -> Result<()> {
+        if self.vocab_size() <= vocab_size {
+            return Ok(());
+        }
+        let hint = match self {
+            Self::Gpt2(_) => format!(
+                "the model was trained with another tokenizer: put that tokenizer's {TOKENIZER_FILE} \
+                 into the model folder"
+            ),
+            Self::HuggingFace(_) => {
+                "use the tokenizer.json that came with this model".to_string()
+            }
+        };
+        Err(ArcaneError::format(
+            model_dir,
+            format!(
+                "the model's vocabulary of {vocab_size} does not fit its tokenizer {}, which has {} tokens; {hint}",
+                self.name(),
+                self.vocab_size()
+            ),
+        ))
+    }
+}
+
+/// Turns a stream of token ids into text pieces, holding back what a later token completes (a
+/// UTF-8 character cut between GPT-2 tokens, a byte-fallback sequence of a Llama tokenizer),
+/// so streamed output never shows a broken character.
+#[derive(Debug)]
+pub struct StreamDecoder {
+    tokenizer: ModelTokenizer,
+    /// GPT-2: bytes of an incomplete character.
+    pending: Vec<u8>,
+    /// Hugging Face: the ids so far; `ids[prefix..read]` is the text already shown, decoded
+    /// again with each new id so that context-dependent decoders (SentencePiece's leading
+    /// space) see the tokens in front of it.
+    ids: Vec<u32>,
+    prefix: usize,
+    read: usize,
+}
+
+impl StreamDecoder {
+    /// A decoder with nothing pending.
+    pub fn new(tokenizer: impl Into<ModelTokenizer>) -> Self {
+        Self {
+            tokenizer: tokenizer.into(),
+            pending: Vec::new(),
+            ids: Vec::new(),
+            prefix: 0,
+            read: 0,
+        }
+    }
+
+    /// Adds one token; returns the text that is now complete (possibly empty).
+    pub fn push(&mut self, id: u32) -> Result<String> {
+        match &self.tokenizer {
+            ModelTokenizer::Gpt2(t) => {
+                self.pending.extend(t.decode_bytes(&[id])?);
+                let valid = match std::str::from_utf8(&self.pending) {
+                    Ok(_) => self.pending.len(),
+                    // An incomplete character at the end waits; a truly invalid byte goes through.
+                    Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                    Err(_) => self.pending.len(),
+                };
+                let text = String::from_utf8_lossy(&self.pending[..valid]).into_owned();
+                self.pending.drain(..valid);
+                Ok(text)
+            }
+            ModelTokenizer::HuggingFace(t) => {
+                self.ids.push(id);
+                let shown = t.decode(&self.ids[self.prefix..self.read])?;
+                let now = t.decode(&self.ids[self.prefix..])?;
+                if now.len() <= shown.len() || now.ends_with('\u{FFFD}') {
+                    return Ok(String::new());
+                }
+                let piece = now.get(shown.len()..).unwrap_or_default().to_string();
+                self.prefix = self.read;
+                self.read = self.ids.len();
+                Ok(piece)
+            }
+        }
+    }
+
+    /// Whatever is still pending, with invalid bytes replaced.
+    pub fn finish(&mut self) -> String {
+        let text = match &self.tokenizer {
+            ModelTokenizer::Gpt2(_) => String::from_utf8_lossy(&self.pending).into_owned(),
+            ModelTokenizer::HuggingFace(t) => {
+                let shown = t
+                    .decode(&self.ids[self.prefix..self.read])
+                    .unwrap_or_default();
+                let now = t.decode(&self.ids[self.prefix..]).unwrap_or_default();
+                now.get(shown.len()..).unwrap_or_default().to_string()
+            }
+        };
+        self.pending.clear();
+        self.prefix = self.ids.len();
+        self.read = self.ids.len();
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streaming_never_splits_a_character() {
+        let tok = Tokenizer::gpt2();
+        let text = "emoji 😀 and ünïcödé";
+        let mut stream = StreamDecoder::new(tok);
+        let mut out = String::new();
+        for id in tok.encode(text) {
+            let piece = stream.push(id).unwrap();
+            assert!(!piece.contains('\u{FFFD}'), "broken character in {piece:?}");
+            out.push_str(&piece);
+        }
+        out.push_str(&stream.finish());
+        assert_eq!(out, text);
+    }
+
+    #[test]
+    fn gpt2_fits_padded_vocabularies_only() {
+        let tok = ModelTokenizer::gpt2();
+        assert!(tok.check_model(50304, Path::new("m")).is_ok());
+        assert!(tok.check_model(50257, Path::new("m")).is_ok());
+        let err = tok
+            .check_model(512, Path::new("m"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("vocabulary of 512") && err.contains("tokenizer.json"),
+            "{err}"
+        );
+    }
+}
