@@ -252,6 +252,41 @@ fn a_diverging_run_stops_and_keeps_its_last_checkpoint() {
 }
 
 #[test]
+fn a_divergence_found_in_a_batch_of_read_back_steps_is_never_checkpointed() {
+    // Figures are read back every 4 steps; the run diverges inside such a batch.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = prepare(tmp.path());
+    let cfg = config(
+        tmp.path(),
+        json!({"max_steps": 40, "checkpoint_every": 4, "eval_every": 4, "log_every": 4,
+               "schedule": {"warmup_steps": 6}, "optimizer": {"max_lr": 1e4, "grad_clip": 0.0}}),
+    );
+    let run_dir = tmp.path().join("run");
+    let err = fails(&mut train_cmd(&cfg, &data, &run_dir));
+    let losses = train_losses(&run_dir);
+    let bad = losses.len() + 1;
+    // (It diverges at step 6 here: after the first checkpoint, inside the second batch.)
+    assert!(bad > 4, "diverged too early to test batching: {err}");
+    assert!(checkpoint_steps(&run_dir).contains(&4), "{err}");
+    assert!(
+        err.contains(&format!("training stopped at step {bad}")),
+        "{err} (logged {losses:?})"
+    );
+    assert!(losses.iter().all(|(_, l)| l.is_finite()), "{losses:?}");
+    let states = checkpoint_steps(&run_dir);
+    assert!(
+        states.iter().all(|&s| s < bad),
+        "checkpoints {states:?} after the non-finite step {bad}"
+    );
+    let vals = records(&run_dir, "val");
+    assert!(
+        vals.iter()
+            .all(|v| v["step"].as_u64().unwrap() < bad as u64),
+        "validated after the non-finite step: {vals:?}"
+    );
+}
+
+#[test]
 fn hellaswag_runs_inside_training_and_is_drawn() {
     let tmp = tempfile::tempdir().unwrap();
     let data = prepare(tmp.path());

@@ -15,6 +15,7 @@ mod metrics;
 mod optimizer;
 mod outcome;
 mod plot;
+mod readback;
 mod renderer;
 mod report;
 mod resume;

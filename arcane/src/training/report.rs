@@ -9,8 +9,8 @@ use burn::train::{EventProcessorTraining, LearnerEvent, TrainingItem};
 use super::components::{ArcaneLoop, Processor};
 use super::log::{MetricRecord, MetricsLog};
 use super::metrics::StepStats;
+use super::readback::StepFigures;
 use super::step::LmOutput;
-use super::stepping::StepFigures;
 
 /// A step as reported: its figures and where the run stands after it.
 #[derive(Clone, Copy, Debug)]

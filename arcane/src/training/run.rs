@@ -337,8 +337,9 @@ fn outcome_result(outcome: LoopOutcome) -> Result<LoopOutcome> {
     match &outcome.stop {
         StopReason::Finished | StopReason::Interrupted => Ok(outcome),
         StopReason::NonFinite { step, loss, grad_norm } => Err(ArcaneError::InvalidInput(format!(
-            "training stopped at step {step}: the loss is {loss} and the gradient norm {grad_norm}; the update was not applied. \
+            "training stopped at step {step}: the loss is {loss} and the gradient norm {grad_norm}; nothing after step {} was evaluated or checkpointed. \
              The last good checkpoint (step {}) is intact: lower the learning rate or check the data, then --resume",
+            step - 1,
             outcome.checkpoint.map_or("none".into(), |s| s.to_string())
         ))),
         StopReason::Failed(e) => Err(ArcaneError::InvalidInput(format!(

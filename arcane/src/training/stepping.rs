@@ -1,35 +1,17 @@
 //! One optimizer step: the forward and backward passes of its micro-batches (split across the
-//! devices), the mean gradient, global-norm clipping, the non-finite guard, and the update.
+//! devices), the mean gradient, global-norm clipping and the update, all queued on the device
+//! without waiting for it (the figures are read back in batches, with the non-finite guard).
 
 use burn::optim::GradientsAccumulator;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::{Learner, TrainLoader, TrainOutput, TrainStep};
 
-use super::clip::clip_global_norm;
+use super::clip::clip_global_norm_on_device;
 use super::components::{ArcaneComponents, ArcaneLoop};
+use super::readback::PendingStep;
 use super::step::{LmBatch, LmOutput};
 use crate::model::Gpt;
-
-/// What a step that was applied measured.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct StepFigures {
-    /// Mean loss over the step's micro-batches.
-    pub loss: f64,
-    /// Global gradient norm before clipping.
-    pub grad_norm: f64,
-    /// The learning rate the update used.
-    pub lr: f64,
-}
-
-/// A step whose loss or gradient norm was not finite; its update was not applied.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct NonFinite {
-    /// Mean loss of the step.
-    pub loss: f64,
-    /// Gradient norm of the step.
-    pub grad_norm: f64,
-}
 
 impl<B: AutodiffBackend> ArcaneLoop<B> {
     /// Runs optimizer step `step` (0-based): micro-batches `step · n .. (step + 1) · n` of the
@@ -39,7 +21,7 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
         learner: &mut Learner<ArcaneComponents<B>>,
         loader: &TrainLoader<ArcaneComponents<B>>,
         step: usize,
-    ) -> Result<StepFigures, NonFinite> {
+    ) -> PendingStep<B::InnerBackend> {
         let c = &self.config;
         let n_devices = self.devices.len();
         let main = self.devices[0].clone();
@@ -72,17 +54,18 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
             }
         }
         let mut grads = accumulator.grads();
-        let grad_norm = clip_global_norm(&learner.model(), &mut grads, c.optimizer.grad_clip);
-        let loss = loss_sum.map_or(f64::NAN, |s| s.into_scalar().elem::<f64>()) / per_step as f64;
-        if !loss.is_finite() || !grad_norm.is_finite() {
-            return Err(NonFinite { loss, grad_norm });
-        }
+        // Nothing is read back here: the norm, the clipping and the loss stay on the device
+        // until the loop reads a batch of steps (see `readback.rs`).
+        let grad_norm =
+            clip_global_norm_on_device(&learner.model(), &mut grads, c.optimizer.grad_clip);
+        let loss = loss_sum.expect("a step has at least one micro-batch") / per_step as f64;
         learner.optimizer_step(grads);
-        Ok(StepFigures {
+        PendingStep {
+            step: step + 1,
+            lr,
             loss,
             grad_norm,
-            lr,
-        })
+        }
     }
 
     /// Micro-batches in one optimizer step, over all devices.

@@ -3,13 +3,13 @@
 //! burn-train's built-in strategies are epoch-based: one LR-scheduler step per micro-batch,
 //! summed gradient accumulation, per-tensor clipping, checkpoints per epoch. Pre-training needs
 //! steps: this strategy runs optimizer steps of `accumulation` micro-batches with the mean
-//! gradient, clips by the global norm, stops on a non-finite loss before it reaches the
-//! weights, and checkpoints every N steps with the data position. It drives the same Learner
+//! gradient, clips by the global norm, reads the step figures back in batches (`readback.rs`:
+//! the GPU's queue is never drained once per step), stops at the first non-finite loss before
+//! anything after it is evaluated or checkpointed, and checkpoints every N steps with the data
+//! position. It drives the same Learner
 //! (model, grouped AdamW, schedule), event processor (metrics, TUI dashboard) and
 //! `LearningCheckpointer` as Burn's own strategies. An "epoch" on the dashboard is the stretch
 //! of `eval_every` steps between validations.
-
-use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
@@ -25,6 +25,7 @@ use super::components::{ArcaneComponents, ArcaneLoop, Processor};
 use super::evaluate::EvalPoint;
 use super::log::MetricsLog;
 use super::outcome::{LoopOutcome, StopReason, Totals};
+use super::readback::Pending;
 use super::report::StepReport;
 use crate::model::Gpt;
 
@@ -92,6 +93,17 @@ struct Position {
     elapsed_s: f64,
 }
 
+/// Everything the loop updates as it goes.
+struct RunState<B: AutodiffBackend> {
+    /// Steps read back and reported (the steps queued after them are in `pending`).
+    at: Position,
+    out: LoopOutcome,
+    totals: Totals,
+    pending: Pending<B::InnerBackend>,
+    log: MetricsLog,
+    checkpointer: RunCheckpointer<B>,
+}
+
 impl<B: AutodiffBackend> ArcaneLoop<B> {
     /// Steps until `max_steps`, an interruption or a failure; evaluates and checkpoints on the
     /// way, and always leaves the progress of an interrupted run in a checkpoint.
@@ -105,7 +117,7 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
     ) -> LoopOutcome {
         let c = &self.config;
         let resumed = self.resume.as_ref();
-        let mut at = Position {
+        let at = Position {
             step: resumed.map_or(0, |s| s.step),
             tokens: resumed.map_or(0, |s| s.tokens),
             elapsed_s: resumed.map_or(0.0, |s| s.elapsed_s),
@@ -118,41 +130,82 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
                 return out;
             }
         };
-        let mut checkpointer =
-            RunCheckpointer::new(&self.run_dir, interrupter, c.finetune.is_some());
+        let checkpointer = RunCheckpointer::new(&self.run_dir, interrupter, c.finetune.is_some());
+        let mut state = RunState {
+            at,
+            out,
+            totals: Totals::default(),
+            pending: Pending::new(),
+            log,
+            checkpointer,
+        };
         if let Some(on_start) = &self.on_start {
             on_start();
         }
-        let flops_per_token = c.model.flops_per_token(c.seq_len());
-        let mut totals = Totals::default();
-
-        while at.step < c.max_steps {
+        let mut queued = at.step;
+        while queued < c.max_steps {
             if interrupter.should_stop() {
-                out.stop = StopReason::Interrupted;
+                state.out.stop = StopReason::Interrupted;
                 break;
             }
-            let started = Instant::now();
-            let figures = match self.optimizer_step(learner, &loaders.train, at.step) {
-                Ok(figures) => figures,
-                Err(bad) => {
-                    out.stop = StopReason::NonFinite {
-                        step: at.step + 1,
-                        loss: bad.loss,
-                        grad_norm: bad.grad_norm,
-                    };
-                    break;
-                }
-            };
-            let seconds = started.elapsed().as_secs_f64();
+            state
+                .pending
+                .push(self.optimizer_step(learner, &loaders.train, queued));
+            queued += 1;
+            if !self.read_back_due(queued, state.pending.len()) {
+                continue;
+            }
+            if let Err(stop) = self.read_back(processor, &mut state) {
+                state.out.stop = stop;
+                break;
+            }
+            if let Err(e) = self.after_step(learner, processor, store, loaders, &mut state) {
+                state.out.stop = StopReason::Failed(e.to_string());
+                break;
+            }
+            // Evaluation and checkpoint time is not training time.
+            state.pending.restart_clock();
+        }
+        self.finish(learner, processor, store, state)
+    }
+
+    /// Whether the queued steps must be read back after step `step`: every `log_every` steps,
+    /// and before every validation, checkpoint, extra evaluation and the end. A custom extra
+    /// evaluation, whose steps are unknown here, is offered every step.
+    fn read_back_due(&self, step: usize, pending: usize) -> bool {
+        let c = &self.config;
+        let extra = match (&self.eval_hook, &c.hellaswag) {
+            (None, _) => false,
+            (Some(_), Some(h)) => step % h.every == 0,
+            (Some(_), None) => true,
+        };
+        pending >= c.log_every
+            || step % c.eval_every == 0
+            || step % c.checkpoint_every == 0
+            || step == c.max_steps
+            || extra
+    }
+
+    /// Reads the pending steps back and reports each; a non-finite step stops the run there.
+    fn read_back(
+        &self,
+        processor: &mut Processor<B>,
+        state: &mut RunState<B>,
+    ) -> Result<(), StopReason> {
+        let c = &self.config;
+        let flops_per_token = c.model.flops_per_token(c.seq_len());
+        let (figures, bad) = state.pending.read();
+        for (figures, seconds) in figures {
+            let at = &mut state.at;
             at.step += 1;
             at.tokens += c.tokens_per_step as u64;
             at.elapsed_s += seconds;
             let mfu = self
                 .peak_flops
                 .map(|peak| flops_per_token * c.tokens_per_step as f64 / seconds / peak);
-            totals.add(c.tokens_per_step, seconds, mfu);
-            out.step = at.step;
-            out.train_loss = Some(figures.loss);
+            state.totals.add(c.tokens_per_step, seconds, mfu);
+            state.out.step = at.step;
+            state.out.train_loss = Some(figures.loss);
             let report = StepReport {
                 step: at.step,
                 tokens: at.tokens,
@@ -161,74 +214,84 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
                 figures,
                 mfu,
             };
-            if let Err(e) = self.after_step(
-                learner,
-                processor,
-                store,
-                loaders,
-                &log,
-                &mut checkpointer,
-                &report,
-                &mut out,
-            ) {
-                out.stop = StopReason::Failed(e.to_string());
-                break;
-            }
+            self.report_step(processor, &state.log, &report)
+                .map_err(|e| StopReason::Failed(e.to_string()))?;
         }
-        // A stop asked for by the user keeps its progress.
-        if out.stop == StopReason::Interrupted && out.checkpoint != Some(at.step) && at.step > 0 {
-            match self.save(learner, &mut checkpointer, store, at) {
-                Ok(()) => out.checkpoint = Some(at.step),
-                Err(e) => out.stop = StopReason::Failed(e.to_string()),
-            }
+        match bad {
+            Some(bad) => Err(StopReason::NonFinite {
+                step: bad.step,
+                loss: bad.loss,
+                grad_norm: bad.grad_norm,
+            }),
+            None => Ok(()),
         }
-        totals.finish(&mut out, self.peak_flops.is_some());
-        out
     }
 
-    /// Reports a finished step, then evaluates and checkpoints when it is time.
-    #[allow(clippy::too_many_arguments)]
+    /// After a read-back at step `state.at.step`: validation, checkpoint and the extra
+    /// evaluation when it is time for them.
     fn after_step(
         &self,
         learner: &Learner<ArcaneComponents<B>>,
         processor: &mut Processor<B>,
         store: &EventStoreClient,
         loaders: &Loaders<B>,
-        log: &MetricsLog,
-        checkpointer: &mut RunCheckpointer<B>,
-        r: &StepReport,
-        out: &mut LoopOutcome,
+        state: &mut RunState<B>,
     ) -> crate::Result<()> {
         let c = &self.config;
-        self.report_step(processor, log, r)?;
-        let last = r.step == c.max_steps;
-        let (epoch, num_epochs) = self.epoch_of(r.step);
+        let at = state.at;
+        let last = at.step == c.max_steps;
+        let (epoch, num_epochs) = self.epoch_of(at.step);
         let point = EvalPoint {
-            step: r.step,
-            tokens: r.tokens,
+            step: at.step,
+            tokens: at.tokens,
             epoch,
             num_epochs,
         };
         // Validation, checkpoints and the extra evaluation each keep their own interval.
-        if r.step % c.eval_every == 0 || last {
-            let figures = self.evaluate(learner, processor, &loaders.valid, log, point)?;
-            out.val_loss = Some(figures.val_loss);
+        if at.step % c.eval_every == 0 || last {
+            let figures = self.evaluate(learner, processor, &loaders.valid, &state.log, point)?;
+            state.out.val_loss = Some(figures.val_loss);
             if figures.sample.is_some() {
-                out.sample = figures.sample;
+                state.out.sample = figures.sample;
             }
         } else if self.eval_hook.is_some() {
-            self.evaluate_extra(learner, processor, log, point)?;
+            self.evaluate_extra(learner, processor, &state.log, point)?;
         }
-        if r.step % c.checkpoint_every == 0 || last {
-            let at = Position {
-                step: r.step,
-                tokens: r.tokens,
-                elapsed_s: r.elapsed_s,
-            };
-            self.save(learner, checkpointer, store, at)?;
-            out.checkpoint = Some(r.step);
+        if at.step % c.checkpoint_every == 0 || last {
+            self.save(learner, &mut state.checkpointer, store, at)?;
+            state.out.checkpoint = Some(at.step);
         }
         Ok(())
+    }
+
+    /// The end of the loop: an interrupted run reads back its last steps and keeps them in a
+    /// checkpoint (unless one of them was not finite); then the throughput totals.
+    fn finish(
+        &self,
+        learner: &Learner<ArcaneComponents<B>>,
+        processor: &mut Processor<B>,
+        store: &EventStoreClient,
+        mut state: RunState<B>,
+    ) -> LoopOutcome {
+        if state.out.stop == StopReason::Interrupted {
+            if let Err(stop) = self.read_back(processor, &mut state) {
+                state.out.stop = stop;
+            }
+        }
+        let at = state.at;
+        if state.out.stop == StopReason::Interrupted
+            && state.out.checkpoint != Some(at.step)
+            && at.step > 0
+        {
+            match self.save(learner, &mut state.checkpointer, store, at) {
+                Ok(()) => state.out.checkpoint = Some(at.step),
+                Err(e) => state.out.stop = StopReason::Failed(e.to_string()),
+            }
+        }
+        state
+            .totals
+            .finish(&mut state.out, self.peak_flops.is_some());
+        state.out
     }
 
     /// Checkpoint `at.step` (model, optimizer, schedule, state file), then the model files of
