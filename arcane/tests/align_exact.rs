@@ -7,7 +7,8 @@ mod common;
 use arcane::align::{
     dpo_loss, gae, policy_loss, reference_logps, reward_loss, rloo_advantages, sequence_logprobs,
     token_rewards, train_dpo, value_loss, whiten, AdaptiveKl, AlignLog, DpoConfig, DpoLossKind,
-    FnReward, Lexicon, RewardModel, RlConfig, RlTrainer, SeqBatch, Sequence, TokenPair,
+    FnReward, Lexicon, OptimSettings, RewardModel, RlConfig, RlTrainer, SeqBatch, Sequence,
+    TokenPair, Updater,
 };
 use arcane::lora::{LoraConfig, LoraTarget};
 use arcane::training::MetricRecord;
@@ -325,4 +326,28 @@ fn the_lexicon_sums_valences_of_words() {
         1e-12,
     );
     close(lex.score("a table"), 0.0, 0.0);
+}
+
+#[test]
+fn non_finite_losses_and_rewards_stop_the_run() {
+    // The guard of pre-training: a NaN loss is not applied.
+    let model = tiny::<AD>(6);
+    let mut updater = Updater::new(&OptimSettings::default(), 10, &model);
+    let loss = model
+        .forward(tokens(&[1, 2, 3], &Default::default()))
+        .mean()
+        * f64::NAN;
+    let err = updater.step(model, loss).unwrap_err().to_string();
+    assert!(
+        err.contains("step 1: the loss is NaN") && err.contains("not applied"),
+        "{err}"
+    );
+    assert_eq!(updater.steps(), 0);
+    // A NaN reward stops PPO before it reaches an advantage.
+    let prompts = vec![vec![3, 9, 27]];
+    let mut trainer = RlTrainer::new(tiny::<AD>(6), prompts, rl_config(None)).unwrap();
+    let mut nan = FnReward(|_: &[u32], _: &[u32]| f32::NAN);
+    let err = trainer.step(&mut nan).unwrap_err().to_string();
+    assert!(err.contains("the reward of sample 0 is NaN"), "{err}");
+    assert_eq!(trainer.iteration(), 0);
 }

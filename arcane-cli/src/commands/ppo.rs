@@ -94,26 +94,69 @@ impl Task for Rl {
     }
 }
 
-/// Reward and KL of the current policy on the held-out prompts.
+/// Reward and KL of the current policy on the held-out prompts (if any), recorded at `step`.
 fn held_out<B: AutodiffBackend>(
     trainer: &RlTrainer<B>,
-    prompts: &[Vec<u32>],
+    prompts: Option<&[Vec<u32>]>,
     samples: usize,
     reward: &mut dyn RewardFn,
-) -> Result<RewardEval> {
+    log: &mut AlignLog,
+    step: usize,
+) -> Result<Option<RewardEval>> {
+    let Some(prompts) = prompts else {
+        return Ok(None);
+    };
     let config = RewardEvalConfig {
         samples,
         ..RewardEvalConfig::default()
     };
     let policy = trainer.model().valid().policy;
-    Ok(evaluate_reward(
+    let r = evaluate_reward(
         &policy,
         trainer.reference(),
         prompts,
         reward,
         trainer.rollout_config(),
         &config,
-    )?)
+    )?;
+    let values = [
+        ("eval/reward_mean", r.reward_mean),
+        ("eval/reward_std", r.reward_std),
+        ("eval/kl_mean", r.kl_mean),
+    ];
+    log.record(trainer.config().algo.name(), step, &values)?;
+    Ok(Some(r))
+}
+
+/// Prints the last iteration's figures and the held-out ones.
+fn report(
+    json_out: bool,
+    last: &[(&str, f64)],
+    evals: (Option<RewardEval>, Option<RewardEval>),
+    seconds: f64,
+    usage: &str,
+) {
+    let summary = |e: &RewardEval| json!({"reward_mean": e.reward_mean, "reward_std": e.reward_std, "kl_mean": e.kl_mean, "n": e.n});
+    if json_out {
+        let mut out: Map<String, Value> = last
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        if let (Some(b), Some(a)) = &evals {
+            out.insert("eval/before".into(), summary(b));
+            out.insert("eval/after".into(), summary(a));
+        }
+        out.insert("seconds".into(), json!(seconds));
+        println!("{}", Value::Object(out));
+        return;
+    }
+    if let (Some(b), Some(a)) = &evals {
+        println!(
+            "held-out reward {:.4} -> {:.4} (reference std {:.4}), KL {:.3} nats per sequence",
+            b.reward_mean, a.reward_mean, b.reward_std, a.kl_mean
+        );
+    }
+    println!("trained in {seconds:.0} s; {usage}");
 }
 
 impl Rl {
@@ -145,31 +188,13 @@ impl Rl {
             args.out.display()
         );
         let start = Instant::now();
-        let eval = |t: &RlTrainer<B>, r: &mut dyn RewardFn| -> Result<Option<RewardEval>> {
-            match &self.eval_prompts {
-                Some(p) => Ok(Some(held_out(t, p, args.eval_samples, r)?)),
-                None => Ok(None),
-            }
-        };
-        let before = eval(&trainer, &mut *reward)?;
-        if let Some(b) = &before {
-            log.record(
-                algo,
-                0,
-                &[
-                    ("eval/reward_mean", b.reward_mean),
-                    ("eval/reward_std", b.reward_std),
-                    ("eval/kl_mean", b.kl_mean),
-                ],
-            )?;
-        }
+        let eval_prompts = self.eval_prompts.as_deref();
+        let samples = args.eval_samples;
+        let before = held_out(&trainer, eval_prompts, samples, &mut *reward, &mut log, 0)?;
         if config.normalize_reward {
             let (mean, std) = trainer.normalize_reward(&mut *reward)?;
-            log.record(
-                algo,
-                0,
-                &[("env/reward_norm_mean", mean), ("env/reward_norm_std", std)],
-            )?;
+            let values = [("env/reward_norm_mean", mean), ("env/reward_norm_std", std)];
+            log.record(algo, 0, &values)?;
         }
         let decoder = Tokenizer::gpt2();
         let mut last = Vec::new();
@@ -180,45 +205,22 @@ impl Rl {
             last = stats.named();
             log.record(algo, stats.iteration, &last)?;
             if i % 10 == 0 || i + 1 == config.iterations {
-                let text =
-                    decoder.decode(&[exp.prompts[0].as_slice(), &exp.responses[0]].concat())?;
-                log.sample(stats.iteration, text)?;
+                let ids = [exp.prompts[0].as_slice(), &exp.responses[0]].concat();
+                log.sample(stats.iteration, decoder.decode(&ids)?)?;
             }
         }
-        let after = eval(&trainer, &mut *reward)?;
-        if let Some(a) = &after {
-            log.record(
-                algo,
-                config.iterations,
-                &[
-                    ("eval/reward_mean", a.reward_mean),
-                    ("eval/reward_std", a.reward_std),
-                    ("eval/kl_mean", a.kl_mean),
-                ],
-            )?;
-        }
+        let step = config.iterations;
+        let after = held_out(
+            &trainer,
+            eval_prompts,
+            samples,
+            &mut *reward,
+            &mut log,
+            step,
+        )?;
         let seconds = start.elapsed().as_secs_f64();
         let usage = save_policy(&trainer.into_policy(), &args.out, &args.model)?;
-        if args.json {
-            let mut out: Map<String, Value> = last
-                .iter()
-                .map(|(k, v)| (k.to_string(), json!(v)))
-                .collect();
-            if let (Some(b), Some(a)) = (&before, &after) {
-                out.insert("eval/before".into(), json!({"reward_mean": b.reward_mean, "reward_std": b.reward_std, "kl_mean": b.kl_mean, "n": b.n}));
-                out.insert("eval/after".into(), json!({"reward_mean": a.reward_mean, "reward_std": a.reward_std, "kl_mean": a.kl_mean, "n": a.n}));
-            }
-            out.insert("seconds".into(), json!(seconds));
-            println!("{}", Value::Object(out));
-        } else {
-            if let (Some(b), Some(a)) = (&before, &after) {
-                println!(
-                    "held-out reward {:.4} -> {:.4} (reference std {:.4}), KL {:.3} nats per sequence",
-                    b.reward_mean, a.reward_mean, b.reward_std, a.kl_mean
-                );
-            }
-            println!("trained in {seconds:.0} s; {usage}");
-        }
+        report(args.json, &last, (before, after), seconds, &usage);
         Ok(())
     }
 }

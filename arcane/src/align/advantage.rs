@@ -65,7 +65,7 @@ pub fn whiten(xs: &[f64], shift_mean: bool) -> Vec<f64> {
 /// If `k < 2` or `rewards.len()` is not a multiple of `k`.
 pub fn rloo_advantages(rewards: &[f64], k: usize) -> Vec<f64> {
     assert!(
-        k >= 2 && rewards.len() % k == 0,
+        k >= 2 && rewards.len().is_multiple_of(k),
         "RLOO needs groups of k >= 2"
     );
     rewards

@@ -156,7 +156,9 @@ impl RlConfig {
         if self.response_tokens == 0 {
             return fail("responses need at least 1 token".into());
         }
-        if self.algo == Algo::Rloo && (self.rloo_k < 2 || self.rollouts % self.rloo_k != 0) {
+        if self.algo == Algo::Rloo
+            && (self.rloo_k < 2 || !self.rollouts.is_multiple_of(self.rloo_k))
+        {
             return fail(format!(
                 "RLOO needs k >= 2 samples per prompt and rollouts a multiple of k (k {}, rollouts {})",
                 self.rloo_k, self.rollouts
