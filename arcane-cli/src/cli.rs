@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::backend::BackendKind;
+use crate::cli_align::{DpoArgs, EvalRewardArgs, RewardCommand, RlArgs};
 
 /// Train, sample, evaluate and benchmark GPT-2-class language models on Burn.
 #[derive(Debug, Parser)]
@@ -47,6 +48,15 @@ pub enum Command {
     Bench(BenchArgs),
     /// Convert a model directory to the Arcane or Hugging Face format.
     Convert(ConvertArgs),
+    /// Reward models: train one on preference pairs, or measure one.
+    #[command(subcommand)]
+    Reward(RewardCommand),
+    /// Direct Preference Optimization on preference pairs.
+    Dpo(DpoArgs),
+    /// RLHF with PPO (or RLOO with --algo rloo) against a reward model or the lexicon.
+    Ppo(RlArgs),
+    /// RLOO (REINFORCE with a leave-one-out baseline): `ppo --algo rloo`.
+    Rloo(RlArgs),
 }
 
 /// `prepare`
@@ -280,6 +290,8 @@ pub enum EvalCommand {
     Loss(EvalLossArgs),
     /// HellaSwag accuracy (acc by summed loss, acc_norm by mean loss per token).
     Hellaswag(EvalHellaswagArgs),
+    /// Reward of a policy's samples on prompts, and their KL to the model without the adapter.
+    Reward(EvalRewardArgs),
 }
 
 /// `eval hellaswag`

@@ -3,9 +3,11 @@
 //! Arguments are parsed into typed configs (`cli.rs`), the backend is chosen at run time
 //! (`backend.rs`), and each subcommand lives in its own file under `commands/`.
 
+mod align_args;
 mod allocator;
 mod backend;
 mod cli;
+mod cli_align;
 mod commands;
 mod kernel_cache;
 mod model_arg;

@@ -17,6 +17,8 @@
 //! let logits = model.forward(tokens); // [1, 8, 256]
 //! ```
 
+#[cfg(feature = "train")]
+pub mod align;
 pub mod checkpoint;
 pub mod data;
 pub mod error;

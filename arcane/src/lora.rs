@@ -111,6 +111,17 @@ pub fn merge_and_unload<B: Backend>(model: Gpt<B>) -> Gpt<B> {
     model
 }
 
+/// The base model under the adapters: unmerges and drops every adapter, sharing the frozen
+/// base tensors with `model` (no copy). The RLHF reference policy of a LoRA policy is this.
+pub fn without_adapters<B: Backend>(model: Gpt<B>) -> Gpt<B> {
+    let mut model = map_targets(unmerge(model), &LoraTarget::ALL, |mut p| {
+        p.lora = None;
+        p
+    });
+    model.lora = None;
+    model
+}
+
 /// (trainable, total) parameter counts.
 pub fn parameter_counts<B: Backend>(model: &Gpt<B>) -> (usize, usize) {
     let adapters: usize = adapter_tensors(model)

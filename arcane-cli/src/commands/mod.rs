@@ -2,19 +2,27 @@
 
 mod bench;
 mod convert;
+mod dpo;
 mod eval_hellaswag;
 mod eval_loss;
+mod eval_reward;
 mod finetune;
 mod generate;
 mod info;
 mod lora;
 mod plot;
+mod ppo;
 mod prepare;
+mod reward_eval;
+mod reward_train;
 mod train;
 
 use anyhow::Result;
 
+use arcane::align::Algo;
+
 use crate::cli::{Cli, Command, EvalCommand, LoraCommand};
+use crate::cli_align::RewardCommand;
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
@@ -34,5 +42,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(EvalCommand::Hellaswag(args)) => eval_hellaswag::run(args, backend),
         Command::Bench(args) => bench::run(args, backend),
         Command::Convert(args) => convert::run(args, backend),
+        Command::Reward(RewardCommand::Train(args)) => reward_train::run(args, backend),
+        Command::Reward(RewardCommand::Eval(args)) => reward_eval::run(args, backend),
+        Command::Eval(EvalCommand::Reward(args)) => eval_reward::run(args, backend),
+        Command::Dpo(args) => dpo::run(args, backend),
+        Command::Ppo(args) => ppo::run(args, None, backend),
+        Command::Rloo(args) => ppo::run(args, Some(Algo::Rloo), backend),
     }
 }

@@ -65,6 +65,15 @@ pub enum MetricRecord {
         /// Accuracy by mean loss per token.
         acc_norm: f64,
     },
+    /// A step of an alignment run (reward model, DPO, PPO, RLOO) under TRL's metric names.
+    Align {
+        /// `reward`, `dpo`, `ppo` or `rloo`.
+        algo: String,
+        /// Optimizer steps (reward model, DPO) or iterations (PPO, RLOO) completed.
+        step: usize,
+        /// Metric name to value (`rewards/accuracies`, `objective/kl`, ...).
+        values: std::collections::BTreeMap<String, f64>,
+    },
 }
 
 impl MetricRecord {
@@ -74,7 +83,8 @@ impl MetricRecord {
             Self::Train { step, .. }
             | Self::Val { step, .. }
             | Self::Sample { step, .. }
-            | Self::Hellaswag { step, .. } => *step,
+            | Self::Hellaswag { step, .. }
+            | Self::Align { step, .. } => *step,
         }
     }
 }

@@ -1,0 +1,120 @@
+//! `arcane-cli eval reward`: the reward of a policy's samples on prompts and their KL to the
+//! same model without the adapter (or to --reference): RLHF's before/after figures.
+
+use std::io::Write;
+
+use anyhow::{bail, Context, Result};
+use arcane::align::{
+    check_ids, evaluate_reward, model_tokenizer, RewardEval, RewardEvalConfig, RolloutConfig,
+};
+use arcane::Tokenizer;
+use burn::prelude::*;
+use serde_json::json;
+
+use crate::align_args::{read_prompts, RewardSpec};
+use crate::backend::{self, BackendKind, Task};
+use crate::cli_align::EvalRewardArgs;
+use crate::model_arg::load_model;
+
+/// Reads the prompts and the reward argument, then samples on the chosen backend.
+pub fn run(args: EvalRewardArgs, backend_kind: BackendKind) -> Result<()> {
+    if !(args.temperature > 0.0 && args.temperature.is_finite()) {
+        bail!("--temperature must be positive: the KL is that of the sampling distribution");
+    }
+    let prompts = read_prompts(&args.prompts, args.skip_bad)?;
+    let reward = RewardSpec::parse(&args.reward)?;
+    backend::run(
+        backend_kind,
+        EvalReward {
+            args,
+            prompts,
+            reward,
+        },
+    )
+}
+
+struct EvalReward {
+    args: EvalRewardArgs,
+    prompts: Vec<Vec<u32>>,
+    reward: RewardSpec,
+}
+
+impl Task for EvalReward {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        let args = &self.args;
+        let policy = load_model::<B>(&args.model, args.adapter.as_deref(), &device)?;
+        let reference = load_model::<B>(
+            args.reference.as_deref().unwrap_or(&args.model),
+            None,
+            &device,
+        )?;
+        if reference.config().vocab_size != policy.config().vocab_size {
+            bail!("the reference has another vocabulary than the policy; give a reference of the same base");
+        }
+        let tokenizer = model_tokenizer(&args.model)?;
+        let rollout =
+            RolloutConfig::for_model(policy.config(), args.response_tokens, args.temperature);
+        for (i, p) in self.prompts.iter().enumerate() {
+            check_ids(p, rollout.vocab_limit, &format!("prompt {}", i + 1))?;
+        }
+        let max_tokens = 1 + args.max_prompt_tokens + args.response_tokens;
+        let mut reward = self
+            .reward
+            .load::<B>(&device, policy.config(), &tokenizer, max_tokens)?;
+        let config = RewardEvalConfig {
+            samples: args.samples,
+            batch: args.batch,
+            seed: args.seed,
+            max_prompt_tokens: args.max_prompt_tokens,
+        };
+        let result = evaluate_reward(
+            &policy,
+            &reference,
+            &self.prompts,
+            &mut *reward,
+            &rollout,
+            &config,
+        )
+        .context("sampling and scoring")?;
+        if let Some(path) = &args.write_samples {
+            write_samples(path, &result)?;
+        }
+        if args.json {
+            println!(
+                "{}",
+                json!({"reward_mean": result.reward_mean, "reward_std": result.reward_std, "kl_mean": result.kl_mean, "n": result.n})
+            );
+        } else {
+            let tokenizer = Tokenizer::gpt2();
+            for s in result.samples.iter().take(3) {
+                let text = tokenizer.decode(&[s.prompt.as_slice(), &s.response].concat())?;
+                println!("[reward {:+.3}] {text:?}", s.reward);
+            }
+            println!(
+                "reward {:.4} ± {:.4} (std), KL to the reference {:.3} nats per sequence, over {} samples",
+                result.reward_mean, result.reward_std, result.kl_mean, result.n
+            );
+        }
+        Ok(())
+    }
+}
+
+fn write_samples(path: &std::path::Path, result: &RewardEval) -> Result<()> {
+    let tokenizer = Tokenizer::gpt2();
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    for s in &result.samples {
+        let line = json!({
+            "prompt": tokenizer.decode(&s.prompt)?,
+            "response": tokenizer.decode(&s.response)?,
+            "reward": s.reward,
+            "kl": s.kl,
+        });
+        writeln!(file, "{line}")?;
+    }
+    file.flush()?;
+    Ok(())
+}
