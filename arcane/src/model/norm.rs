@@ -2,9 +2,9 @@
 
 use burn::module::{Initializer, Param};
 use burn::prelude::*;
-use burn::tensor::TensorPrimitive;
 
 use super::config::NormKind;
+use crate::kernels;
 
 /// A normalisation layer over the last dimension.
 #[derive(Module, Debug)]
@@ -31,27 +31,15 @@ impl<B: Backend> Norm<B> {
         }
     }
 
+    /// LayerNorm: `(x - mean) / sqrt(var + eps) · w + b` with the biased variance, as
+    /// `torch.nn.LayerNorm`; RMSNorm: `x / sqrt(mean(x²) + eps) · w`, as `LlamaRMSNorm`.
+    /// Statistics in f32; one fused pass (and one backward node) on the CPU backend.
+    ///
     /// # Shapes
     /// - x: `[..., C]`
     /// - output: `[..., C]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        if self.rms {
-            // x / sqrt(mean(x²) + eps) · g, as `LlamaRMSNorm` (statistics in f32).
-            let rms = (x.clone().square().mean_dim(D - 1) + self.eps).sqrt();
-            (x / rms) * self.weight.val().unsqueeze()
-        } else {
-            // The backend's fused LayerNorm (biased variance, as torch.nn.LayerNorm).
-            let weight = self.weight.val().into_primitive().tensor();
-            let bias = self
-                .bias
-                .as_ref()
-                .map(|b| b.val().into_primitive().tensor());
-            Tensor::from_primitive(TensorPrimitive::Float(B::layer_norm(
-                x.into_primitive().tensor(),
-                weight,
-                bias,
-                self.eps,
-            )))
-        }
+        let bias = self.bias.as_ref().map(|b| b.val());
+        kernels::norm(x, self.weight.val(), bias, self.eps, self.rms)
     }
 }

@@ -1,7 +1,6 @@
 //! What burn-train calls per batch: the loss, and the train (forward + backward) and validation
 //! steps of [`Gpt`]. Kept out of `model/`, which is pure architecture.
 
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::ItemLazy;
@@ -46,7 +45,8 @@ impl<B: Backend> LmBatch<B> {
     }
 }
 
-/// Mean next-token cross-entropy of `targets` under the model.
+/// Mean next-token cross-entropy of `targets` under the model: the blocks, then the head
+/// fused with the loss ([`Gpt::head_loss`]), so the `[B·T, V]` logits are never all held.
 ///
 /// # Shapes
 /// - inputs, targets: `[B, T]`
@@ -56,11 +56,8 @@ pub fn lm_loss<B: Backend>(
     inputs: Tensor<B, 2, Int>,
     targets: Tensor<B, 2, Int>,
 ) -> Tensor<B, 1> {
-    let logits = model.forward(inputs); // [B, T, V]
-    let [b, t, v] = logits.dims();
-    CrossEntropyLossConfig::new()
-        .init(&logits.device())
-        .forward(logits.reshape([b * t, v]), targets.reshape([b * t]))
+    let hidden = model.forward_hidden(inputs, None); // [B, T, C]
+    model.head_loss(hidden, targets)
 }
 
 /// The output of a step: the (unscaled, detached) mean loss, plus figures the training loop

@@ -1,0 +1,226 @@
+//! The fused operations under `Autodiff`: one graph node each, whose backward pass calls the
+//! inner backend's fused gradient kernel, instead of Burn's 7-10 recorded elementwise nodes
+//! (each holding its own saved tensors) for a LayerNorm or a tanh-GELU. The cross-entropy
+//! node holds the gradients computed in its forward pass (the loss is the graph's root, so its
+//! upstream gradient is a scalar that only rescales them).
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::Autodiff;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::ops::{FloatTensor, IntTensor};
+
+use super::fused::{AdamWStep, FusedGrads, FusedOps, HeadLayout};
+
+/// Registers `values[i]` as the gradient of parent `i` when that parent is tracked. (A macro:
+/// the node type is not nameable outside burn-autodiff.)
+macro_rules! register {
+    ($B:ty, $parents:expr, $values:expr, $grads:expr) => {
+        for (parent, value) in $parents.into_iter().zip($values) {
+            if let Some(node) = parent {
+                $grads.register::<$B>(node.id, value);
+            }
+        }
+    };
+}
+
+/// Norm with (`N = 3`) or without (`N = 2`) bias.
+#[derive(Debug)]
+struct NormBackward<const N: usize> {
+    rms: bool,
+}
+
+type NormState<B> = (
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+);
+
+impl<B: FusedGrads, const N: usize> Backward<B, N> for NormBackward<N> {
+    type State = NormState<B>;
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, weight, mean, rstd) = ops.state;
+        let (dx, dw, db) = B::norm_backward(x, weight, grad, mean, rstd, self.rms);
+        let mut all = [Some(dx), Some(dw), Some(db)].into_iter();
+        let values: [FloatTensor<B>; N] = std::array::from_fn(|_| all.next().flatten().unwrap());
+        register!(B, ops.parents, values, grads);
+    }
+}
+
+#[derive(Debug)]
+struct GeluBackward;
+
+impl<B: FusedGrads> Backward<B, 1> for GeluBackward {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        register!(
+            B,
+            ops.parents,
+            [B::gelu_tanh_backward(ops.state, grad)],
+            grads
+        );
+    }
+}
+
+#[derive(Debug)]
+struct SwigluBackward;
+
+impl<B: FusedGrads> Backward<B, 2> for SwigluBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (gate, up) = ops.state;
+        let (dg, du) = B::swiglu_backward(gate, up, grad);
+        register!(B, ops.parents, [dg, du], grads);
+    }
+}
+
+#[derive(Debug)]
+struct XentBackward;
+
+impl<B: FusedGrads> Backward<B, 2> for XentBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node); // [1]
+        let (dh, dw) = ops.state;
+        let values = [B::scale_by(dh, grad.clone()), B::scale_by(dw, grad)];
+        register!(B, ops.parents, values, grads);
+    }
+}
+
+impl<B: FusedGrads, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn fused_norm(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        eps: f64,
+        rms: bool,
+    ) -> FloatTensor<Self> {
+        let Some(bias) = bias else {
+            let nodes = [x.node.clone(), weight.node.clone()];
+            return match (NormBackward::<2> { rms })
+                .prepare::<C>(nodes)
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let (xp, wp) = (x.primitive, weight.primitive);
+                    let (y, mean, rstd) = B::norm_train(xp.clone(), wp.clone(), None, eps, rms);
+                    prep.finish((xp, wp, mean, rstd), y)
+                }
+                OpsKind::UnTracked(prep) => {
+                    prep.finish(B::fused_norm(x.primitive, weight.primitive, None, eps, rms))
+                }
+            };
+        };
+        let nodes = [x.node.clone(), weight.node.clone(), bias.node.clone()];
+        match (NormBackward::<3> { rms })
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (xp, wp) = (x.primitive, weight.primitive);
+                let (y, mean, rstd) =
+                    B::norm_train(xp.clone(), wp.clone(), Some(bias.primitive), eps, rms);
+                prep.finish((xp, wp, mean, rstd), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_norm(
+                x.primitive,
+                weight.primitive,
+                Some(bias.primitive),
+                eps,
+                rms,
+            )),
+        }
+    }
+
+    fn fused_gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match GeluBackward
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::fused_gelu_tanh(x.primitive.clone());
+                prep.finish(x.primitive, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_gelu_tanh(x.primitive)),
+        }
+    }
+
+    fn fused_swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        let nodes = [gate.node.clone(), up.node.clone()];
+        match SwigluBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::fused_swiglu(gate.primitive.clone(), up.primitive.clone());
+                prep.finish((gate.primitive, up.primitive), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_swiglu(gate.primitive, up.primitive)),
+        }
+    }
+
+    fn fused_linear_cross_entropy(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        layout: HeadLayout,
+        targets: IntTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let nodes = [hidden.node.clone(), weight.node.clone()];
+        match XentBackward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (loss, dh, dw) = B::linear_cross_entropy_train(
+                    hidden.primitive,
+                    weight.primitive,
+                    layout,
+                    targets,
+                );
+                prep.finish((dh, dw), loss)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_linear_cross_entropy(
+                hidden.primitive,
+                weight.primitive,
+                layout,
+                targets,
+            )),
+        }
+    }
+
+    fn fused_linear_rows(
+        _x: FloatTensor<Self>,
+        _weight: FloatTensor<Self>,
+        _layout: HeadLayout,
+        _bias: Option<FloatTensor<Self>>,
+    ) -> Option<FloatTensor<Self>> {
+        // Decoding kernels are inference only; recorded graphs take the matmul.
+        None
+    }
+
+    fn fused_adamw(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moments: Option<(FloatTensor<Self>, FloatTensor<Self>)>,
+        step: AdamWStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        // Optimizers update the inner tensors; this only serves a caller that passes tracked
+        // ones, whose results are then untracked.
+        let inner = |t: FloatTensor<Self>| <Self as AutodiffBackend>::inner(t);
+        let moments = moments.map(|(m, v)| (inner(m), inner(v)));
+        let (p, m, v) = B::fused_adamw(inner(param), inner(grad), moments, step);
+        let outer = <Self as AutodiffBackend>::from_inner;
+        (outer(p), outer(m), outer(v))
+    }
+}

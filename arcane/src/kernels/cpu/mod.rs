@@ -1,0 +1,12 @@
+//! CPU kernels on plain `f32` slices: no Burn types, run-time SIMD dispatch, rayon for cores.
+
+pub mod adamw;
+pub mod elementwise;
+pub mod gemm;
+pub mod gemv;
+pub mod math;
+pub mod norm;
+mod par;
+mod reduce;
+pub mod simd;
+pub mod xent;

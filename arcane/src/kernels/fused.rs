@@ -1,0 +1,115 @@
+//! The fused operations as backend traits: [`FusedOps`] is what the model's layers call on a
+//! backend that has fast paths; [`FusedGrads`] adds what their backward passes need from the
+//! inner backend of `Autodiff`. Burn's own `Backend` trait has no such ops (its autodiff
+//! decomposes LayerNorm and tanh-GELU into 7-10 recorded operations each).
+//!
+//! Implemented for the CPU backend (`flex.rs`) and for `Autodiff` over it (`autodiff.rs`);
+//! every other backend takes the generic path of [`super`], composed of Burn tensor ops.
+//! All tensors are `f32` and contiguous in their last dimension's order (callers check the
+//! dtype; implementations make views contiguous).
+
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::{FloatTensor, IntTensor};
+
+pub use super::cpu::adamw::AdamWStep;
+pub use super::cpu::xent::HeadLayout;
+
+/// Backends with fused kernels for the forward pass.
+pub trait FusedOps: Backend {
+    /// LayerNorm (`rms = false`, optional bias) or RMSNorm over the last dimension.
+    ///
+    /// # Shapes
+    /// - x: `[..., C]`; weight, bias: `[C]`
+    /// - output: `[..., C]`
+    fn fused_norm(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        eps: f64,
+        rms: bool,
+    ) -> FloatTensor<Self>;
+
+    /// GPT-2's tanh-approximated GELU, elementwise.
+    fn fused_gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `silu(gate) · up`, elementwise (same shapes).
+    fn fused_swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Mean cross-entropy of `targets` under the logits `hidden · headᵀ`, without holding the
+    /// logits of all rows.
+    ///
+    /// # Shapes
+    /// - hidden: `[N, C]`; weight: `[V, C]` or `[C, V]` (`layout`); targets: `[N]`
+    /// - output: `[1]`
+    fn fused_linear_cross_entropy(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        layout: HeadLayout,
+        targets: IntTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// `x · W (+ b)` for a few rows (decoding), or `None` when a general matmul is better.
+    ///
+    /// # Shapes
+    /// - x: `[M, in]`; weight: `[in, out]` or `[out, in]` (`layout`: `VocabMajor` means
+    ///   `[out, in]`, a tied head); bias: `[out]`
+    /// - output: `[M, out]`
+    fn fused_linear_rows(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        layout: HeadLayout,
+        bias: Option<FloatTensor<Self>>,
+    ) -> Option<FloatTensor<Self>>;
+
+    /// One AdamW step on a parameter, in place when the tensors are not shared; moments are
+    /// zeros when `None` (the first step). Returns the parameter and both moments.
+    fn fused_adamw(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moments: Option<(FloatTensor<Self>, FloatTensor<Self>)>,
+        step: AdamWStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// Forward passes that keep what the backward pass needs, and the backward passes.
+pub trait FusedGrads: FusedOps {
+    /// [`FusedOps::fused_norm`] plus the row means and reciprocal deviations `[N]`.
+    fn norm_train(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        eps: f64,
+        rms: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Gradients of the norm: `(dx, dweight, dbias)`.
+    fn norm_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        rms: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `grad · gelu_tanh'(x)`.
+    fn gelu_tanh_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Gradients of `silu(gate) · up`: `(dgate, dup)`.
+    fn swiglu_backward(
+        gate: FloatTensor<Self>,
+        up: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// The loss and its gradients for hidden states and weight (for an upstream gradient of 1).
+    fn linear_cross_entropy_train(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        layout: HeadLayout,
+        targets: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `tensor · s` for a one-element `s` (free when `s` is 1).
+    fn scale_by(tensor: FloatTensor<Self>, s: FloatTensor<Self>) -> FloatTensor<Self>;
+}

@@ -1,0 +1,140 @@
+//! Fused operations with fast CPU kernels behind a generic API.
+//!
+//! The model calls these functions for every backend `B`. When `B` is the CPU backend or
+//! `Autodiff` over it (feature `flex`), they run fused kernels: one pass per operation on all
+//! cores with AVX-512 or AVX2 chosen at run time, custom backward nodes instead of Burn's
+//! decomposed ones, and a cross-entropy that never holds the `[N, V]` logits. Every other
+//! backend, and every dtype but `f32`, takes the generic path (`generic.rs`): the same math
+//! in Burn tensor ops. See `fused.rs` for the backend traits and `dispatch.rs` for how a
+//! generic `B` reaches them.
+
+#[cfg(feature = "flex")]
+mod autodiff;
+#[cfg(feature = "flex")]
+pub mod cpu;
+mod dispatch;
+#[cfg(feature = "flex")]
+mod flex;
+mod fused;
+mod generic;
+
+use burn::prelude::*;
+
+pub use dispatch::generic_only;
+#[allow(unused_imports)]
+use dispatch::{all_f32, back, to, to_int, with_fused};
+pub use fused::{AdamWStep, FusedGrads, FusedOps, HeadLayout};
+
+/// LayerNorm, or RMSNorm when `rms`, over the last dimension (statistics in `f32`).
+///
+/// # Shapes
+/// - x: `[..., C]`; weight, bias: `[C]`
+/// - output: `[..., C]`
+pub fn norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 1>,
+    bias: Option<Tensor<B, 1>>,
+    eps: f64,
+    rms: bool,
+) -> Tensor<B, D> {
+    if all_f32(&[x.dtype(), weight.dtype()]) {
+        with_fused!(fused, B, |K| {
+            let bias = bias.map(to::<K, B, 1>);
+            let y = K::fused_norm(to::<K, B, D>(x), to::<K, B, 1>(weight), bias, eps, rms);
+            return back::<K, B, D>(y);
+        });
+    }
+    generic::norm(x, weight, bias, eps, rms)
+}
+
+/// GPT-2's GELU, `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`, elementwise.
+pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    if all_f32(&[x.dtype()]) {
+        with_fused!(fused, B, |K| {
+            return back::<K, B, D>(K::fused_gelu_tanh(to::<K, B, D>(x)));
+        });
+    }
+    generic::gelu_tanh(x)
+}
+
+/// SwiGLU's gating, `silu(gate) · up`, elementwise.
+pub fn swiglu<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>) -> Tensor<B, D> {
+    if all_f32(&[gate.dtype(), up.dtype()]) && gate.dims() == up.dims() {
+        with_fused!(fused, B, |K| {
+            let y = K::fused_swiglu(to::<K, B, D>(gate), to::<K, B, D>(up));
+            return back::<K, B, D>(y);
+        });
+    }
+    generic::swiglu(gate, up)
+}
+
+/// Mean next-token cross-entropy of `targets` under the logits `hidden · headᵀ` (the output
+/// head fused with the loss). Without fused kernels this is the head's matmul and Burn's
+/// `CrossEntropyLoss`.
+///
+/// # Shapes
+/// - hidden: `[N, C]`; weight: `[V, C]` (`VocabMajor`) or `[C, V]` (`ChannelMajor`);
+///   targets: `[N]`, each below `V`
+/// - output: `[1]`
+pub fn linear_cross_entropy<B: Backend>(
+    hidden: Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+    layout: HeadLayout,
+    targets: Tensor<B, 1, Int>,
+) -> Tensor<B, 1> {
+    if all_f32(&[hidden.dtype(), weight.dtype()]) {
+        with_fused!(fused, B, |K| {
+            let (h, w) = (to::<K, B, 2>(hidden), to::<K, B, 2>(weight));
+            let loss = K::fused_linear_cross_entropy(h, w, layout, to_int::<K, B, 1>(targets));
+            return back::<K, B, 1>(loss);
+        });
+    }
+    generic::linear_cross_entropy(hidden, weight, layout, targets)
+}
+
+/// A projection of a few rows (decoding) that reads each weight once on every core, or
+/// `None` when the backend has no such kernel or the rows are many (use a matmul then).
+///
+/// # Shapes
+/// - x: `[M, in]`; weight: `[in, out]` (`ChannelMajor`) or `[out, in]` (`VocabMajor`);
+///   bias: `[out]`
+/// - output: `[M, out]`
+pub fn linear_rows<B: Backend>(
+    x: &Tensor<B, 2>,
+    weight: &Tensor<B, 2>,
+    layout: HeadLayout,
+    bias: Option<&Tensor<B, 1>>,
+) -> Option<Tensor<B, 2>> {
+    let dtypes_ok = all_f32(&[x.dtype(), weight.dtype()]);
+    if dtypes_ok && bias.is_none_or(|b| b.dtype() == burn::tensor::DType::F32) {
+        with_fused!(inference, B, |K| {
+            let bias = bias.cloned().map(to::<K, B, 1>);
+            let (x, w) = (to::<K, B, 2>(x.clone()), to::<K, B, 2>(weight.clone()));
+            return K::fused_linear_rows(x, w, layout, bias).map(back::<K, B, 2>);
+        });
+    }
+    None
+}
+
+/// One AdamW step (Loshchilov & Hutter 2019) on a parameter: Burn's `AdamW` arithmetic, in
+/// one in-place pass on the CPU. `moments` are `None` before the first step. Returns the
+/// parameter and both moments.
+pub fn adamw<B: Backend, const D: usize>(
+    param: Tensor<B, D>,
+    grad: Tensor<B, D>,
+    moments: Option<(Tensor<B, D>, Tensor<B, D>)>,
+    step: AdamWStep,
+) -> (Tensor<B, D>, Tensor<B, D>, Tensor<B, D>) {
+    let moments_f32 = moments
+        .as_ref()
+        .is_none_or(|(m, v)| all_f32(&[m.dtype(), v.dtype()]));
+    if all_f32(&[param.dtype(), grad.dtype()]) && moments_f32 {
+        with_fused!(inference, B, |K| {
+            let moments = moments.map(|(m, v)| (to::<K, B, D>(m), to::<K, B, D>(v)));
+            let (p, m, v) =
+                K::fused_adamw(to::<K, B, D>(param), to::<K, B, D>(grad), moments, step);
+            return (back::<K, B, D>(p), back::<K, B, D>(m), back::<K, B, D>(v));
+        });
+    }
+    generic::adamw(param, grad, moments, step)
+}
