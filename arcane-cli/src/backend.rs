@@ -19,6 +19,24 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
+    /// How input shapes are rounded on this backend: exact on the CPU, bucketed on the GPU
+    /// backends, which compile kernels per shape.
+    pub fn shapes(self) -> arcane::shapes::FixedShapes {
+        match self {
+            Self::Cpu => arcane::shapes::FixedShapes::EXACT,
+            Self::Wgpu | Self::Cuda => arcane::shapes::FixedShapes::BUCKETED,
+        }
+    }
+
+    /// The precision `auto` stands for: bf16 on CUDA (tensor cores, f32 master weights), f32
+    /// elsewhere (the CPU computes bf16 through f32 and gains nothing).
+    pub fn precision(self) -> arcane::model::Precision {
+        match self {
+            Self::Cuda => arcane::model::Precision::Bf16,
+            Self::Cpu | Self::Wgpu => arcane::model::Precision::F32,
+        }
+    }
+
     /// The lower-case name used in output.
     pub fn name(self) -> &'static str {
         match self {

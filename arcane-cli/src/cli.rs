@@ -13,6 +13,10 @@ pub struct Cli {
     /// Compute backend: `cpu` (default), `wgpu` or `cuda` (needs a build with that feature).
     #[arg(long, global = true, value_enum, default_value_t = BackendKind::Cpu)]
     pub backend: BackendKind,
+    /// Folder of the GPU backends' compiled-kernel and autotune caches (default:
+    /// $ARCANE_KERNEL_CACHE, else ~/.cache/arcane/kernels); a cubecl.toml takes precedence.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub kernel_cache: Option<PathBuf>,
     /// The subcommand.
     #[command(subcommand)]
     pub command: Command,
@@ -96,6 +100,10 @@ pub struct TrainArgs {
     /// Recompute activations in the backward pass to save memory.
     #[arg(long)]
     pub activation_checkpointing: bool,
+    /// Compute precision: bf16 (bf16 activations and matmuls, f32 master weights and AdamW
+    /// moments), f32, or auto (bf16 on CUDA, f32 elsewhere; the default).
+    #[arg(long, value_name = "auto|f32|bf16")]
+    pub precision: Option<arcane::model::Precision>,
     /// Peak TFLOP/s of one device for MFU (default: looked up for known GPUs).
     #[arg(long)]
     pub peak_tflops: Option<f64>,
@@ -348,6 +356,9 @@ pub struct BenchArgs {
     /// Recompute activations in the backward pass (train only); compare peak memory.
     #[arg(long)]
     pub activation_checkpointing: bool,
+    /// Compute precision of `bench train` (auto: bf16 on CUDA, f32 elsewhere).
+    #[arg(long, value_name = "auto|f32|bf16", default_value = "auto")]
+    pub precision: arcane::model::Precision,
     /// Timed repeats (optimizer steps for `train`) after the warm-up; the median is reported.
     #[arg(long, visible_alias = "steps", default_value_t = 5)]
     pub repeats: usize,

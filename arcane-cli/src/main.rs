@@ -7,6 +7,7 @@ mod allocator;
 mod backend;
 mod cli;
 mod commands;
+mod kernel_cache;
 mod model_arg;
 mod progress;
 

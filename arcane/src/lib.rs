@@ -27,6 +27,7 @@ pub mod kernels;
 pub mod lora;
 pub mod model;
 pub mod pretrained;
+pub mod shapes;
 pub mod tokenizer;
 #[cfg(feature = "train")]
 pub mod training;

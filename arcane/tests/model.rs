@@ -3,7 +3,7 @@
 
 mod common;
 
-use arcane::model::{MlpKind, ModelConfig, NormKind, PositionEncoding, Rope};
+use arcane::model::{CacheMask, KvCache, MlpKind, ModelConfig, NormKind, PositionEncoding, Rope};
 use arcane::Gpt;
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::Autodiff;
@@ -137,13 +137,117 @@ fn every_variant_decodes_with_the_cache_as_it_forwards() {
         }
         let diff = max_abs_diff(&full, &stepped);
         assert!(
-            diff < 1e-5,
+            diff < tol(1e-5),
             "variant {i}: cached decoding differs by {diff}"
         );
         assert_eq!(
             model.num_params(),
             config.num_params(),
             "variant {i}: parameter count formula"
+        );
+    }
+}
+
+/// Logits of `seq` fed through a cache growing `bucket` positions at a time, in `chunks`.
+fn chunked_logits<B: Backend>(
+    model: &Gpt<B>,
+    seq: &[u32],
+    chunks: &[usize],
+    bucket: usize,
+) -> (Vec<f32>, Vec<CacheMask>) {
+    let device = model.device();
+    let c = model.config();
+    let mut cache = KvCache::with_bucket(c.n_layers, c.max_seq_len, bucket);
+    let (mut out, mut masks, mut at) = (Vec::new(), Vec::new(), 0);
+    for &n in chunks {
+        masks.push(cache.mask_for(n));
+        out.extend(values(
+            model.forward_cached(tokens(&seq[at..at + n], &device), &mut cache),
+        ));
+        at += n;
+    }
+    assert_eq!(cache.len(), seq.len());
+    (out, masks)
+}
+
+#[test]
+fn chunked_prefill_with_explicit_masks_matches_full_forward() {
+    let device = Default::default();
+    let chunks = [4, 1, 6, 2, 7];
+    for (i, config) in variants().into_iter().enumerate() {
+        TestBackend::seed(&device, 10 + i as u64);
+        let model = config.init::<TestBackend>(&device).unwrap();
+        let seq: Vec<u32> = (0..20).map(|t| (t * 53 + 7 * i as u32) % 256).collect();
+        let full = values(model.forward(tokens(&seq, &device)));
+        for bucket in [1, 3, 8, 256] {
+            let (stepped, masks) = chunked_logits(&model, &seq, &chunks, bucket);
+            let diff = max_abs_diff(&full, &stepped);
+            assert!(
+                diff < tol(1e-5),
+                "variant {i}, bucket {bucket}: chunked prefill differs by {diff}"
+            );
+            // Chunks after the first attend over cached keys with an explicit mask.
+            assert!(
+                matches!(masks[2], CacheMask::Explicit { start: 5, .. }),
+                "{masks:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn cache_masks_hide_the_future_and_the_unwritten_positions() {
+    let mut cache = KvCache::<TestBackend>::with_bucket(1, 64, 4);
+    // An empty cache and a prefill that fills its bucket exactly: the ordinary causal mask.
+    assert_eq!(cache.mask_for(4), CacheMask::Causal);
+    assert_eq!(cache.mask_for(3), CacheMask::Explicit { start: 0, cap: 4 });
+    assert_eq!(cache.capacity_for(5), 8);
+    assert_eq!(cache.capacity_for(63), 64);
+    cache.advance(3);
+    let mask = CacheMask::Explicit { start: 3, cap: 8 };
+    assert_eq!(cache.mask_for(2), mask);
+    let t = mask
+        .tensor::<TestBackend>(2, 2, &Default::default())
+        .unwrap();
+    assert_eq!(t.dims(), [1, 1, 4, 8]);
+    let hidden: Vec<bool> = t.into_data().to_vec().unwrap();
+    // Rows: (group 0, query 0), (group 0, query 1), (group 1, query 0), (group 1, query 1).
+    let row = |start: usize| -> Vec<bool> { (0..8).map(|j| j > start).collect() };
+    let expected: Vec<bool> = [3, 4, 3, 4].into_iter().flat_map(row).collect();
+    assert_eq!(hidden, expected);
+    // One new token over exactly the written keys needs no mask at all.
+    let exact = KvCache::<TestBackend>::with_bucket(1, 64, 1);
+    assert_eq!(exact.mask_for(1), CacheMask::Causal);
+    let mut exact = exact;
+    exact.advance(5);
+    assert_eq!(exact.mask_for(1), CacheMask::None);
+}
+
+#[test]
+fn a_right_padded_prefill_then_truncate_decodes_exactly() {
+    let device = Default::default();
+    for (i, config) in variants().into_iter().enumerate() {
+        TestBackend::seed(&device, 20 + i as u64);
+        let model = config.init::<TestBackend>(&device).unwrap();
+        let seq: Vec<u32> = (0..12).map(|t| (t * 29 + 3 * i as u32) % 256).collect();
+        let full = values(model.forward(tokens(&seq, &device)));
+        let v = config.vocab_size;
+        // The 5-token prompt padded with junk to 8 tokens (a fixed prefill shape).
+        let mut padded = seq[..5].to_vec();
+        padded.extend([255, 0, 17]);
+        let mut cache = model.new_cache();
+        let prefill = values(model.forward_cached(tokens(&padded, &device), &mut cache));
+        cache.truncate(5);
+        let mut stepped = prefill[..5 * v].to_vec();
+        for &id in &seq[5..] {
+            stepped.extend(values(
+                model.forward_cached(tokens(&[id], &device), &mut cache),
+            ));
+        }
+        let diff = max_abs_diff(&full, &stepped);
+        assert!(
+            diff < tol(1e-5),
+            "variant {i}: padded prefill differs by {diff}"
         );
     }
 }

@@ -4,11 +4,15 @@
 mod common;
 
 use arcane::generation::{generate, GenerateConfig, SamplingConfig, StopReason};
+use arcane::shapes::FixedShapes;
 use arcane::{load_model, Gpt};
 use common::*;
 use serde_json::Value;
 
-const TOL: f32 = 1e-4;
+/// Logit tolerance against transformers (the CPU; looser on GPUs, see `common::tol`).
+fn tol_logits() -> f32 {
+    tol(1e-4)
+}
 
 fn load(name: &str) -> Gpt<TestBackend> {
     load_model::<TestBackend>(&fixture(name), &Default::default()).expect("fixture loads")
@@ -25,7 +29,10 @@ fn check_logits(model: &Gpt<TestBackend>, record: &Value) {
         .flat_map(|row| row.iter().step_by(stride).copied().collect::<Vec<_>>())
         .collect();
     let diff = max_abs_diff(&ours, &floats(&record["logits"]));
-    assert!(diff < TOL, "logits differ from transformers by {diff}");
+    assert!(
+        diff < tol_logits(),
+        "logits differ from transformers by {diff}"
+    );
     for (t, row) in logits.chunks(v).enumerate() {
         // log-sum-exp over the whole row (in f64: 50257 terms), which every column influences.
         let max = row.iter().copied().fold(f32::MIN, f32::max) as f64;
@@ -37,7 +44,7 @@ fn check_logits(model: &Gpt<TestBackend>, record: &Value) {
                 .ln();
         let expected = floats(&record["logsumexp"])[t] as f64;
         assert!(
-            (lse - expected).abs() < TOL as f64,
+            (lse - expected).abs() < tol_logits() as f64,
             "logsumexp at {t}: {lse} vs {expected}"
         );
         assert_eq!(
@@ -88,7 +95,7 @@ fn check_cached_decoding(model: &Gpt<TestBackend>, seq: &[u32]) {
     assert_eq!(cache.len(), seq.len());
     let diff = max_abs_diff(&full, &stepped);
     assert!(
-        diff < 1e-5,
+        diff < tol(1e-5),
         "cached decoding differs from the full forward by {diff}"
     );
 }
@@ -100,7 +107,9 @@ fn cached_decoding_matches_full_forward() {
     check_cached_decoding(&load("llama"), &ids(&r["llama"]["logits"][0]["tokens"]));
 }
 
-fn check_greedy(name: &str, eos: u32) {
+/// Greedy ids equal transformers', with exact prompt shapes and with the prompt right-padded
+/// to a fixed shape as on GPU backends.
+fn check_greedy(name: &str, eos: u32, shapes: FixedShapes) {
     let model = load(name);
     let greedy = &reference()[name]["greedy"];
     let expected = ids(&greedy["ids"]);
@@ -109,6 +118,7 @@ fn check_greedy(name: &str, eos: u32) {
         sampling: SamplingConfig::greedy(),
         stop_tokens: vec![eos],
         vocab_limit: None,
+        shapes,
     };
     let mut streamed = Vec::new();
     let out = generate(&model, &ids(&greedy["prompt"]), &config, |id| {
@@ -125,8 +135,10 @@ fn check_greedy(name: &str, eos: u32) {
 
 #[test]
 fn greedy_continuation_matches_transformers() {
-    check_greedy("gpt2", 50256);
-    check_greedy("llama", 2);
+    for shapes in [FixedShapes::EXACT, FixedShapes::BUCKETED] {
+        check_greedy("gpt2", 50256, shapes);
+        check_greedy("llama", 2, shapes);
+    }
 }
 
 #[test]
@@ -138,6 +150,7 @@ fn generation_stops_at_the_context_limit() {
         sampling: SamplingConfig::greedy(),
         stop_tokens: vec![],
         vocab_limit: None,
+        shapes: FixedShapes::BUCKETED,
     };
     let out = generate(&model, &prompt, &config, |_| {}).unwrap();
     assert_eq!(out.stop, StopReason::ContextFull);
@@ -164,6 +177,17 @@ fn bad_prompts_are_errors_not_panics() {
     assert!(err.contains("shorten the prompt"), "{err}");
 }
 
+/// Exact shapes, GPU buckets, and a bucket that does not divide anything (padding everywhere):
+/// padded rows, lengths and head positions must never change a result.
+const PADDINGS: [FixedShapes; 3] = [
+    FixedShapes::EXACT,
+    FixedShapes::BUCKETED,
+    FixedShapes {
+        seq: 5,
+        full_batches: true,
+    },
+];
+
 #[test]
 fn windowed_loss_matches_transformers() {
     let model = load("gpt2");
@@ -175,14 +199,17 @@ fn windowed_loss_matches_transformers() {
         common::ids(&r["tokenizer"][text.as_str()]),
         "tiktoken-rs agrees with HF's GPT-2 tokenizer"
     );
-    for key in ["eval", "eval_window_16"] {
+    for (key, shapes) in ["eval", "eval_window_16"]
+        .into_iter()
+        .flat_map(|k| PADDINGS.map(|s| (k, s)))
+    {
         let expected = &r["gpt2"][key];
         let window = expected["window"].as_u64().unwrap() as usize;
-        let report = arcane::eval::token_loss(&model, &ids, window, 3, |_, _| {}).unwrap();
+        let report = arcane::eval::token_loss(&model, &ids, window, 3, shapes, |_, _| {}).unwrap();
         assert_eq!(report.tokens as u64, expected["tokens"].as_u64().unwrap());
         let diff = (report.loss - expected["loss"].as_f64().unwrap()).abs();
         assert!(
-            diff < 1e-4,
+            diff < tol(1e-4) as f64,
             "{key}: loss {} vs transformers {}",
             report.loss,
             expected["loss"]
@@ -206,8 +233,9 @@ fn hellaswag_scores_match_transformers() {
     let expected = reference()["gpt2"]["hellaswag"].as_array().unwrap().clone();
     assert_eq!(examples.len(), expected.len());
     // Several examples per batch (padded) must score as one at a time.
-    for batch in [1, 3, 8] {
-        let predictions = arcane::eval::score_hellaswag(&model, &examples, batch, |_| {}).unwrap();
+    for (batch, shapes) in [1, 3, 8].into_iter().flat_map(|b| PADDINGS.map(|s| (b, s))) {
+        let predictions =
+            arcane::eval::score_hellaswag(&model, &examples, batch, shapes, |_| {}).unwrap();
         for (p, e) in predictions.iter().zip(&expected) {
             assert_eq!(p.ind, e["ind"].as_u64().unwrap());
             for i in 0..4 {
@@ -218,13 +246,13 @@ fn hellaswag_scores_match_transformers() {
                 // 1e-4 per scored token: the sum adds up one f32 rounding error per token.
                 let tokens = (sum / mean).round();
                 assert!(
-                    (p.sum_losses[i] - sum).abs() < 1e-4 * tokens,
+                    (p.sum_losses[i] - sum).abs() < tol(1e-4) as f64 * tokens,
                     "ind {}: sum {} vs {sum}",
                     p.ind,
                     p.sum_losses[i]
                 );
                 assert!(
-                    (p.mean_losses[i] - mean).abs() < 1e-4,
+                    (p.mean_losses[i] - mean).abs() < tol(1e-4) as f64,
                     "ind {}: mean {} vs {mean}",
                     p.ind,
                     p.mean_losses[i]

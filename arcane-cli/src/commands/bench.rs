@@ -103,6 +103,13 @@ impl Phases {
 }
 
 impl Bench {
+    /// A model of the config with random weights, computing in `--precision`.
+    pub(super) fn model<B: Backend>(&self, device: &B::Device) -> Result<Gpt<B>> {
+        let mut model = self.config.init::<B>(device)?;
+        model.precision = self.args.precision.or(self.backend.precision());
+        Ok(model)
+    }
+
     /// `--seq-len`, by default the context up to 1024, checked against the context.
     pub(super) fn seq_len(&self) -> Result<usize> {
         let max = self.config.max_seq_len;
@@ -140,6 +147,7 @@ impl Bench {
             "repeats": seconds.len(),
             "params": self.config.num_params(),
             "activation_checkpointing": self.args.activation_checkpointing,
+            "precision": self.args.precision.or(self.backend.precision()),
             "peak_rss_mib": peak_rss_mib(),
             // CPU time of the whole process so far (both cores): steadier than wall time when
             // other processes share the cores.
@@ -156,7 +164,7 @@ impl Bench {
         let c = &self.config;
         let (b, t) = (self.args.batch, self.seq_len()?);
         B::seed(&device, 0);
-        let model = c.init::<B>(&device)?;
+        let model = self.model::<B>(&device)?;
         let tokens = token_batch::<B>(b, t, c.vocab_size, &device);
         let run = || {
             time(|| {
@@ -190,7 +198,7 @@ impl Bench {
             );
         }
         B::seed(&device, 0);
-        let model = c.init::<B>(&device)?;
+        let model = self.model::<B>(&device)?;
         let prompt = token_batch::<B>(1, prompt_len, c.vocab_size, &device);
         let mut phases = Phases::new(&["blocks", "head", "host"]);
         let profile = self.args.profile;
@@ -215,9 +223,11 @@ impl Bench {
         )?;
         let examples: Vec<_> = examples.iter().cycle().take(32).cloned().collect();
         B::seed(&device, 0);
-        let model: Gpt<B> = self.config.init(&device)?;
+        let model = self.model::<B>(&device)?;
         let batch = self.args.batch.max(1);
-        let run = || time(|| score_hellaswag(&model, &examples, batch, |_| {}).map(|p| p.len()));
+        let shapes = self.backend.shapes();
+        let run =
+            || time(|| score_hellaswag(&model, &examples, batch, shapes, |_| {}).map(|p| p.len()));
         run(); // warm-up
         let seconds: Vec<f64> = (0..self.args.repeats).map(|_| run()).collect();
         let tokenizer = arcane::Tokenizer::gpt2();

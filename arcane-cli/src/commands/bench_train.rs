@@ -20,7 +20,7 @@ impl Bench {
         let t = self.seq_len()?;
         let b = self.args.batch;
         B::seed(&device, 0);
-        let mut model: Gpt<B> = c.init(&device)?;
+        let mut model: Gpt<B> = self.model(&device)?;
         let mut optim = GroupedAdamW::new(&OptimizerConfig::default(), &model);
         let ids: Vec<u32> = (0..b * (t + 1))
             .map(|i| ((i * 7919 + 13) % c.vocab_size) as u32)

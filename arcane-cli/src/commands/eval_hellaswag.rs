@@ -28,10 +28,18 @@ pub fn run(args: EvalHellaswagArgs, backend: BackendKind) -> Result<()> {
     if let Some(limit) = args.limit {
         examples.truncate(limit);
     }
-    backend::run(backend, EvalHellaswag { args, examples })
+    backend::run(
+        backend,
+        EvalHellaswag {
+            args,
+            examples,
+            shapes: backend.shapes(),
+        },
+    )
 }
 
 struct EvalHellaswag {
+    shapes: arcane::shapes::FixedShapes,
     args: EvalHellaswagArgs,
     examples: Vec<HellaswagExample>,
 }
@@ -43,9 +51,13 @@ impl Task for EvalHellaswag {
         let model = load_model::<B>(&self.args.model, self.args.adapter.as_deref(), &device)?;
         let bar = progress::bar(self.examples.len() as u64, "examples");
         let start = std::time::Instant::now();
-        let predictions = score_hellaswag(&model, &self.examples, self.args.batch, |done| {
-            bar.set_position(done as u64)
-        })
+        let predictions = score_hellaswag(
+            &model,
+            &self.examples,
+            self.args.batch,
+            self.shapes,
+            |done| bar.set_position(done as u64),
+        )
         .context("scoring HellaSwag")?;
         bar.finish_and_clear();
         let seconds = start.elapsed().as_secs_f64();

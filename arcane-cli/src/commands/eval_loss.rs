@@ -41,10 +41,18 @@ pub fn run(args: EvalLossArgs, backend: BackendKind) -> Result<()> {
     if ids.len() < 2 {
         anyhow::bail!("{source} has {} tokens; at least 2 are needed", ids.len());
     }
-    backend::run(backend, EvalLoss { args, ids })
+    backend::run(
+        backend,
+        EvalLoss {
+            args,
+            ids,
+            shapes: backend.shapes(),
+        },
+    )
 }
 
 struct EvalLoss {
+    shapes: arcane::shapes::FixedShapes,
     args: EvalLossArgs,
     ids: Vec<u32>,
 }
@@ -56,9 +64,14 @@ impl Task for EvalLoss {
         let model = load_model::<B>(&self.args.model, self.args.adapter.as_deref(), &device)?;
         let window = self.args.window.unwrap_or(model.config().max_seq_len);
         let bar = progress::bar((self.ids.len() - 1) as u64, "tokens");
-        let report = token_loss(&model, &self.ids, window, self.args.batch, |done, _| {
-            bar.set_position(done as u64)
-        })
+        let report = token_loss(
+            &model,
+            &self.ids,
+            window,
+            self.args.batch,
+            self.shapes,
+            |done, _| bar.set_position(done as u64),
+        )
         .context("scoring the text")?;
         bar.finish_and_clear();
         if self.args.json {

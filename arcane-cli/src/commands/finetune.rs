@@ -84,6 +84,7 @@ pub fn run(args: FinetuneArgs, backend_kind: BackendKind) -> Result<()> {
         resume,
         dashboard: if args.no_dashboard { Some(false) } else { None },
         peak_flops: None,
+        shapes: backend_kind.shapes(),
     };
     let outcome = backend::run_on_devices(backend_kind, &[0], task)?;
     let contents = format!(

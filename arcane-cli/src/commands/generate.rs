@@ -24,6 +24,7 @@ pub fn run(args: GenerateArgs, backend: BackendKind) -> Result<()> {
             top_p: args.top_p,
             seed: args.seed,
         },
+        shapes: backend.shapes(),
         ..GenerateConfig::default()
     };
     config.sampling.validate()?;

@@ -20,6 +20,9 @@ use crate::cli::{Cli, Command, EvalCommand, LoraCommand};
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     let backend = cli.backend;
+    if backend != crate::backend::BackendKind::Cpu {
+        crate::kernel_cache::configure(cli.kernel_cache.as_deref())?;
+    }
     match cli.command {
         Command::Prepare(args) => prepare::run(args),
         Command::Train(args) => train::run(args, backend),

@@ -43,6 +43,7 @@ pub fn run(args: TrainArgs, backend_kind: BackendKind) -> Result<()> {
         None => new_run(&args)?,
     };
     apply_flags(&mut run.config, &args);
+    run.config.precision = run.config.precision.or(backend_kind.precision());
     run.config
         .validate(devices.len())
         .context("the training config does not fit")?;
@@ -81,6 +82,7 @@ pub fn run(args: TrainArgs, backend_kind: BackendKind) -> Result<()> {
         resume,
         dashboard: if args.no_dashboard { Some(false) } else { None },
         peak_flops,
+        shapes: backend_kind.shapes(),
     };
     let outcome = backend::run_on_devices(backend_kind, &devices, task)?;
     let contents = format!(
@@ -179,6 +181,9 @@ fn apply_flags(config: &mut TrainingConfig, args: &TrainArgs) {
     if args.activation_checkpointing {
         config.activation_checkpointing = true;
     }
+    if let Some(precision) = args.precision {
+        config.precision = precision;
+    }
     if let Some(data) = &args.hellaswag {
         config.hellaswag = Some(arcane::training::HellaswagEval {
             data: data.clone(),
@@ -196,6 +201,7 @@ pub(crate) struct TrainTask {
     pub(crate) resume: bool,
     pub(crate) dashboard: Option<bool>,
     pub(crate) peak_flops: Option<f64>,
+    pub(crate) shapes: arcane::shapes::FixedShapes,
 }
 
 impl TrainTask {
@@ -207,6 +213,7 @@ impl TrainTask {
         options.resume = self.resume;
         options.dashboard = self.dashboard;
         options.peak_flops = self.peak_flops;
+        options.shapes = self.shapes;
         Ok(train_data_parallel::<B>(self.config, options, devices)?)
     }
 }

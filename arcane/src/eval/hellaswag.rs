@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::error::{ArcaneError, Result};
 use crate::model::Gpt;
+use crate::shapes::FixedShapes;
 use crate::tokenizer::Tokenizer;
 
 /// One multiple-choice example.
@@ -203,12 +204,14 @@ fn render(tokenizer: &Tokenizer, example: &HellaswagExample, window: usize) -> R
     Rendered { rows, ends }
 }
 
-/// Scores `examples` with `batch` examples (4·batch rows) per forward pass; `progress(done)` is
+/// Scores `examples` with `batch` examples (4·batch rows) per forward pass, with the row
+/// length, row count and number of scored positions rounded by `shapes`; `progress(done)` is
 /// called after each batch.
 pub fn score_hellaswag<B: Backend>(
     model: &Gpt<B>,
     examples: &[HellaswagExample],
     batch: usize,
+    shapes: FixedShapes,
     mut progress: impl FnMut(usize),
 ) -> Result<Vec<HellaswagPrediction>> {
     let tokenizer = Tokenizer::gpt2();
@@ -236,8 +239,10 @@ pub fn score_hellaswag<B: Backend>(
                 chunk[0].ind
             )));
         }
-        let n_rows = 4 * rendered.len();
-        // Right padding never changes the logits of earlier positions in a causal model.
+        let t = shapes.seq_len(t, window);
+        let n_rows = 4 * shapes.rows(rendered.len(), batch.max(1));
+        // Right padding never changes the logits of earlier positions in a causal model, and
+        // padding rows are never read.
         let mut ids = vec![0i64; n_rows * t];
         for (k, row) in rendered.iter().flat_map(|r| r.rows.iter()).enumerate() {
             for (j, &id) in row.iter().enumerate() {
@@ -258,6 +263,9 @@ pub fn score_hellaswag<B: Backend>(
                 }
             }
         }
+        // Padding positions (row 0, target 0) only round the head's input to a fixed shape.
+        positions.resize(shapes.seq_len(positions.len(), usize::MAX), 0);
+        targets.resize(positions.len(), 0);
         let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n_rows, t]), &device);
         let c = model.config().d_model;
         let hidden = model.forward_hidden(tokens, None).reshape([n_rows * t, c]); // [R·T, C]

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::error::{ArcaneError, Result};
 use crate::model::Gpt;
+use crate::shapes::FixedShapes;
 
 /// The result of [`token_loss`].
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -40,12 +41,14 @@ pub fn windows(n: usize, window: usize) -> Vec<Range<usize>> {
 }
 
 /// Evaluates the model's loss on `ids` with windows of `window` tokens, `batch_size` windows
-/// per forward. `progress(done, total)` is called after each batch with predicted-token counts.
+/// per forward, with batch shapes rounded by `shapes` (padding is masked out of the sum).
+/// `progress(done, total)` is called after each batch with predicted-token counts.
 pub fn token_loss<B: Backend>(
     model: &Gpt<B>,
     ids: &[u32],
     window: usize,
     batch_size: usize,
+    shapes: FixedShapes,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<LossReport> {
     let max_seq_len = model.config().max_seq_len;
@@ -62,7 +65,6 @@ pub fn token_loss<B: Backend>(
         )));
     }
     model.check_tokens(ids)?;
-    let device = model.device();
     let all = windows(ids.len(), window);
     let total = ids.len() - 1;
     let (mut sum, mut done) = (0.0f64, 0usize);
@@ -70,21 +72,11 @@ pub fn token_loss<B: Backend>(
     for group in all.chunk_by(|a, b| a.len() == b.len()) {
         for batch in group.chunks(batch_size.max(1)) {
             let t = batch[0].len() - 1;
-            let column = |offset: usize| -> Vec<i64> {
-                batch
-                    .iter()
-                    .flat_map(|r| {
-                        ids[r.start + offset..r.start + offset + t]
-                            .iter()
-                            .map(|&x| x as i64)
-                    })
-                    .collect()
-            };
-            let shape = [batch.len(), t];
-            let inputs = Tensor::<B, 2, Int>::from_data(TensorData::new(column(0), shape), &device);
-            let targets =
-                Tensor::<B, 2, Int>::from_data(TensorData::new(column(1), shape), &device);
-            sum += nll_sum(model.forward(inputs), targets);
+            let shape = [
+                shapes.rows(batch.len(), batch_size.max(1)),
+                shapes.seq_len(t, max_seq_len),
+            ];
+            sum += batch_nll(model, ids, batch, t, shape);
             done += batch.len() * t;
             progress(done, total);
         }
@@ -97,14 +89,37 @@ pub fn token_loss<B: Backend>(
     })
 }
 
-/// Summed negative log-likelihood of `targets` under `logits`.
-///
-/// # Shapes
-/// - logits: `[B, T, V]`
-/// - targets: `[B, T]`
-fn nll_sum<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> f64 {
-    let log_probs = log_softmax(logits, 2);
-    let picked = log_probs.gather(2, targets.unsqueeze_dim::<3>(2)); // [B, T, 1]
+/// Summed negative log-likelihood of the `t` predicted tokens of each window in `batch`, run
+/// as a `[rows, T']` batch (`rows >= batch.len()`, `T' >= t`) whose padding is masked out.
+fn batch_nll<B: Backend>(
+    model: &Gpt<B>,
+    ids: &[u32],
+    batch: &[Range<usize>],
+    t: usize,
+    [rows, t_pad]: [usize; 2],
+) -> f64 {
+    let device = model.device();
+    let mut inputs = vec![0i64; rows * t_pad];
+    let mut targets = vec![0i64; rows * t_pad];
+    let mut weights = vec![0f32; rows * t_pad];
+    for (r, window) in batch.iter().enumerate() {
+        for p in 0..t {
+            inputs[r * t_pad + p] = ids[window.start + p] as i64;
+            targets[r * t_pad + p] = ids[window.start + p + 1] as i64;
+            weights[r * t_pad + p] = 1.0;
+        }
+    }
+    let shape = [rows, t_pad];
+    let inputs = Tensor::<B, 2, Int>::from_data(TensorData::new(inputs, shape), &device);
+    let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, shape), &device);
+    let log_probs = log_softmax(model.forward(inputs), 2); // [B, T', V]
+    let picked = log_probs.gather(2, targets.unsqueeze_dim::<3>(2)); // [B, T', 1]
+    let picked = if rows * t_pad == batch.len() * t {
+        picked
+    } else {
+        let weights = Tensor::<B, 2>::from_data(TensorData::new(weights, shape), &device);
+        picked * weights.unsqueeze_dim::<3>(2)
+    };
     -(picked.sum().into_scalar().elem::<f64>())
 }
 

@@ -4,7 +4,8 @@ use burn::prelude::*;
 
 use super::sampler::{Sampler, SamplingConfig};
 use crate::error::{ArcaneError, Result};
-use crate::model::Gpt;
+use crate::model::{Gpt, KvCache};
+use crate::shapes::FixedShapes;
 use crate::tokenizer::Tokenizer;
 
 /// What to generate.
@@ -19,6 +20,8 @@ pub struct GenerateConfig {
     /// Only the first `n` logits may be sampled: a model whose vocabulary is padded beyond the
     /// tokenizer's (50304 > 50257) must never emit a padding id. `None`: the whole vocabulary.
     pub vocab_limit: Option<usize>,
+    /// Prompt lengths rounded to fixed shapes (GPU backends; see [`FixedShapes`]).
+    pub shapes: FixedShapes,
 }
 
 impl Default for GenerateConfig {
@@ -28,6 +31,7 @@ impl Default for GenerateConfig {
             sampling: SamplingConfig::default(),
             stop_tokens: vec![Tokenizer::END_OF_TEXT],
             vocab_limit: Some(Tokenizer::VOCAB_SIZE),
+            shapes: FixedShapes::EXACT,
         }
     }
 }
@@ -85,28 +89,16 @@ pub fn generate<B: Backend>(
         });
     }
     let mut sampler = Sampler::new(config.sampling.clone())?;
-    let device = model.device();
     let mut cache = model.new_cache();
     let mut ids = Vec::new();
-    let mut input = prompt.to_vec();
     if config.max_new_tokens == 0 {
         return Ok(Generation {
             ids,
             stop: StopReason::MaxNewTokens,
         });
     }
+    let mut logits = prefill(model, prompt, &mut cache, config.shapes);
     loop {
-        let tokens = Tensor::<B, 1, Int>::from_data(
-            TensorData::new(input.iter().map(|&t| t as i64).collect(), [input.len()]),
-            &device,
-        )
-        .unsqueeze::<2>(); // [1, T]
-        let logits = model.forward_last(tokens, &mut cache); // [1, V]
-        let mut logits: Vec<f32> = logits
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .expect("f32 logits");
         if let Some(limit) = config.vocab_limit {
             logits.truncate(limit.max(1));
         }
@@ -125,6 +117,47 @@ pub fn generate<B: Backend>(
         if let Some(stop) = stop {
             return Ok(Generation { ids, stop });
         }
-        input = vec![next];
+        logits = host(model.forward_last(token_tensor(model, &[next]), &mut cache));
     }
+}
+
+/// Runs the prompt through the model into `cache` and returns the logits after its last
+/// token. With fixed shapes the prompt is right-padded to its bucket (causal attention keeps
+/// the padding out of the real positions) and the cache then forgets the padding.
+fn prefill<B: Backend>(
+    model: &Gpt<B>,
+    prompt: &[u32],
+    cache: &mut KvCache<B>,
+    shapes: FixedShapes,
+) -> Vec<f32> {
+    let t = prompt.len();
+    let padded_len = shapes.seq_len(t, model.config().max_seq_len);
+    if padded_len == t {
+        return host(model.forward_last(token_tensor(model, prompt), cache));
+    }
+    let mut padded = prompt.to_vec();
+    // Any valid id will do: the padding's outputs are never read.
+    padded.resize(padded_len, 0);
+    let hidden = model.forward_hidden(token_tensor(model, &padded), Some(cache)); // [1, T', C]
+    cache.truncate(t);
+    let last = hidden.narrow(1, t - 1, 1); // [1, 1, C]
+    host(model.head(last))
+}
+
+/// `[1, T]` token ids on the model's device.
+fn token_tensor<B: Backend>(model: &Gpt<B>, ids: &[u32]) -> Tensor<B, 2, Int> {
+    Tensor::<B, 1, Int>::from_data(
+        TensorData::new(ids.iter().map(|&t| t as i64).collect(), [ids.len()]),
+        &model.device(),
+    )
+    .unsqueeze::<2>()
+}
+
+/// Logits on the host, as f32.
+fn host<B: Backend, const D: usize>(logits: Tensor<B, D>) -> Vec<f32> {
+    logits
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .expect("f32 logits")
 }

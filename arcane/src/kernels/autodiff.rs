@@ -97,6 +97,25 @@ impl<B: FusedGrads> Backward<B, 2> for XentBackward {
     }
 }
 
+#[derive(Debug)]
+struct AttentionBackward {
+    scale: f64,
+}
+
+/// `q`, `k`, `v`, the output and its log-sum-exp.
+type AttentionState<B> = [FloatTensor<B>; 5];
+
+impl<B: FusedGrads> Backward<B, 3> for AttentionBackward {
+    type State = AttentionState<B>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let [q, k, v, out, lse] = ops.state;
+        let (dq, dk, dv) = B::causal_attention_backward(q, k, v, out, lse, grad, self.scale);
+        register!(B, ops.parents, [dq, dk, dv], grads);
+    }
+}
+
 impl<B: FusedGrads, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn fused_norm(
         x: FloatTensor<Self>,
@@ -195,6 +214,32 @@ impl<B: FusedGrads, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
                 weight.primitive,
                 layout,
                 targets,
+            )),
+        }
+    }
+
+    fn fused_causal_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        let nodes = [q.node.clone(), k.node.clone(), v.node.clone()];
+        match (AttentionBackward { scale })
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (q, k, v) = (q.primitive, k.primitive, v.primitive);
+                let (out, lse) = B::causal_attention_train(q.clone(), k.clone(), v.clone(), scale);
+                prep.finish([q, k, v, out.clone(), lse], out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_causal_attention(
+                q.primitive,
+                k.primitive,
+                v.primitive,
+                scale,
             )),
         }
     }

@@ -6,6 +6,7 @@ use burn::backend::Flex;
 use burn::tensor::{Bytes, DType, Shape, TensorMetadata};
 
 use super::cpu::{adamw, elementwise, gemv, norm, xent};
+use super::flex_attention;
 use super::fused::{AdamWStep, FusedGrads, FusedOps, HeadLayout};
 
 /// Decoding rows up to this many use the matrix-vector kernels; more go to gemm.
@@ -94,6 +95,15 @@ impl FusedOps for Flex {
         let t = indices(targets);
         let out = xent::linear_cross_entropy(values(&h), values(&w), layout, &t, c, v, false);
         tensor(vec![out.loss], Shape::new([1]))
+    }
+
+    fn fused_causal_attention(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        scale: f64,
+    ) -> FlexTensor {
+        flex_attention::forward(q, k, v, scale).0
     }
 
     fn fused_linear_rows(
@@ -233,6 +243,27 @@ impl FusedGrads for Flex {
             tensor(dh, h.shape()),
             tensor(dw, w.shape()),
         )
+    }
+
+    fn causal_attention_train(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        scale: f64,
+    ) -> (FlexTensor, FlexTensor) {
+        flex_attention::forward(q, k, v, scale)
+    }
+
+    fn causal_attention_backward(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        out: FlexTensor,
+        lse: FlexTensor,
+        grad: FlexTensor,
+        scale: f64,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        flex_attention::backward(q, k, v, out, lse, grad, scale)
     }
 
     fn scale_by(t: FlexTensor, s: FlexTensor) -> FlexTensor {

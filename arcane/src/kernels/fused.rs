@@ -48,6 +48,19 @@ pub trait FusedOps: Backend {
         targets: IntTensor<Self>,
     ) -> FloatTensor<Self>;
 
+    /// Causal attention `softmax(q·kᵀ·scale)·v` (query `i` sees keys `0..=i`); query head `h`
+    /// reads key/value head `h / (H / Hkv)`.
+    ///
+    /// # Shapes
+    /// - q: `[B, H, T, D]`; k, v: `[B, Hkv, T, D]`
+    /// - output: `[B, H, T, D]`
+    fn fused_causal_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self>;
+
     /// `x · W (+ b)` for a few rows (decoding), or `None` when a general matmul is better.
     ///
     /// # Shapes
@@ -108,6 +121,26 @@ pub trait FusedGrads: FusedOps {
         weight: FloatTensor<Self>,
         layout: HeadLayout,
         targets: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// [`FusedOps::fused_causal_attention`] plus each query row's log-sum-exp `[B, H, T]`.
+    fn causal_attention_train(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Gradients of causal attention: `(dq, dk, dv)`.
+    #[allow(clippy::too_many_arguments)]
+    fn causal_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        scale: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
     /// `tensor · s` for a one-element `s` (free when `s` is 1).

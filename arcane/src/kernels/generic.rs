@@ -5,6 +5,8 @@
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
 use burn::tensor::activation::{gelu_approximate, silu};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::TensorPrimitive;
 
 use super::fused::{AdamWStep, HeadLayout};
@@ -39,6 +41,32 @@ pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 /// `silu(gate) · up`.
 pub fn swiglu<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>) -> Tensor<B, D> {
     silu(gate) * up
+}
+
+/// Key/value heads repeated for grouped-query attention (`repeat_kv` in Hugging Face Llama),
+/// then Burn's attention with `is_causal` (exact: queries and keys are the same positions).
+pub fn causal_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    let (h, hkv) = (q.dims()[1], k.dims()[1]);
+    let (k, v) = if hkv != h {
+        let [b, _, s, d] = k.dims();
+        let repeat = |y: Tensor<B, 4>| {
+            y.unsqueeze_dim::<5>(2)
+                .expand([b, hkv, h / hkv, s, d])
+                .reshape([b, h, s, d])
+        };
+        (repeat(k), repeat(v))
+    } else {
+        (k, v)
+    };
+    let options = AttentionModuleOptions {
+        is_causal: true,
+        ..Default::default()
+    };
+    attention(q, k, v, None, None, options)
 }
 
 /// The head's logits for all rows, then Burn's cross-entropy.

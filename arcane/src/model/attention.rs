@@ -6,9 +6,10 @@ use burn::tensor::ops::AttentionModuleOptions;
 
 use super::config::ModelConfig;
 use super::init;
-use super::kv_cache::KvCache;
+use super::kv_cache::{CacheMask, CachedForward};
 use super::linear::Linear;
 use super::rope::Rope;
+use crate::kernels;
 
 /// Separate q, k, v and output projections (GPT-2's fused `c_attn` is split on import), so that
 /// LoRA can target each one and grouped-query attention needs no special layout.
@@ -51,7 +52,7 @@ impl<B: Backend> CausalSelfAttention<B> {
     /// Attends from the `T` new positions to every earlier one (cached or in `x`).
     ///
     /// `start` is the absolute position of `x`'s first token. With a cache, this layer's keys
-    /// and values are appended to `cache` at index `layer`; the caller advances the cache.
+    /// and values are written into `cache` at index `layer`; the caller advances the cache.
     ///
     /// # Shapes
     /// - x: `[B, T, C]`
@@ -60,7 +61,7 @@ impl<B: Backend> CausalSelfAttention<B> {
         &self,
         x: Tensor<B, 3>,
         rope: Option<&Rope<B>>,
-        cache: Option<(&mut KvCache<B>, usize)>,
+        cache: Option<(&mut CachedForward<'_, B>, usize)>,
         start: usize,
     ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
@@ -68,34 +69,55 @@ impl<B: Backend> CausalSelfAttention<B> {
         let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, d]).swap_dims(1, 2);
         let mut q = heads(self.q.forward(x.clone()), h); // [B, H, T, D]
         let mut k = heads(self.k.forward(x.clone()), hkv); // [B, Hkv, T, D]
-        let mut v = heads(self.v.forward(x), hkv);
+        let v = heads(self.v.forward(x), hkv);
         if let Some(rope) = rope {
             q = rope.apply(q, start);
             k = rope.apply(k, start);
         }
-        if let Some((cache, layer)) = cache {
-            (k, v) = cache.append(layer, k, v); // [B, Hkv, S, D]
-        }
-        if hkv != h {
-            // Grouped-query attention: query head j reads key/value head j / (H / Hkv), as
-            // `repeat_kv` in Hugging Face Llama.
-            let s = k.dims()[2];
-            let repeat = |y: Tensor<B, 4>| {
-                y.unsqueeze_dim::<5>(2)
-                    .expand([b, hkv, h / hkv, s, d])
-                    .reshape([b, h, s, d])
-            };
-            k = repeat(k);
-            v = repeat(v);
-        }
-        // softmax(q kᵀ / sqrt(D)) v with the causal mask aligned bottom-right, so the T new
-        // queries see all S - T cached keys plus the new ones up to themselves.
-        let options = AttentionModuleOptions {
-            is_causal: true,
-            ..Default::default()
-        };
-        let y = attention(q, k, v, None, None, options); // [B, H, T, D]
+        let y = match cache {
+            Some((step, layer)) => Self::attend_cached(q, k, v, step, layer),
+            None => self.attend_causal(q, k, v),
+        }; // [B, H, T, D]
         let y = y.swap_dims(1, 2).reshape([b, t, h * d]); // [B, T, C]
         self.o.forward(y)
+    }
+
+    /// softmax(q kᵀ / sqrt(D)) v over the same span of positions, causally masked; query head
+    /// j reads key/value head j / (H / Hkv) (grouped-query attention). Queries and keys are
+    /// the same positions, so `is_causal` is exact on every backend. On the CPU backend this is
+    /// one fused kernel that reads the heads in place (see [`kernels::causal_attention`]).
+    ///
+    /// # Shapes
+    /// - q: `[B, H, T, D]`; k, v: `[B, Hkv, T, D]`
+    /// - output: `[B, H, T, D]`
+    fn attend_causal(&self, q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
+        kernels::causal_attention(q, k, v)
+    }
+
+    /// Writes the new keys and values into the cache and attends over its buffers with the
+    /// forward's mask. The `H / Hkv` query heads that share a key/value head are folded into
+    /// the query axis, so grouped-query attention reads the cached keys without copying them
+    /// once per query head.
+    ///
+    /// # Shapes
+    /// - q: `[B, H, T, D]`; k, v: `[B, Hkv, T, D]`
+    /// - output: `[B, H, T, D]`
+    fn attend_cached(
+        q: Tensor<B, 4>,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+        step: &mut CachedForward<'_, B>,
+        layer: usize,
+    ) -> Tensor<B, 4> {
+        let [b, h, t, d] = q.dims();
+        let hkv = k.dims()[1];
+        let (k, v) = step.cache.append(layer, k, v); // [B, Hkv, Cap, D]
+        let q = q.reshape([b, hkv, (h / hkv) * t, d]); // [B, Hkv, (H/Hkv)·T, D]
+        let options = AttentionModuleOptions {
+            is_causal: step.mask == CacheMask::Causal,
+            ..Default::default()
+        };
+        let y = attention(q, k, v, step.mask_tensor.clone(), None, options);
+        y.reshape([b, h, t, d])
     }
 }

@@ -5,7 +5,7 @@ use burn::prelude::*;
 
 use super::attention::CausalSelfAttention;
 use super::config::ModelConfig;
-use super::kv_cache::KvCache;
+use super::kv_cache::CachedForward;
 use super::mlp::Mlp;
 use super::norm::Norm;
 use super::rope::Rope;
@@ -53,7 +53,7 @@ impl<B: Backend> Block<B> {
         &self,
         x: Tensor<B, 3>,
         rope: Option<&Rope<B>>,
-        cache: Option<(&mut KvCache<B>, usize)>,
+        cache: Option<(&mut CachedForward<'_, B>, usize)>,
         start: usize,
     ) -> Tensor<B, 3> {
         let a = self

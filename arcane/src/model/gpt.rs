@@ -5,14 +5,16 @@ use burn::nn::{Dropout, DropoutConfig, Embedding};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
 use burn::tensor::module::linear;
+use burn::tensor::{DType, FloatDType};
 
 use super::adapter::LoraConfig;
 use super::block::Block;
 use super::config::{ModelConfig, PositionEncoding};
 use super::init;
-use super::kv_cache::KvCache;
+use super::kv_cache::{CachedForward, KvCache};
 use super::linear::Linear;
 use super::norm::Norm;
+use super::precision::Precision;
 use super::rope::Rope;
 use crate::error::{ArcaneError, Result};
 use crate::kernels::{self, HeadLayout};
@@ -45,6 +47,9 @@ pub struct Gpt<B: Backend> {
     /// The LoRA adapters attached to it, if any (see [`crate::lora::apply_lora`]).
     #[module(skip)]
     pub lora: Option<LoraConfig>,
+    /// The dtype activations are computed in; parameters stay f32 (see [`Precision`]).
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 impl ModelConfig {
@@ -67,6 +72,7 @@ impl ModelConfig {
             dropout: DropoutConfig::new(self.dropout).init(),
             config: self.clone(),
             lora: None,
+            precision: Precision::F32,
         })
     }
 }
@@ -147,7 +153,7 @@ impl<B: Backend> Gpt<B> {
     pub fn forward_hidden(
         &self,
         tokens: Tensor<B, 2, Int>,
-        mut cache: Option<&mut KvCache<B>>,
+        cache: Option<&mut KvCache<B>>,
     ) -> Tensor<B, 3> {
         let [_, t] = tokens.dims();
         let start = cache.as_ref().map_or(0, |c| c.len());
@@ -163,13 +169,15 @@ impl<B: Backend> Gpt<B> {
             let positions = Tensor::arange(start as i64..(start + t) as i64, &device);
             x = x + wpe.forward(positions.unsqueeze::<2>()); // [1, T, C] broadcast
         }
-        x = self.dropout.forward(x);
+        x = self.dropout.forward(x).cast(self.precision.dtype());
+        let groups = self.config.n_heads / self.config.kv_heads();
+        let mut step = cache.map(|cache| CachedForward::new(cache, t, groups, &device));
         for (layer, block) in self.blocks.iter().enumerate() {
-            let layer_cache = cache.as_deref_mut().map(|c| (c, layer));
+            let layer_cache = step.as_mut().map(|s| (s, layer));
             x = block.forward(x, self.rope.as_ref(), layer_cache, start);
         }
-        if let Some(cache) = cache {
-            cache.advance(t);
+        if let Some(step) = step {
+            step.cache.advance(t);
         }
         self.ln_f.forward(x)
     }
@@ -194,23 +202,34 @@ impl<B: Backend> Gpt<B> {
                 }
                 // Otherwise `Wte · hᵀ` reads the table in its own layout. The CPU backend's
                 // generic path would copy the transposed 50257 x 768 table on every token.
-                let logits = wte.matmul(h.transpose()); // [V, B·T]
+                let logits = wte.cast(h.dtype()).matmul(h.transpose()); // [V, B·T]
                 logits.transpose().reshape([b, t, v])
             }
-            None => linear(hidden, self.wte.weight.val().transpose(), None),
+            None => {
+                let table = self.wte.weight.val().cast(hidden.dtype());
+                linear(hidden, table.transpose(), None)
+            }
         }
     }
 
     /// Mean next-token cross-entropy of `targets` given the final hidden states: the head and
     /// the loss in one operation, which on the CPU backend computes the logits in chunks of
     /// rows and never holds all `[B·T, V]` of them or their gradient (see
-    /// [`kernels::linear_cross_entropy`]).
+    /// [`kernels::linear_cross_entropy`]). The loss is computed in f32.
     ///
     /// # Shapes
     /// - hidden: `[B, T, C]`; targets: `[B, T]`
     /// - output: `[1]`
     pub fn head_loss(&self, hidden: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
         let [b, t, c] = hidden.dims();
+        if hidden.dtype() != DType::F32 {
+            // Reduced precision: the head in that precision, the loss on f32 logits.
+            let logits = self.head(hidden).cast(FloatDType::F32);
+            let v = self.config.vocab_size;
+            return CrossEntropyLossConfig::new()
+                .init(&logits.device())
+                .forward(logits.reshape([b * t, v]), targets.reshape([b * t]));
+        }
         let (h, targets) = (hidden.reshape([b * t, c]), targets.reshape([b * t]));
         match &self.lm_head {
             None => {

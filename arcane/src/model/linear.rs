@@ -55,6 +55,9 @@ impl<B: Backend> Linear<B> {
         }
     }
 
+    /// Computes in the dtype of `x`: the f32 parameters are cast to it (a no-op in f32; see
+    /// [`super::Precision`]).
+    ///
     /// # Shapes
     /// - x: `[..., in]`
     /// - output: `[..., out]`
@@ -62,18 +65,19 @@ impl<B: Backend> Linear<B> {
         if let Some(y) = self.forward_rows(&x) {
             return y;
         }
+        let dtype = x.dtype();
         let base = linear(
             x.clone(),
-            self.weight.val(),
-            self.bias.as_ref().map(|b| b.val()),
+            self.weight.val().cast(dtype),
+            self.bias.as_ref().map(|b| b.val().cast(dtype)),
         );
         match &self.lora {
             Some(l) if !l.merged => {
                 let update = l
                     .dropout
                     .forward(x)
-                    .matmul(l.a.val().unsqueeze())
-                    .matmul(l.b.val().unsqueeze());
+                    .matmul(l.a.val().cast(dtype).unsqueeze())
+                    .matmul(l.b.val().cast(dtype).unsqueeze());
                 base + update * l.scale
             }
             _ => base,

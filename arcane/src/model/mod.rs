@@ -23,6 +23,7 @@ mod kv_cache;
 mod linear;
 mod mlp;
 mod norm;
+mod precision;
 mod rope;
 
 pub use adapter::{LoraConfig, LoraTarget};
@@ -30,8 +31,9 @@ pub use attention::CausalSelfAttention;
 pub use block::Block;
 pub use config::{MlpKind, ModelConfig, NormKind, PositionEncoding, PRESETS};
 pub use gpt::Gpt;
-pub use kv_cache::{KvCache, LayerCache};
+pub use kv_cache::{CacheMask, CachedForward, KvCache, LayerCache, DEFAULT_BUCKET};
 pub use linear::{Linear, LoraAdapter};
 pub use mlp::Mlp;
 pub use norm::Norm;
+pub use precision::Precision;
 pub use rope::Rope;

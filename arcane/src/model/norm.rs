@@ -2,6 +2,7 @@
 
 use burn::module::{Initializer, Param};
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 
 use super::config::NormKind;
 use crate::kernels;
@@ -33,13 +34,16 @@ impl<B: Backend> Norm<B> {
 
     /// LayerNorm: `(x - mean) / sqrt(var + eps) · w + b` with the biased variance, as
     /// `torch.nn.LayerNorm`; RMSNorm: `x / sqrt(mean(x²) + eps) · w`, as `LlamaRMSNorm`.
-    /// Statistics in f32; one fused pass (and one backward node) on the CPU backend.
+    /// Statistics in f32 whatever the dtype of `x`; the output has the dtype of `x`. One fused
+    /// pass (and one backward node) on the CPU backend.
     ///
     /// # Shapes
     /// - x: `[..., C]`
     /// - output: `[..., C]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dtype = x.dtype();
         let bias = self.bias.as_ref().map(|b| b.val());
-        kernels::norm(x, self.weight.val(), bias, self.eps, self.rms)
+        let x = x.cast(FloatDType::F32);
+        kernels::norm(x, self.weight.val(), bias, self.eps, self.rms).cast(dtype)
     }
 }

@@ -57,8 +57,19 @@ impl<B: Backend> Rope<B> {
             "RoPE table covers {max} positions, asked for {}",
             start + t
         );
-        let cos = self.cos.clone().narrow(0, start, t).unsqueeze::<4>(); // [1, 1, T, D]
-        let sin = self.sin_signed.clone().narrow(0, start, t).unsqueeze::<4>();
+        let dtype = x.dtype();
+        let cos = self
+            .cos
+            .clone()
+            .narrow(0, start, t)
+            .cast(dtype)
+            .unsqueeze::<4>(); // [1, 1, T, D]
+        let sin = self
+            .sin_signed
+            .clone()
+            .narrow(0, start, t)
+            .cast(dtype)
+            .unsqueeze::<4>();
         let half = d / 2;
         let x1 = x.clone().narrow(3, 0, half);
         let x2 = x.clone().narrow(3, half, half);

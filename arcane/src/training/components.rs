@@ -45,6 +45,8 @@ pub struct ArcaneLoop<B: AutodiffBackend> {
     pub peak_flops: Option<f64>,
     /// Extra evaluation at each validation.
     pub eval_hook: Option<EvalHook<B::InnerBackend>>,
+    /// How sampling shapes are rounded (GPU backends: bucketed).
+    pub shapes: crate::shapes::FixedShapes,
     /// Where the outcome is reported.
     pub outcome: Arc<Mutex<Option<LoopOutcome>>>,
 }

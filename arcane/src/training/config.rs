@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ArcaneError, Result};
-use crate::model::ModelConfig;
+use crate::model::{ModelConfig, Precision};
 
 /// AdamW with two parameter groups (decay on weight matrices, none on biases and norm gains),
 /// every hyper-parameter explicit: Burn's defaults differ from PyTorch's.
@@ -153,6 +153,9 @@ pub struct TrainingConfig {
     pub log_every: usize,
     /// Recompute activations in the backward pass (Burn's balanced checkpointing) to save memory.
     pub activation_checkpointing: bool,
+    /// Compute precision: `bf16` (bf16 activations and matmuls, f32 master weights and AdamW
+    /// moments), `f32`, or `auto` (the CLI picks bf16 on CUDA, f32 elsewhere).
+    pub precision: Precision,
     /// Peak FLOP/s of one device for MFU; `None`: looked up from the device name, else unknown.
     pub peak_flops: Option<f64>,
     /// HellaSwag during training (`None`: off).
@@ -215,6 +218,7 @@ impl TrainingConfig {
             sample_tokens: 48,
             log_every: 10,
             activation_checkpointing: false,
+            precision: Precision::Auto,
             peak_flops: None,
             hellaswag: None,
             finetune: None,

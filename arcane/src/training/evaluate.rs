@@ -142,6 +142,7 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
                 seed: c.seed.wrapping_add(step as u64),
             },
             vocab_limit: Some(c.model.vocab_size.min(Tokenizer::VOCAB_SIZE)),
+            shapes: self.shapes,
             ..GenerateConfig::default()
         };
         let generated = generate(model, &prompt, &config, |_| {})?;

@@ -22,6 +22,7 @@ use crate::data::{TokenData, WindowSampler};
 use crate::error::{ArcaneError, Result};
 use crate::eval::{load_hellaswag, score_hellaswag, HellaswagScore};
 use crate::model::Gpt;
+use crate::shapes::FixedShapes;
 
 /// File name of the resolved training config in a run folder.
 pub const RUN_CONFIG: &str = "config.json";
@@ -41,6 +42,8 @@ pub struct TrainOptions<B: AutodiffBackend> {
     pub peak_flops: Option<f64>,
     /// An extra evaluation at each validation (HellaSwag).
     pub eval_hook: Option<EvalHook<B::InnerBackend>>,
+    /// How evaluation and sampling shapes are rounded (GPU backends: bucketed).
+    pub shapes: FixedShapes,
 }
 
 impl<B: AutodiffBackend> TrainOptions<B> {
@@ -53,6 +56,7 @@ impl<B: AutodiffBackend> TrainOptions<B> {
             dashboard: None,
             peak_flops: None,
             eval_hook: None,
+            shapes: FixedShapes::EXACT,
         }
     }
 }
@@ -106,7 +110,7 @@ pub fn train_data_parallel<B: AutodiffBackend>(
 
     let eval_hook = match (&options.eval_hook, &config.hellaswag) {
         (Some(hook), _) => Some(hook.clone()),
-        (None, Some(h)) => Some(hellaswag_hook::<B>(h)?),
+        (None, Some(h)) => Some(hellaswag_hook::<B>(h, options.shapes)?),
         (None, None) => None,
     };
     let dashboard = options
@@ -122,6 +126,7 @@ pub fn train_data_parallel<B: AutodiffBackend>(
         plain: !dashboard,
         peak_flops: options.peak_flops.or(config.peak_flops),
         eval_hook,
+        shapes: options.shapes,
         outcome: outcome.clone(),
     };
     launch(strategy, learner, data, dashboard);
@@ -219,7 +224,9 @@ fn build_model<B: AutodiffBackend>(config: &TrainingConfig, device: &B::Device) 
             crate::lora::apply_lora(base, &finetune.lora)?
         }
     };
-    Ok(crate::weights::materialize(model))
+    let mut model = crate::weights::materialize(model);
+    model.precision = config.precision;
+    Ok(model)
 }
 
 /// Runs the loop through burn-train's `SupervisedTraining`, with Arcane's metrics on the
@@ -271,7 +278,10 @@ fn outcome_result(outcome: LoopOutcome) -> Result<LoopOutcome> {
 
 /// HellaSwag every `h.every` steps on the first `h.limit` examples; the file is read (and
 /// checked) once, before training starts.
-fn hellaswag_hook<B: AutodiffBackend>(h: &HellaswagEval) -> Result<EvalHook<B::InnerBackend>> {
+fn hellaswag_hook<B: AutodiffBackend>(
+    h: &HellaswagEval,
+    shapes: FixedShapes,
+) -> Result<EvalHook<B::InnerBackend>> {
     let (mut examples, _) = load_hellaswag(&h.data, false)?;
     if let Some(limit) = h.limit {
         examples.truncate(limit);
@@ -281,7 +291,7 @@ fn hellaswag_hook<B: AutodiffBackend>(h: &HellaswagEval) -> Result<EvalHook<B::I
         if step % every != 0 {
             return Ok(None);
         }
-        let predictions = score_hellaswag(model, &examples, batch, |_| {})?;
+        let predictions = score_hellaswag(model, &examples, batch, shapes, |_| {})?;
         let score = HellaswagScore::of(&predictions);
         Ok(Some((score.n, score.acc, score.acc_norm)))
     }))

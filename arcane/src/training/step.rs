@@ -46,7 +46,9 @@ impl<B: Backend> LmBatch<B> {
 }
 
 /// Mean next-token cross-entropy of `targets` under the model: the blocks, then the head
-/// fused with the loss ([`Gpt::head_loss`]), so the `[B·T, V]` logits are never all held.
+/// fused with the loss ([`Gpt::head_loss`]), so the `[B·T, V]` logits are never all held;
+/// in f32 whatever the model's compute precision (the softmax over 50k logits needs f32's
+/// mantissa).
 ///
 /// # Shapes
 /// - inputs, targets: `[B, T]`

@@ -89,3 +89,44 @@ pub fn matmul(
         );
     }
 }
+
+/// `dst (+)= lhs · rhs` on raw strided matrices (`[m, k]` times `[k, n]`), on the calling
+/// thread only (for callers that already run one task per core).
+///
+/// # Safety
+/// Every element `(i, j)` addressed through the pointers and strides must be valid: `dst` for
+/// writes (and reads when `accumulate`), not aliased by the operands or other threads.
+pub unsafe fn matmul_raw(
+    m: usize,
+    k: usize,
+    n: usize,
+    dst: (*mut f32, usize, usize),
+    accumulate: bool,
+    lhs: (*const f32, usize, usize),
+    rhs: (*const f32, usize, usize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst.0,
+        dst.2 as isize,
+        dst.1 as isize,
+        accumulate,
+        lhs.0,
+        lhs.2 as isize,
+        lhs.1 as isize,
+        rhs.0,
+        rhs.2 as isize,
+        rhs.1 as isize,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+}

@@ -1,6 +1,7 @@
 //! CPU kernels on plain `f32` slices: no Burn types, run-time SIMD dispatch, rayon for cores.
 
 pub mod adamw;
+pub mod attention;
 pub mod elementwise;
 pub mod gemm;
 pub mod gemv;

@@ -1,0 +1,90 @@
+//! Causal attention on burn-flex tensors: strided views in, token-major results out (see
+//! `cpu/attention.rs`).
+
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::tensor::{Bytes, DType, Shape, TensorMetadata};
+
+use super::cpu::attention::{self, Heads, Saved};
+
+/// `t` as a `[B, H, T, D]` view the kernel reads in place (a copy only for layouts it cannot:
+/// negative strides or a non-unit stride along `D`).
+fn heads(t: FlexTensor) -> (FlexTensor, Heads) {
+    let readable = |t: &FlexTensor| {
+        let s = t.layout().strides();
+        s.len() == 4 && s.iter().all(|&x| x >= 0) && s[3] == 1
+    };
+    let t = if readable(&t) { t } else { t.to_contiguous() };
+    let shape = t.shape().dims::<4>();
+    let s = t.layout().strides();
+    let view = Heads {
+        shape,
+        strides: [s[0] as usize, s[1] as usize, s[2] as usize],
+        offset: t.layout().start_offset(),
+    };
+    (t, view)
+}
+
+/// A `[B, heads, T, D]` tensor over a token-major `[B, T, heads, D]` buffer.
+fn token_major(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+    let view = Heads::token_major(shape);
+    let strides = vec![
+        view.strides[0] as isize,
+        view.strides[1] as isize,
+        view.strides[2] as isize,
+        1,
+    ];
+    let layout = Layout::new(Shape::new(shape), strides, 0);
+    FlexTensor::new(Bytes::from_elems(values), layout, DType::F32)
+}
+
+/// The output `[B, H, T, D]` and the rows' log-sum-exp `[B, H, T]`.
+pub fn forward(
+    q: FlexTensor,
+    k: FlexTensor,
+    v: FlexTensor,
+    scale: f64,
+) -> (FlexTensor, FlexTensor) {
+    let ((q, qv), (k, kv), (v, vv)) = (heads(q), heads(k), heads(v));
+    let [b, h, t, d] = qv.shape;
+    let mut out = vec![0.0f32; b * t * h * d];
+    let data = (q.storage::<f32>(), k.storage::<f32>(), v.storage::<f32>());
+    let lse = attention::forward(data, (qv, kv, vv), scale as f32, &mut out);
+    let lse = FlexTensor::new(
+        Bytes::from_elems(lse),
+        Layout::contiguous(Shape::new([b, h, t])),
+        DType::F32,
+    );
+    (token_major(out, [b, h, t, d]), lse)
+}
+
+/// `(dq, dk, dv)` of causal attention.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    q: FlexTensor,
+    k: FlexTensor,
+    v: FlexTensor,
+    out: FlexTensor,
+    lse: FlexTensor,
+    grad: FlexTensor,
+    scale: f64,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let ((q, qv), (k, kv), (v, vv)) = (heads(q), heads(k), heads(v));
+    let ((out, ov), (grad, gv)) = (heads(out), heads(grad));
+    let lse = lse.to_contiguous();
+    let [b, h, t, d] = qv.shape;
+    let hkv = kv.shape[1];
+    let saved = Saved {
+        out: out.storage::<f32>(),
+        out_view: ov,
+        lse: lse.storage::<f32>(),
+        grad: grad.storage::<f32>(),
+        grad_view: gv,
+    };
+    let data = (q.storage::<f32>(), k.storage::<f32>(), v.storage::<f32>());
+    let (dq, dk, dv) = attention::backward(data, (qv, kv, vv), scale as f32, saved);
+    (
+        token_major(dq, [b, h, t, d]),
+        token_major(dk, [b, hkv, t, d]),
+        token_major(dv, [b, hkv, t, d]),
+    )
+}

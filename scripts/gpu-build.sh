@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Builds, on a machine without a GPU, everything scripts/gpu-check.sh runs on a GPU machine:
+# a stripped `--features cuda` arcane-cli and the library's integration tests compiled for CUDA
+# (`--features test-cuda`: the same tests with `TestBackend = Cuda`), xz-compressed into .gpu/
+# (ignored by git). The GPU machine then builds nothing.
+#
+#   bash scripts/gpu-build.sh            # ~15 min cold on 2 cores, a separate target folder
+#
+# Needs only the Rust toolchain (CUDA's driver is loaded at run time, so no CUDA toolkit).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${GPU_TARGET_DIR:-target-cuda}
+out=.gpu
+mkdir -p "$out/tests"
+
+echo "building arcane-cli with CUDA into $CARGO_TARGET_DIR"
+cargo build --release --locked -p arcane-cli --features cuda
+cp "$CARGO_TARGET_DIR/release/arcane-cli" "$out/arcane-cli"
+
+echo "building the library's integration tests for CUDA"
+# One JSON line per artifact; keep the test executables.
+cargo test --release --locked -p arcane --features test-cuda --no-run --message-format=json \
+  | python3 -c '
+import json, sys, shutil
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        shutil.copy(m["executable"], ".gpu/tests/" + m["target"]["name"])
+        print("  test binary", m["target"]["name"])
+'
+strip "$out/arcane-cli" "$out"/tests/*
+rm -f "$out"/*.xz "$out"/tests/*.xz
+xz -T2 -6 "$out/arcane-cli" "$out"/tests/*
+du -sh "$out"
+echo "carry .gpu to the GPU machine and run: bash scripts/gpu-check.sh"
