@@ -97,6 +97,27 @@ impl<B: FusedGrads> Backward<B, 2> for XentBackward {
     }
 }
 
+/// Linear with (`N = 3`) or without (`N = 2`) bias; the state is `x` and the weight.
+#[derive(Debug)]
+struct LinearBackward<const N: usize>;
+
+impl<B: FusedGrads, const N: usize> Backward<B, N> for LinearBackward<N> {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, weight) = ops.state;
+        let need: [bool; 3] =
+            std::array::from_fn(|i| ops.parents.get(i).is_some_and(Option::is_some));
+        let values = B::linear_backward(x, weight, grad, need);
+        for (parent, value) in ops.parents.into_iter().zip(values) {
+            if let (Some(node), Some(value)) = (parent, value) {
+                grads.register::<B>(node.id, value);
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct AttentionBackward {
     scale: f64,
@@ -244,11 +265,50 @@ impl<B: FusedGrads, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         }
     }
 
-    fn fused_linear_rows(
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
+        let Some(bias) = bias else {
+            let nodes = [x.node.clone(), weight.node.clone()];
+            return match LinearBackward::<2>
+                .prepare::<C>(nodes)
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let (xp, wp) = (x.primitive, weight.primitive);
+                    let y = B::fused_linear(xp.clone(), wp.clone(), None);
+                    prep.finish((xp, wp), y)
+                }
+                OpsKind::UnTracked(prep) => {
+                    prep.finish(B::fused_linear(x.primitive, weight.primitive, None))
+                }
+            };
+        };
+        let nodes = [x.node.clone(), weight.node.clone(), bias.node.clone()];
+        match LinearBackward::<3>
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (xp, wp) = (x.primitive, weight.primitive);
+                let y = B::fused_linear(xp.clone(), wp.clone(), Some(bias.primitive));
+                prep.finish((xp, wp), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_linear(
+                x.primitive,
+                weight.primitive,
+                Some(bias.primitive),
+            )),
+        }
+    }
+
+    fn fused_tied_head_rows(
         _x: FloatTensor<Self>,
-        _weight: FloatTensor<Self>,
-        _layout: HeadLayout,
-        _bias: Option<FloatTensor<Self>>,
+        _table: FloatTensor<Self>,
     ) -> Option<FloatTensor<Self>> {
         // Decoding kernels are inference only; recorded graphs take the matmul.
         None

@@ -5,12 +5,9 @@ use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::Flex;
 use burn::tensor::{Bytes, DType, Shape, TensorMetadata};
 
-use super::cpu::{adamw, elementwise, gemv, norm, xent};
+use super::cpu::{adamw, elementwise, gemv, linear, norm, xent};
 use super::flex_attention;
 use super::fused::{AdamWStep, FusedGrads, FusedOps, HeadLayout};
-
-/// Decoding rows up to this many use the matrix-vector kernels; more go to gemm.
-const MAX_ROWS: usize = 8;
 
 /// `t` with its elements contiguous from offset 0 and nothing else in its buffer (so that
 /// `storage()` is exactly its elements); a copy only when it is a view.
@@ -106,35 +103,33 @@ impl FusedOps for Flex {
         flex_attention::forward(q, k, v, scale).0
     }
 
-    fn fused_linear_rows(
-        x: FlexTensor,
-        weight: FlexTensor,
-        layout: HeadLayout,
-        bias: Option<FlexTensor>,
-    ) -> Option<FlexTensor> {
-        let (m, d_in) = rows_of(&x);
-        if m > MAX_ROWS || weight.shape().num_dims() != 2 {
-            return None;
-        }
+    fn fused_linear(x: FlexTensor, weight: FlexTensor, bias: Option<FlexTensor>) -> FlexTensor {
         let (x, w) = (dense(x), dense(weight));
         let bias = bias.map(dense);
-        let b = bias.as_ref().map(values);
-        let (y, out) = match layout {
-            HeadLayout::ChannelMajor => {
-                let out = w.shape().as_slice()[1];
-                (gemv::matvec(values(&x), m, values(&w), d_in, out, b), out)
-            }
-            HeadLayout::VocabMajor => {
-                let out = w.shape().as_slice()[0];
-                let mut y = gemv::rows_dot(values(&x), m, values(&w), d_in);
-                if let Some(b) = b {
-                    y.chunks_exact_mut(out)
-                        .for_each(|row| row.iter_mut().zip(b).for_each(|(y, b)| *y += b));
-                }
-                (y, out)
-            }
-        };
-        Some(tensor(y, Shape::new([m, out])))
+        let (m, d_in) = rows_of(&x);
+        let out = w.shape().as_slice()[1];
+        let y = linear::forward(
+            values(&x),
+            m,
+            values(&w),
+            d_in,
+            out,
+            bias.as_ref().map(values),
+        );
+        tensor(y, Shape::new([m, out]))
+    }
+
+    fn fused_tied_head_rows(x: FlexTensor, table: FlexTensor) -> Option<FlexTensor> {
+        let (m, c) = rows_of(&x);
+        if m > linear::MAX_GEMV_ROWS {
+            return None;
+        }
+        let (x, w) = (dense(x), dense(table));
+        let v = w.shape().as_slice()[0];
+        Some(tensor(
+            gemv::rows_dot(values(&x), m, values(&w), c),
+            Shape::new([m, v]),
+        ))
     }
 
     fn fused_adamw(
@@ -264,6 +259,23 @@ impl FusedGrads for Flex {
         scale: f64,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         flex_attention::backward(q, k, v, out, lse, grad, scale)
+    }
+
+    fn linear_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        grad: FlexTensor,
+        need: [bool; 3],
+    ) -> [Option<FlexTensor>; 3] {
+        let (x, w, dy) = (dense(x), dense(weight), dense(grad));
+        let (m, d_in) = rows_of(&x);
+        let out = w.shape().as_slice()[1];
+        let (xv, wv, dyv) = (values(&x), values(&w), values(&dy));
+        [
+            need[0].then(|| tensor(linear::grad_input(dyv, m, wv, d_in, out), x.shape())),
+            need[1].then(|| tensor(linear::grad_weight(xv, dyv, m, d_in, out), w.shape())),
+            need[2].then(|| tensor(linear::grad_bias(dyv, out), Shape::new([out]))),
+        ]
     }
 
     fn scale_by(t: FlexTensor, s: FlexTensor) -> FlexTensor {

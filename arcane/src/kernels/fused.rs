@@ -61,17 +61,26 @@ pub trait FusedOps: Backend {
         scale: f64,
     ) -> FloatTensor<Self>;
 
-    /// `x · W (+ b)` for a few rows (decoding), or `None` when a general matmul is better.
+    /// The projection `x · W (+ b)`.
     ///
     /// # Shapes
-    /// - x: `[M, in]`; weight: `[in, out]` or `[out, in]` (`layout`: `VocabMajor` means
-    ///   `[out, in]`, a tied head); bias: `[out]`
+    /// - x: `[M, in]`; weight: `[in, out]`; bias: `[out]`
     /// - output: `[M, out]`
-    fn fused_linear_rows(
+    fn fused_linear(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
-        layout: HeadLayout,
         bias: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self>;
+
+    /// A tied head's logits `x · Wteᵀ` for a few rows (decoding) by one dot product per row of
+    /// the table, or `None` when a matmul is better (many rows, or a recorded graph).
+    ///
+    /// # Shapes
+    /// - x: `[M, C]`; table: `[V, C]`
+    /// - output: `[M, V]`
+    fn fused_tied_head_rows(
+        x: FloatTensor<Self>,
+        table: FloatTensor<Self>,
     ) -> Option<FloatTensor<Self>>;
 
     /// One AdamW step on a parameter, in place when the tensors are not shared; moments are
@@ -142,6 +151,15 @@ pub trait FusedGrads: FusedOps {
         grad: FloatTensor<Self>,
         scale: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Gradients of [`FusedOps::fused_linear`] for input, weight and bias, each computed only
+    /// when `need` asks for it.
+    fn linear_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        need: [bool; 3],
+    ) -> [Option<FloatTensor<Self>>; 3];
 
     /// `tensor · s` for a one-element `s` (free when `s` is 1).
     fn scale_by(tensor: FloatTensor<Self>, s: FloatTensor<Self>) -> FloatTensor<Self>;

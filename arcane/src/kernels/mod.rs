@@ -118,25 +118,46 @@ pub fn causal_attention<B: Backend>(
     generic::causal_attention(q, k, v)
 }
 
-/// A projection of a few rows (decoding) that reads each weight once on every core, or
-/// `None` when the backend has no such kernel or the rows are many (use a matmul then).
+/// The projection `x · W (+ b)` with `W` in Burn's `[in, out]` layout. On the CPU backend:
+/// one gemm with the bias folded in and one backward node (the gradients as two gemms and
+/// column sums), and for a few rows (decoding) a matrix-vector kernel that reads each weight
+/// once on every core. Elsewhere Burn's `linear`.
 ///
 /// # Shapes
-/// - x: `[M, in]`; weight: `[in, out]` (`ChannelMajor`) or `[out, in]` (`VocabMajor`);
-///   bias: `[out]`
-/// - output: `[M, out]`
-pub fn linear_rows<B: Backend>(
-    x: &Tensor<B, 2>,
-    weight: &Tensor<B, 2>,
-    layout: HeadLayout,
-    bias: Option<&Tensor<B, 1>>,
-) -> Option<Tensor<B, 2>> {
-    let dtypes_ok = all_f32(&[x.dtype(), weight.dtype()]);
-    if dtypes_ok && bias.is_none_or(|b| b.dtype() == burn::tensor::DType::F32) {
+/// - x: `[..., in]`; weight: `[in, out]`; bias: `[out]`
+/// - output: `[..., out]`
+pub fn linear<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+) -> Tensor<B, D> {
+    let bias_f32 = bias.as_ref().is_none_or(|b| all_f32(&[b.dtype()]));
+    if all_f32(&[x.dtype(), weight.dtype()]) && bias_f32 {
+        with_fused!(fused, B, |K| {
+            let mut dims = x.dims();
+            let d_in = dims[D - 1];
+            let x2 = x.reshape([dims.iter().product::<usize>() / d_in.max(1), d_in]);
+            let (x2, w) = (to::<K, B, 2>(x2), to::<K, B, 2>(weight));
+            let y = back::<K, B, 2>(K::fused_linear(x2, w, bias.map(to::<K, B, 1>)));
+            dims[D - 1] = y.dims()[1];
+            return y.reshape(dims);
+        });
+    }
+    burn::tensor::module::linear(x, weight, bias)
+}
+
+/// A tied head's logits for a few rows (decoding), reading the `[V, C]` embedding table once
+/// on every core; `None` when the backend has no such kernel or the rows are many (use a
+/// matmul then).
+///
+/// # Shapes
+/// - x: `[M, C]`; table: `[V, C]`
+/// - output: `[M, V]`
+pub fn tied_head_rows<B: Backend>(x: &Tensor<B, 2>, table: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+    if all_f32(&[x.dtype(), table.dtype()]) {
         with_fused!(inference, B, |K| {
-            let bias = bias.cloned().map(to::<K, B, 1>);
-            let (x, w) = (to::<K, B, 2>(x.clone()), to::<K, B, 2>(weight.clone()));
-            return K::fused_linear_rows(x, w, layout, bias).map(back::<K, B, 2>);
+            let (x, w) = (to::<K, B, 2>(x.clone()), to::<K, B, 2>(table.clone()));
+            return K::fused_tied_head_rows(x, w).map(back::<K, B, 2>);
         });
     }
     None

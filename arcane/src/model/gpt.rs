@@ -197,7 +197,7 @@ impl<B: Backend> Gpt<B> {
                 // Decoding on the CPU: one dot product per row of the `[V, C]` table, on every
                 // core, reading the table once.
                 let wte = self.wte.weight.val();
-                if let Some(logits) = kernels::linear_rows(&h, &wte, HeadLayout::VocabMajor, None) {
+                if let Some(logits) = kernels::tied_head_rows(&h, &wte) {
                     return logits.reshape([b, t, v]);
                 }
                 // Otherwise `Wte · hᵀ` reads the table in its own layout. The CPU backend's

@@ -7,10 +7,9 @@
 use burn::module::{Initializer, Param};
 use burn::nn::{Dropout, DropoutConfig};
 use burn::prelude::*;
-use burn::tensor::module::linear;
 
 use super::adapter::LoraConfig;
-use crate::kernels::{self, HeadLayout};
+use crate::kernels;
 
 /// The trainable low-rank update of one projection.
 #[derive(Module, Debug)]
@@ -62,11 +61,10 @@ impl<B: Backend> Linear<B> {
     /// - x: `[..., in]`
     /// - output: `[..., out]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        if let Some(y) = self.forward_rows(&x) {
-            return y;
-        }
         let dtype = x.dtype();
-        let base = linear(
+        // One gemm with the bias folded in (matrix-vector products when decoding) on the CPU
+        // backend; Burn's `linear` elsewhere.
+        let base = kernels::linear(
             x.clone(),
             self.weight.val().cast(dtype),
             self.bias.as_ref().map(|b| b.val().cast(dtype)),
@@ -82,28 +80,6 @@ impl<B: Backend> Linear<B> {
             }
             _ => base,
         }
-    }
-
-    /// Decoding's few rows through the backend's matrix-vector kernel, which reads each weight
-    /// once on every core (a general matmul packs and re-reads them); `None` for many rows, an
-    /// unmerged adapter or a backend without the kernel.
-    fn forward_rows<const D: usize>(&self, x: &Tensor<B, D>) -> Option<Tensor<B, D>> {
-        if self.lora.as_ref().is_some_and(|l| !l.merged) {
-            return None;
-        }
-        let dims = x.dims();
-        let d_in = dims[D - 1];
-        let rows = dims.iter().product::<usize>() / d_in.max(1);
-        if rows > 8 {
-            return None;
-        }
-        let x2 = x.clone().reshape([rows, d_in]);
-        let bias = self.bias.as_ref().map(|b| b.val());
-        let w = self.weight.val();
-        let y = kernels::linear_rows(&x2, &w, HeadLayout::ChannelMajor, bias.as_ref())?;
-        let mut out = dims;
-        out[D - 1] = y.dims()[1];
-        Some(y.reshape(out))
     }
 
     /// Attaches a fresh adapter (`A` Kaiming-uniform, `B` zero): the output is unchanged until

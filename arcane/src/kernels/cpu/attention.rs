@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::gemm::matmul_raw;
 use super::math;
-use super::reduce::{max, sum_map2};
+use super::reduce::{max, sum_map, sum_map2};
 use super::simd::multiversion;
 
 /// Query rows per block.
@@ -79,12 +79,11 @@ multiversion! {
             let seen = (first + i + 1).min(keys);
             let (vis, hidden) = row.split_at_mut(seen);
             let m = max(vis) * scale;
-            let mut sum = 0.0;
+            // Exponentials first, then their sum: one loop doing both would not vectorise.
             for x in vis.iter_mut() {
-                let e = math::exp(*x * scale - m);
-                *x = e;
-                sum += e;
+                *x = math::exp(*x * scale - m);
             }
+            let sum = sum_map(vis, |x| x);
             let inv = 1.0 / sum;
             for x in vis.iter_mut() {
                 *x *= inv;

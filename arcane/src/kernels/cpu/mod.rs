@@ -5,6 +5,7 @@ pub mod attention;
 pub mod elementwise;
 pub mod gemm;
 pub mod gemv;
+pub mod linear;
 pub mod math;
 pub mod norm;
 mod par;
