@@ -12,7 +12,7 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
-use super::fused::{AdamWStep, FusedGrads, FusedOps, HeadLayout};
+use super::fused::{AdamWStep, FusedGrads, FusedOps, HeadLayout, KeyPrefix};
 
 /// Registers `values[i]` as the gradient of parent `i` when that parent is tracked. (A macro:
 /// the node type is not nameable outside burn-autodiff.)
@@ -263,6 +263,20 @@ impl<B: FusedGrads, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
                 scale,
             )),
         }
+    }
+
+    fn fused_prefix_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        prefix: KeyPrefix,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        // Inference only (the public function dispatches it to the inner backend); a caller
+        // with tracked tensors gets an untracked result.
+        let inner = |t: FloatTensor<Self>| <Self as AutodiffBackend>::inner(t);
+        let out = B::fused_prefix_attention(inner(q), inner(k), inner(v), prefix, scale);
+        <Self as AutodiffBackend>::from_inner(out)
     }
 
     fn fused_linear(

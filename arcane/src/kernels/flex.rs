@@ -7,7 +7,7 @@ use burn::tensor::{Bytes, DType, Shape, TensorMetadata};
 
 use super::cpu::{adamw, elementwise, gemv, linear, norm, xent};
 use super::flex_attention;
-use super::fused::{AdamWStep, FusedGrads, FusedOps, HeadLayout};
+use super::fused::{AdamWStep, FusedGrads, FusedOps, HeadLayout, KeyPrefix};
 
 /// `t` with its elements contiguous from offset 0 and nothing else in its buffer (so that
 /// `storage()` is exactly its elements); a copy only when it is a view.
@@ -101,6 +101,16 @@ impl FusedOps for Flex {
         scale: f64,
     ) -> FlexTensor {
         flex_attention::forward(q, k, v, scale).0
+    }
+
+    fn fused_prefix_attention(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        prefix: KeyPrefix,
+        scale: f64,
+    ) -> FlexTensor {
+        flex_attention::forward_prefix(q, k, v, prefix, scale)
     }
 
     fn fused_linear(x: FlexTensor, weight: FlexTensor, bias: Option<FlexTensor>) -> FlexTensor {

@@ -4,7 +4,8 @@
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::tensor::{Bytes, DType, Shape, TensorMetadata};
 
-use super::cpu::attention::{self, Heads, Saved};
+use super::cpu::attention::{self, Heads, KeyPrefix};
+use super::cpu::attention_grad::{self, Saved};
 
 /// `t` as a `[B, H, T, D]` view the kernel reads in place (a copy only for layouts it cannot:
 /// negative strides or a non-unit stride along `D`).
@@ -37,7 +38,8 @@ fn token_major(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
     FlexTensor::new(Bytes::from_elems(values), layout, DType::F32)
 }
 
-/// The output `[B, H, T, D]` and the rows' log-sum-exp `[B, H, T]`.
+/// Causal attention: the output `[B, H, T, D]` (over a token-major buffer) and the rows'
+/// log-sum-exp `[B, H, T]`.
 pub fn forward(
     q: FlexTensor,
     k: FlexTensor,
@@ -48,13 +50,40 @@ pub fn forward(
     let [b, h, t, d] = qv.shape;
     let mut out = vec![0.0f32; b * t * h * d];
     let data = (q.storage::<f32>(), k.storage::<f32>(), v.storage::<f32>());
-    let lse = attention::forward(data, (qv, kv, vv), scale as f32, &mut out);
+    let (o, prefix) = (Heads::token_major([b, h, t, d]), KeyPrefix::causal(t));
+    let lse = attention::forward(data, (qv, kv, vv), prefix, scale as f32, (&mut out, o));
     let lse = FlexTensor::new(
         Bytes::from_elems(lse),
         Layout::contiguous(Shape::new([b, h, t])),
         DType::F32,
     );
     (token_major(out, [b, h, t, d]), lse)
+}
+
+/// Attention of `R` query rows over key prefixes (decoding and chunked prefill with a cache):
+/// the output `[B, H, R, D]`, contiguous.
+pub fn forward_prefix(
+    q: FlexTensor,
+    k: FlexTensor,
+    v: FlexTensor,
+    prefix: KeyPrefix,
+    scale: f64,
+) -> FlexTensor {
+    let ((q, qv), (k, kv), (v, vv)) = (heads(q), heads(k), heads(v));
+    let [b, h, r, d] = qv.shape;
+    let mut out = vec![0.0f32; b * h * r * d];
+    let o = Heads {
+        shape: qv.shape,
+        strides: [h * r * d, r * d, d],
+        offset: 0,
+    };
+    let data = (q.storage::<f32>(), k.storage::<f32>(), v.storage::<f32>());
+    attention::forward(data, (qv, kv, vv), prefix, scale as f32, (&mut out, o));
+    FlexTensor::new(
+        Bytes::from_elems(out),
+        Layout::contiguous(Shape::new([b, h, r, d])),
+        DType::F32,
+    )
 }
 
 /// `(dq, dk, dv)` of causal attention.
@@ -81,7 +110,7 @@ pub fn backward(
         grad_view: gv,
     };
     let data = (q.storage::<f32>(), k.storage::<f32>(), v.storage::<f32>());
-    let (dq, dk, dv) = attention::backward(data, (qv, kv, vv), scale as f32, saved);
+    let (dq, dk, dv) = attention_grad::backward(data, (qv, kv, vv), scale as f32, saved);
     (
         token_major(dq, [b, h, t, d]),
         token_major(dk, [b, hkv, t, d]),

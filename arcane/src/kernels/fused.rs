@@ -12,6 +12,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
 pub use super::cpu::adamw::AdamWStep;
+pub use super::cpu::attention::KeyPrefix;
 pub use super::cpu::xent::HeadLayout;
 
 /// Backends with fused kernels for the forward pass.
@@ -58,6 +59,20 @@ pub trait FusedOps: Backend {
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self>;
+
+    /// Attention of `R` query rows where row `r` sees keys `0..=start + r % period` (decoding
+    /// over a cache buffer; see [`KeyPrefix`]). Inference only.
+    ///
+    /// # Shapes
+    /// - q: `[B, H, R, D]`; k, v: `[B, Hkv, S, D]`
+    /// - output: `[B, H, R, D]`
+    fn fused_prefix_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        prefix: KeyPrefix,
         scale: f64,
     ) -> FloatTensor<Self>;
 

@@ -25,7 +25,7 @@ use burn::prelude::*;
 pub use dispatch::generic_only;
 #[allow(unused_imports)]
 use dispatch::{all_f32, back, to, to_int, with_fused};
-pub use fused::{AdamWStep, FusedGrads, FusedOps, HeadLayout};
+pub use fused::{AdamWStep, FusedGrads, FusedOps, HeadLayout, KeyPrefix};
 
 /// LayerNorm, or RMSNorm when `rms`, over the last dimension (statistics in `f32`).
 ///
@@ -116,6 +116,31 @@ pub fn causal_attention<B: Backend>(
         });
     }
     generic::causal_attention(q, k, v)
+}
+
+/// Attention of query rows over key prefixes, for decoding and chunked prefill over a KV cache
+/// buffer: row `r` of `q` sees keys `0..=start + r % period` (see [`KeyPrefix`]), so no mask
+/// tensor is read. On the CPU backend (inference) one kernel reads each cached key and value
+/// once per head; elsewhere `generic` runs (the caller's masked attention).
+///
+/// # Shapes
+/// - q: `[B, H, R, D]`; k, v: `[B, Hkv, S, D]` with `H` a multiple of `Hkv`
+/// - output: `[B, H, R, D]`
+pub fn prefix_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    prefix: KeyPrefix,
+    generic: impl FnOnce(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) -> Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    let scale = 1.0 / (q.dims()[3] as f64).sqrt();
+    if all_f32(&[q.dtype(), k.dtype(), v.dtype()]) {
+        with_fused!(inference, B, |K| {
+            let (q, k, v) = (to::<K, B, 4>(q), to::<K, B, 4>(k), to::<K, B, 4>(v));
+            return back::<K, B, 4>(K::fused_prefix_attention(q, k, v, prefix, scale));
+        });
+    }
+    generic(q, k, v)
 }
 
 /// The projection `x · W (+ b)` with `W` in Burn's `[in, out]` layout. On the CPU backend:

@@ -9,7 +9,7 @@ use super::init;
 use super::kv_cache::{CacheMask, CachedForward};
 use super::linear::Linear;
 use super::rope::Rope;
-use crate::kernels;
+use crate::kernels::{self, KeyPrefix};
 
 /// Separate q, k, v and output projections (GPT-2's fused `c_attn` is split on import), so that
 /// LoRA can target each one and grouped-query attention needs no special layout.
@@ -113,11 +113,24 @@ impl<B: Backend> CausalSelfAttention<B> {
         let hkv = k.dims()[1];
         let (k, v) = step.cache.append(layer, k, v); // [B, Hkv, Cap, D]
         let q = q.reshape([b, hkv, (h / hkv) * t, d]); // [B, Hkv, (H/Hkv)·T, D]
-        let options = AttentionModuleOptions {
-            is_causal: step.mask == CacheMask::Causal,
-            ..Default::default()
+                                                       // Row r of the folded queries is token r % T: it sees keys 0..=start + r % T.
+        let prefix = match step.mask {
+            CacheMask::Causal => KeyPrefix::causal(t),
+            CacheMask::Explicit { start, .. } => KeyPrefix { start, period: t },
+            // One token that sees every key of the buffer.
+            CacheMask::None => KeyPrefix {
+                start: k.dims()[2] - 1,
+                period: 1,
+            },
         };
-        let y = attention(q, k, v, step.mask_tensor.clone(), None, options);
+        let mask = step.mask_tensor.clone();
+        let y = kernels::prefix_attention(q, k, v, prefix, |q, k, v| {
+            let options = AttentionModuleOptions {
+                is_causal: step.mask == CacheMask::Causal,
+                ..Default::default()
+            };
+            attention(q, k, v, mask, None, options)
+        });
         y.reshape([b, h, t, d])
     }
 }

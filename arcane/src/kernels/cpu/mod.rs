@@ -2,6 +2,7 @@
 
 pub mod adamw;
 pub mod attention;
+pub mod attention_grad;
 pub mod elementwise;
 pub mod gemm;
 pub mod gemv;
