@@ -279,6 +279,17 @@ impl<B: FusedGrads, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         <Self as AutodiffBackend>::from_inner(out)
     }
 
+    fn fused_write_positions(
+        buffer: FloatTensor<Self>,
+        start: usize,
+        values: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        // Inference only, like `fused_prefix_attention`.
+        let inner = |t: FloatTensor<Self>| <Self as AutodiffBackend>::inner(t);
+        let out = B::fused_write_positions(inner(buffer), start, inner(values));
+        <Self as AutodiffBackend>::from_inner(out)
+    }
+
     fn fused_linear(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,

@@ -113,6 +113,10 @@ impl FusedOps for Flex {
         flex_attention::forward_prefix(q, k, v, prefix, scale)
     }
 
+    fn fused_write_positions(buffer: FlexTensor, start: usize, values: FlexTensor) -> FlexTensor {
+        flex_attention::write_positions(buffer, start, values)
+    }
+
     fn fused_linear(x: FlexTensor, weight: FlexTensor, bias: Option<FlexTensor>) -> FlexTensor {
         let (x, w) = (dense(x), dense(weight));
         let bias = bias.map(dense);

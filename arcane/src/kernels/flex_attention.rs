@@ -117,3 +117,32 @@ pub fn backward(
         token_major(dv, [b, hkv, t, d]),
     )
 }
+
+/// `buffer[:, :, start..start + T, :] = values`, in place unless `buffer` is shared.
+pub fn write_positions(buffer: FlexTensor, start: usize, values: FlexTensor) -> FlexTensor {
+    let exact = buffer.is_contiguous()
+        && buffer.layout().start_offset() == 0
+        && buffer.bytes().len() == buffer.layout().num_elements() * 4;
+    let mut buffer = if exact {
+        buffer
+    } else {
+        buffer.to_contiguous()
+    };
+    let [b, h, s, d] = buffer.shape().dims::<4>();
+    let (values, vv) = heads(values);
+    let t = vv.shape[2];
+    assert!(
+        vv.shape == [b, h, t, d] && start + t <= s,
+        "cache write out of bounds"
+    );
+    let src = values.storage::<f32>();
+    let dst = buffer.storage_mut::<f32>();
+    for (bi, hi, ti) in
+        (0..b).flat_map(|bi| (0..h).flat_map(move |hi| (0..t).map(move |ti| (bi, hi, ti))))
+    {
+        let from = vv.offset + bi * vv.strides[0] + hi * vv.strides[1] + ti * vv.strides[2];
+        let to = ((bi * h + hi) * s + start + ti) * d;
+        dst[to..to + d].copy_from_slice(&src[from..from + d]);
+    }
+    buffer
+}

@@ -76,6 +76,17 @@ pub trait FusedOps: Backend {
         scale: f64,
     ) -> FloatTensor<Self>;
 
+    /// `buffer[:, :, start..start + T, :] = values`, in place when `buffer` is not shared.
+    ///
+    /// # Shapes
+    /// - buffer: `[B, H, S, D]`; values: `[B, H, T, D]`
+    /// - output: `[B, H, S, D]`
+    fn fused_write_positions(
+        buffer: FloatTensor<Self>,
+        start: usize,
+        values: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
     /// The projection `x · W (+ b)`.
     ///
     /// # Shapes

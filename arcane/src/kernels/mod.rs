@@ -143,6 +143,28 @@ pub fn prefix_attention<B: Backend>(
     generic(q, k, v)
 }
 
+/// Writes `values` into positions `start..start + T` of a cache buffer: in place on the CPU
+/// backend when the buffer is not shared (burn-flex's `slice_assign` copies the whole buffer
+/// first, which made every decoded token copy every layer's cache); `slice_assign` elsewhere.
+///
+/// # Shapes
+/// - buffer: `[B, H, S, D]`; values: `[B, H, T, D]`
+/// - output: `[B, H, S, D]`
+pub fn write_positions<B: Backend>(
+    buffer: Tensor<B, 4>,
+    start: usize,
+    values: Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    if all_f32(&[buffer.dtype(), values.dtype()]) {
+        with_fused!(inference, B, |K| {
+            let (buf, vals) = (to::<K, B, 4>(buffer), to::<K, B, 4>(values));
+            return back::<K, B, 4>(K::fused_write_positions(buf, start, vals));
+        });
+    }
+    let t = values.dims()[2];
+    buffer.slice_assign(burn::tensor::s![.., .., start..start + t], values)
+}
+
 /// The projection `x · W (+ b)` with `W` in Burn's `[in, out]` layout. On the CPU backend:
 /// one gemm with the bias folded in and one backward node (the gradients as two gemms and
 /// column sums), and for a few rows (decoding) a matrix-vector kernel that reads each weight

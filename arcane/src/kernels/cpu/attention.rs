@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::gemm::matmul_raw;
 use super::math;
-use super::reduce::{max, sum_map};
+use super::reduce::{max, sum_map, sum_map2};
 use super::simd::multiversion;
 
 /// Query rows per block.
@@ -127,6 +127,43 @@ multiversion! {
     }
 }
 
+/// Query rows up to this many use dot products instead of gemm.
+const FEW_ROWS: usize = 4;
+
+/// The log-sum-exp slots of `rows` rows from `start`.
+fn lse_rows_of<'a>(lse: Shared, start: usize, rows: usize) -> &'a mut [f32] {
+    // SAFETY: callers own rows start..start + rows of the buffer behind `lse` (one task per
+    // block of rows) and the buffer outlives the parallel loop.
+    unsafe { std::slice::from_raw_parts_mut(lse.at(start), rows) }
+}
+
+multiversion! {
+    /// `s[i, j] = q_i · k_j` for `rows` query rows and keys `0..end` (rows of stride `rs`).
+    fn scores_by_dots(q: (&[f32], usize), rows: usize, k: (&[f32], usize), d: usize, end: usize, s: &mut [f32]) {
+        for i in 0..rows {
+            let qi = &q.0[i * q.1..i * q.1 + d];
+            for j in 0..end {
+                s[i * end + j] = sum_map2(qi, &k.0[j * k.1..j * k.1 + d], |a, b| a * b);
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `y_i = Σ_j p[i, j]·v_j` for `rows` rows over values `0..end`.
+    fn weighted_values(p: &[f32], rows: usize, end: usize, v: (&[f32], usize), d: usize, y: &mut [f32]) {
+        for i in 0..rows {
+            let yi = &mut y[i * d..(i + 1) * d];
+            for j in 0..end {
+                let w = p[i * end + j];
+                for (a, &b) in yi.iter_mut().zip(&v.0[j * v.1..j * v.1 + d]) {
+                    *a += w * b;
+                }
+            }
+        }
+    }
+}
+
 /// `out = softmax(q·kᵀ·scale)·v` with the keys of `prefix` visible to each row; `out` is
 /// written through its view. Returns the log-sum-exp of each row, `[B, H, R]`.
 pub fn forward(
@@ -156,6 +193,22 @@ pub fn forward(
             &data.1[k.at(bi, hi / group, 0)..],
             &data.2[v.at(bi, hi / group, 0)..],
         );
+        let lse_rows = lse_rows_of(lse_p, bh * t + r0, rows);
+        if rows <= FEW_ROWS {
+            // Decoding: dot products and weighted sums read each key and value once; a gemm
+            // would first pack (copy) them.
+            let mut y = vec![0.0f32; rows * d];
+            scores_by_dots((qp, q.strides[2]), rows, (kp, k.strides[2]), d, end, &mut s);
+            softmax_rows(&mut s, end, r0, prefix, scale, lse_rows);
+            weighted_values(&s, rows, end, (vp, v.strides[2]), d, &mut y);
+            for (i, row) in y.chunks_exact(d).enumerate() {
+                // SAFETY: row r0 + i of head h of `out`, written by this task only.
+                let dst =
+                    unsafe { std::slice::from_raw_parts_mut(out_p.at(o.at(bi, hi, r0 + i)), d) };
+                dst.copy_from_slice(row);
+            }
+            return;
+        }
         // SAFETY: the views' extents were checked against the slices; `s` is local; task
         // (b, h, block) writes rows r0..r1 of head h only, of `out` and of `lse`.
         unsafe {
@@ -168,7 +221,6 @@ pub fn forward(
                 (qp.as_ptr(), q.strides[2], 1),
                 (kp.as_ptr(), 1, k.strides[2]),
             );
-            let lse_rows = std::slice::from_raw_parts_mut(lse_p.at(bh * t + r0), rows);
             softmax_rows(&mut s, end, r0, prefix, scale, lse_rows);
             matmul_raw(
                 rows,
