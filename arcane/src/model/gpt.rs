@@ -4,7 +4,6 @@ use burn::nn::{Dropout, DropoutConfig, Embedding};
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
-use burn::tensor::module::linear;
 use burn::tensor::{DType, FloatDType};
 
 use super::adapter::LoraConfig;
@@ -206,8 +205,11 @@ impl<B: Backend> Gpt<B> {
                 logits.transpose().reshape([b, t, v])
             }
             None => {
-                let table = self.wte.weight.val().cast(hidden.dtype());
-                linear(hidden, table.transpose(), None)
+                // A 2-D product with the transposed table read in place: Burn's `linear` would
+                // reshape the transposed view to 3-D, which copies the whole table on the CPU.
+                let h = hidden.reshape([b * t, c]);
+                let table = self.wte.weight.val().cast(h.dtype());
+                h.matmul(table.transpose()).reshape([b, t, v])
             }
         }
     }
