@@ -118,6 +118,25 @@ impl<B: FusedGrads, const N: usize> Backward<B, N> for LinearBackward<N> {
     }
 }
 
+/// RoPE: the state is the two tables and the first position.
+#[derive(Debug)]
+struct RopeBackward;
+
+impl<B: FusedGrads> Backward<B, 1> for RopeBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>, usize);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (cos, sin, start) = ops.state;
+        register!(
+            B,
+            ops.parents,
+            [B::rope_backward(grad, cos, sin, start)],
+            grads
+        );
+    }
+}
+
 #[derive(Debug)]
 struct AttentionBackward {
     scale: f64,
@@ -288,6 +307,26 @@ impl<B: FusedGrads, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         let inner = |t: FloatTensor<Self>| <Self as AutodiffBackend>::inner(t);
         let out = B::fused_write_positions(inner(buffer), start, inner(values));
         <Self as AutodiffBackend>::from_inner(out)
+    }
+
+    fn fused_rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        start: usize,
+    ) -> FloatTensor<Self> {
+        let (cos, sin) = (cos.primitive, sin.primitive);
+        match RopeBackward
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::fused_rope(x.primitive, cos.clone(), sin.clone(), start);
+                prep.finish((cos, sin, start), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_rope(x.primitive, cos, sin, start)),
+        }
     }
 
     fn fused_linear(

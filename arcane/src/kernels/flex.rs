@@ -117,6 +117,10 @@ impl FusedOps for Flex {
         flex_attention::write_positions(buffer, start, values)
     }
 
+    fn fused_rope(x: FlexTensor, cos: FlexTensor, sin: FlexTensor, start: usize) -> FlexTensor {
+        flex_attention::rotate(x, cos, sin, start, false)
+    }
+
     fn fused_linear(x: FlexTensor, weight: FlexTensor, bias: Option<FlexTensor>) -> FlexTensor {
         let (x, w) = (dense(x), dense(weight));
         let bias = bias.map(dense);
@@ -290,6 +294,15 @@ impl FusedGrads for Flex {
             need[1].then(|| tensor(linear::grad_weight(xv, dyv, m, d_in, out), w.shape())),
             need[2].then(|| tensor(linear::grad_bias(dyv, out), Shape::new([out]))),
         ]
+    }
+
+    fn rope_backward(
+        grad: FlexTensor,
+        cos: FlexTensor,
+        sin: FlexTensor,
+        start: usize,
+    ) -> FlexTensor {
+        flex_attention::rotate(grad, cos, sin, start, true)
     }
 
     fn scale_by(t: FlexTensor, s: FlexTensor) -> FlexTensor {

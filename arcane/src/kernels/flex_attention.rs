@@ -6,6 +6,7 @@ use burn::tensor::{Bytes, DType, Shape, TensorMetadata};
 
 use super::cpu::attention::{self, Heads, KeyPrefix};
 use super::cpu::attention_grad::{self, Saved};
+use super::cpu::rope;
 
 /// `t` as a `[B, H, T, D]` view the kernel reads in place (a copy only for layouts it cannot:
 /// negative strides or a non-unit stride along `D`).
@@ -145,4 +146,19 @@ pub fn write_positions(buffer: FlexTensor, start: usize, values: FlexTensor) -> 
         dst[to..to + d].copy_from_slice(&src[from..from + d]);
     }
     buffer
+}
+
+/// RoPE of heads `x` (any `[B, H, T, D]` view), written token-major.
+pub fn rotate(
+    x: FlexTensor,
+    cos: FlexTensor,
+    sin: FlexTensor,
+    start: usize,
+    negate: bool,
+) -> FlexTensor {
+    let (x, xv) = heads(x);
+    let (cos, sin) = (cos.to_contiguous(), sin.to_contiguous());
+    let cs = (cos.storage::<f32>(), sin.storage::<f32>());
+    let out = rope::apply(x.storage::<f32>(), xv, cs.0, cs.1, start, negate);
+    token_major(out, xv.shape)
 }

@@ -87,6 +87,19 @@ pub trait FusedOps: Backend {
         values: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
 
+    /// Rotary embedding of heads `x` at positions `start..start + T` with the `[S, D]` tables
+    /// `cos` and `sin_signed` (rotate-half convention, first half of the sines negated).
+    ///
+    /// # Shapes
+    /// - x: `[B, H, T, D]`; cos, sin: `[S, D]`
+    /// - output: `[B, H, T, D]`
+    fn fused_rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        start: usize,
+    ) -> FloatTensor<Self>;
+
     /// The projection `x · W (+ b)`.
     ///
     /// # Shapes
@@ -186,6 +199,14 @@ pub trait FusedGrads: FusedOps {
         grad: FloatTensor<Self>,
         need: [bool; 3],
     ) -> [Option<FloatTensor<Self>>; 3];
+
+    /// Gradient of [`FusedOps::fused_rope`]: the rotation by the opposite angles.
+    fn rope_backward(
+        grad: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        start: usize,
+    ) -> FloatTensor<Self>;
 
     /// `tensor · s` for a one-element `s` (free when `s` is 1).
     fn scale_by(tensor: FloatTensor<Self>, s: FloatTensor<Self>) -> FloatTensor<Self>;

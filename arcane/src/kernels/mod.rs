@@ -165,6 +165,33 @@ pub fn write_positions<B: Backend>(
     buffer.slice_assign(burn::tensor::s![.., .., start..start + t], values)
 }
 
+/// Rotary embedding of heads at positions `start..start + T` (rotate-half convention) with
+/// the tables `cos` and `sin_signed` `[S, D]` (the sines with their first half negated). On
+/// the CPU backend one pass that reads the heads in place and writes them where attention
+/// reads them, with one backward node; elsewhere `generic` runs.
+///
+/// # Shapes
+/// - x: `[B, H, T, D]`; cos, sin_signed: `[S, D]` with `S >= start + T`
+/// - output: `[B, H, T, D]`
+pub fn rope<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: &Tensor<B, 2>,
+    sin_signed: &Tensor<B, 2>,
+    start: usize,
+    generic: impl FnOnce(Tensor<B, 4>) -> Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    if all_f32(&[x.dtype(), cos.dtype(), sin_signed.dtype()]) {
+        with_fused!(fused, B, |K| {
+            let (c, s) = (
+                to::<K, B, 2>(cos.clone()),
+                to::<K, B, 2>(sin_signed.clone()),
+            );
+            return back::<K, B, 4>(K::fused_rope(to::<K, B, 4>(x), c, s, start));
+        });
+    }
+    generic(x)
+}
+
 /// The projection `x · W (+ b)` with `W` in Burn's `[in, out]` layout. On the CPU backend:
 /// one gemm with the bias folded in and one backward node (the gradients as two gemms and
 /// column sums), and for a few rows (decoding) a matrix-vector kernel that reads each weight

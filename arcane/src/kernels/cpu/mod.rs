@@ -11,5 +11,6 @@ pub mod math;
 pub mod norm;
 mod par;
 mod reduce;
+pub mod rope;
 pub mod simd;
 pub mod xent;

@@ -39,16 +39,19 @@ pub struct XentResult {
 
 multiversion! {
     /// Loss of each row of `logits` (`[rows, V]`); with `grad_scale`, turns each row into
-    /// `(softmax - onehot)·grad_scale`.
+    /// `(softmax - onehot)·grad_scale`. One exponential per logit.
     fn rows_loss(logits: &mut [f32], targets: &[usize], v: usize, grad_scale: Option<f32>, losses: &mut [f32]) {
         for ((row, &t), loss) in logits.chunks_exact_mut(v).zip(targets).zip(losses.iter_mut()) {
-            let m = max(row);
-            let sum = sum_map(row, |x| math::exp(x - m));
-            let lse = m + sum.ln();
-            *loss = lse - row[t];
+            let (m, target) = (max(row), row[t]);
+            for x in row.iter_mut() {
+                *x = math::exp(*x - m);
+            }
+            let sum = sum_map(row, |x| x);
+            *loss = m + sum.ln() - target;
             if let Some(s) = grad_scale {
+                let f = s / sum;
                 for x in row.iter_mut() {
-                    *x = math::exp(*x - lse) * s;
+                    *x *= f;
                 }
                 row[t] -= s;
             }
