@@ -29,7 +29,7 @@ echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $(nproc) 
 run() {
     local tag="$1"; shift
     local line
-    line="$("$@" 2>/dev/null | grep '^{' | tail -1)"
+    line="$("$@" 2>/dev/null | grep '^{' | head -1)"
     echo "{\"tag\": \"$tag\", \"load\": \"$(cut -d' ' -f1 /proc/loadavg)\", \"result\": $line}" >> "$OUT"
 }
 

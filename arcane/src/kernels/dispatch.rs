@@ -5,6 +5,7 @@
 
 use std::any::{Any, TypeId};
 use std::cell::Cell;
+use std::sync::OnceLock;
 
 use burn::prelude::*;
 use burn::tensor::{DType, TensorPrimitive};
@@ -23,9 +24,12 @@ pub fn generic_only<R>(f: impl FnOnce() -> R) -> R {
     out
 }
 
-/// False inside [`generic_only`].
+/// False inside [`generic_only`], and everywhere when the environment variable
+/// `ARCANE_FUSED` is `0` (read once; for comparisons with the generic path).
 pub fn fused_enabled() -> bool {
-    !GENERIC_ONLY.with(Cell::get)
+    static ENV: OnceLock<bool> = OnceLock::new();
+    let env = *ENV.get_or_init(|| std::env::var("ARCANE_FUSED").map_or(true, |v| v.trim() != "0"));
+    env && !GENERIC_ONLY.with(Cell::get)
 }
 
 /// True when `A` and `B` are the same type.
