@@ -158,7 +158,6 @@ impl FusedOps for Flex {
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let shape = param.shape();
         let n = shape.num_elements();
-        // Unshared buffers are updated in place; shared ones are copied first (copy-on-write).
         let (mut p, g) = (dense(param), dense(grad));
         let (mut m, mut v) = match moments {
             Some((m, v)) => (dense(m), dense(v)),
@@ -167,13 +166,17 @@ impl FusedOps for Flex {
                 tensor(vec![0.0; n], shape.clone()),
             ),
         };
-        adamw::step(
-            p.storage_mut::<f32>(),
-            values(&g),
-            m.storage_mut::<f32>(),
-            v.storage_mut::<f32>(),
-            step,
-        );
+        let (ms, vs) = (m.storage_mut::<f32>(), v.storage_mut::<f32>());
+        // An unshared parameter is updated in place; a shared one (burn-train's Learner keeps
+        // the model while it steps) into a new buffer in the same pass.
+        if p.is_unique() {
+            adamw::step(p.storage_mut::<f32>(), values(&g), ms, vs, step);
+        } else {
+            p = tensor(
+                adamw::step_into(values(&p), values(&g), ms, vs, step),
+                shape,
+            );
+        }
         (p, m, v)
     }
 }
