@@ -11,6 +11,8 @@
 #[cfg(feature = "flex")]
 mod autodiff;
 #[cfg(feature = "flex")]
+mod autodiff_nodes;
+#[cfg(feature = "flex")]
 pub mod cpu;
 mod dispatch;
 #[cfg(feature = "flex")]

@@ -51,111 +51,148 @@ pub fn backward(
     scale: f32,
     saved: Saved,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (q, k, v) = views;
+    let (q, k, _) = views;
     let [b, h, t, d] = q.shape;
     let hkv = k.shape[1];
-    let group = h / hkv;
-    let o = Heads::token_major([b, h, t, d]);
-    let (g, ov) = (saved.grad_view, saved.out_view);
-    assert!(saved.grad.len() >= g.extent() && saved.out.len() >= ov.extent());
-    // δ = rowsum(dO ∘ O), [B, H, T].
-    let mut delta = vec![0.0f32; b * h * t];
-    delta.par_chunks_mut(t).enumerate().for_each(|(bh, rows)| {
-        let (bi, hi) = (bh / h, bh % h);
-        for (ti, r) in rows.iter_mut().enumerate() {
-            let (gi, oi) = (g.at(bi, hi, ti), ov.at(bi, hi, ti));
-            *r = sum_map2(&saved.grad[gi..gi + d], &saved.out[oi..oi + d], |a, b| {
-                a * b
-            });
-        }
-    });
-    let (mut dq, mut dk, mut dv) = (
-        vec![0.0f32; b * t * h * d],
-        vec![0.0f32; b * t * hkv * d],
-        vec![0.0f32; b * t * hkv * d],
-    );
-    let kv_out = Heads::token_major([b, hkv, t, d]);
-    let (dq_p, dk_p, dv_p) = (
-        Shared(dq.as_mut_ptr()),
-        Shared(dk.as_mut_ptr()),
-        Shared(dv.as_mut_ptr()),
-    );
+    assert!(saved.grad.len() >= saved.grad_view.extent());
+    assert!(saved.out.len() >= saved.out_view.extent());
+    let delta = row_deltas(&saved, [b, h, t, d]);
+    let mut dq = vec![0.0f32; b * t * h * d];
+    let (mut dk, mut dv) = (vec![0.0f32; b * t * hkv * d], vec![0.0f32; b * t * hkv * d]);
+    let ctx = Ctx {
+        data,
+        views,
+        scale,
+        saved: &saved,
+        delta: &delta,
+        dq: Shared(dq.as_mut_ptr()),
+        dk: Shared(dk.as_mut_ptr()),
+        dv: Shared(dv.as_mut_ptr()),
+    };
     (0..b * hkv).into_par_iter().for_each(|task| {
         let (bi, gi) = (task / hkv, task % hkv);
-        let (kp, vp) = (&data.1[k.at(bi, gi, 0)..], &data.2[v.at(bi, gi, 0)..]);
-        let (dkp, dvp) = (dk_p.at(kv_out.at(bi, gi, 0)), dv_p.at(kv_out.at(bi, gi, 0)));
-        let mut s = vec![0.0f32; ROWS * t];
-        let mut dp = vec![0.0f32; ROWS * t];
-        for hi in gi * group..(gi + 1) * group {
+        let (mut s, mut dp) = (vec![0.0f32; ROWS * t], vec![0.0f32; ROWS * t]);
+        for hi in gi * (h / hkv)..(gi + 1) * (h / hkv) {
             for r0 in (0..t).step_by(ROWS) {
-                let (r1, rows) = ((r0 + ROWS).min(t), (r0 + ROWS).min(t) - r0);
-                let (s, dp) = (&mut s[..rows * r1], &mut dp[..rows * r1]);
-                let qp = &data.0[q.at(bi, hi, r0)..];
-                let gp = &saved.grad[g.at(bi, hi, r0)..];
-                let row = (bi * h + hi) * t + r0;
-                // SAFETY: extents checked above; this task alone writes the key/value head gi
-                // of dk, dv and the query heads of its group in dq.
-                unsafe {
-                    matmul_raw(
-                        rows,
-                        d,
-                        r1,
-                        (s.as_mut_ptr(), r1, 1),
-                        false,
-                        (qp.as_ptr(), q.strides[2], 1),
-                        (kp.as_ptr(), 1, k.strides[2]),
-                    );
-                    matmul_raw(
-                        rows,
-                        d,
-                        r1,
-                        (dp.as_mut_ptr(), r1, 1),
-                        false,
-                        (gp.as_ptr(), g.strides[2], 1),
-                        (vp.as_ptr(), 1, v.strides[2]),
-                    );
-                    softmax_grad_rows(
-                        s,
-                        dp,
-                        r1,
-                        r0,
-                        scale,
-                        &saved.lse[row..row + rows],
-                        &delta[row..row + rows],
-                    );
-                    // dV[0..r1] += Pᵀ·dO, dK[0..r1] += dSᵀ·Q, dQ = dS·K.
-                    matmul_raw(
-                        r1,
-                        rows,
-                        d,
-                        (dvp, kv_out.strides[2], 1),
-                        true,
-                        (s.as_ptr(), 1, r1),
-                        (gp.as_ptr(), g.strides[2], 1),
-                    );
-                    matmul_raw(
-                        r1,
-                        rows,
-                        d,
-                        (dkp, kv_out.strides[2], 1),
-                        true,
-                        (dp.as_ptr(), 1, r1),
-                        (qp.as_ptr(), q.strides[2], 1),
-                    );
-                    matmul_raw(
-                        rows,
-                        r1,
-                        d,
-                        (dq_p.at(o.at(bi, hi, r0)), o.strides[2], 1),
-                        false,
-                        (dp.as_ptr(), r1, 1),
-                        (kp.as_ptr(), k.strides[2], 1),
-                    );
-                }
+                // SAFETY: task (b, gi) alone writes key/value head gi of dk, dv and the query
+                // heads of its group in dq.
+                unsafe { ctx.block(bi, gi, hi, r0, &mut s, &mut dp) };
             }
         }
     });
     (dq, dk, dv)
+}
+
+/// `δ = rowsum(dO ∘ O)` `[B, H, T]`.
+fn row_deltas(saved: &Saved, [b, h, t, d]: [usize; 4]) -> Vec<f32> {
+    let (g, o) = (saved.grad_view, saved.out_view);
+    let mut delta = vec![0.0f32; b * h * t];
+    delta.par_chunks_mut(t).enumerate().for_each(|(bh, rows)| {
+        let (bi, hi) = (bh / h, bh % h);
+        for (ti, r) in rows.iter_mut().enumerate() {
+            let (gi, oi) = (g.at(bi, hi, ti), o.at(bi, hi, ti));
+            let (gr, or) = (&saved.grad[gi..gi + d], &saved.out[oi..oi + d]);
+            *r = sum_map2(gr, or, |a, b| a * b);
+        }
+    });
+    delta
+}
+
+/// What every block of the backward pass reads, and where it writes.
+struct Ctx<'a> {
+    data: (&'a [f32], &'a [f32], &'a [f32]),
+    views: (Heads, Heads, Heads),
+    scale: f32,
+    saved: &'a Saved<'a>,
+    delta: &'a [f32],
+    dq: Shared,
+    dk: Shared,
+    dv: Shared,
+}
+
+impl Ctx<'_> {
+    /// Query rows `r0..r0 + ROWS` of head `hi` (key/value head `gi`) of batch `bi`: recompute
+    /// `P`, then `dV[0..r1] += Pᵀ·dO`, `dK[0..r1] += dSᵀ·Q`, `dQ = dS·K`.
+    ///
+    /// # Safety
+    /// No other thread may write key/value head `gi` of `dk`, `dv` or head `hi` of `dq`.
+    unsafe fn block(
+        &self,
+        bi: usize,
+        gi: usize,
+        hi: usize,
+        r0: usize,
+        s: &mut [f32],
+        dp: &mut [f32],
+    ) {
+        let (q, k, v) = self.views;
+        let g = self.saved.grad_view;
+        let [_, h, t, d] = q.shape;
+        let o = Heads::token_major(q.shape);
+        let kv = Heads::token_major(k.shape);
+        let r1 = (r0 + ROWS).min(t);
+        let rows = r1 - r0;
+        let (s, dp) = (&mut s[..rows * r1], &mut dp[..rows * r1]);
+        let qp = self.data.0[q.at(bi, hi, r0)..].as_ptr();
+        let kp = self.data.1[k.at(bi, gi, 0)..].as_ptr();
+        let vp = self.data.2[v.at(bi, gi, 0)..].as_ptr();
+        let gp = self.saved.grad[g.at(bi, hi, r0)..].as_ptr();
+        let row = (bi * h + hi) * t + r0;
+        let (qs, ks, vs, gs) = (q.strides[2], k.strides[2], v.strides[2], g.strides[2]);
+        matmul_raw(
+            rows,
+            d,
+            r1,
+            (s.as_mut_ptr(), r1, 1),
+            false,
+            (qp, qs, 1),
+            (kp, 1, ks),
+        );
+        matmul_raw(
+            rows,
+            d,
+            r1,
+            (dp.as_mut_ptr(), r1, 1),
+            false,
+            (gp, gs, 1),
+            (vp, 1, vs),
+        );
+        let (lse, delta) = (
+            &self.saved.lse[row..row + rows],
+            &self.delta[row..row + rows],
+        );
+        softmax_grad_rows(s, dp, r1, r0, self.scale, lse, delta);
+        let (dkp, dvp) = (self.dk.at(kv.at(bi, gi, 0)), self.dv.at(kv.at(bi, gi, 0)));
+        let (s, dp) = (s.as_ptr(), dp.as_ptr());
+        matmul_raw(
+            r1,
+            rows,
+            d,
+            (dvp, kv.strides[2], 1),
+            true,
+            (s, 1, r1),
+            (gp, gs, 1),
+        );
+        matmul_raw(
+            r1,
+            rows,
+            d,
+            (dkp, kv.strides[2], 1),
+            true,
+            (dp, 1, r1),
+            (qp, qs, 1),
+        );
+        let dqp = self.dq.at(o.at(bi, hi, r0));
+        matmul_raw(
+            rows,
+            r1,
+            d,
+            (dqp, o.strides[2], 1),
+            false,
+            (dp, r1, 1),
+            (kp, ks, 1),
+        );
+    }
 }
 
 #[cfg(test)]
