@@ -358,7 +358,8 @@ pub struct EvalLossArgs {
 pub enum BenchKind {
     /// Full-sequence forward passes.
     Forward,
-    /// Batch-1 decoding with the KV cache: a 32-token prompt, then 128 new tokens.
+    /// Batch-1 decoding with the KV cache: a prompt (`--prompt-len`, 32), then new tokens
+    /// (`--new-tokens`, 128); tokens/s counts the new tokens only.
     Decode,
     /// Full optimizer steps: forward, backward, global-norm clipping, AdamW.
     Train,
@@ -395,6 +396,18 @@ pub struct BenchArgs {
         default_value_t = 5
     )]
     pub repeats: usize,
+    /// Prompt tokens before the timed decoding (decode only; default 32, at most half the
+    /// context unless given).
+    #[arg(long)]
+    pub prompt_len: Option<usize>,
+    /// Tokens generated and timed (decode only; default 128, fewer if the context is short).
+    #[arg(long)]
+    pub new_tokens: Option<usize>,
+    /// Add a wall-time breakdown of the median repeat: forward / backward / clipping /
+    /// optimizer (train), blocks / head / host (decode). Phases are synchronised, so a GPU
+    /// run gets slower with it.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// Output formats of `convert`.

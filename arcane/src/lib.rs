@@ -25,6 +25,7 @@ pub mod error;
 pub mod eval;
 pub mod generation;
 pub mod io;
+pub mod kernels;
 pub mod lora;
 pub mod model;
 pub mod pretrained;

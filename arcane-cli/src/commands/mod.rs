@@ -1,6 +1,7 @@
 //! One file per subcommand; each parses nothing itself and does its work in `run`.
 
 mod bench;
+mod bench_train;
 mod convert;
 mod dpo;
 mod eval_hellaswag;

@@ -9,6 +9,7 @@ use super::init;
 use super::kv_cache::{CacheMask, CachedForward};
 use super::linear::Linear;
 use super::rope::Rope;
+use crate::kernels::{self, KeyPrefix};
 
 /// Separate q, k, v and output projections (GPT-2's fused `c_attn` is split on import), so that
 /// LoRA can target each one and grouped-query attention needs no special layout.
@@ -81,33 +82,16 @@ impl<B: Backend> CausalSelfAttention<B> {
         self.o.forward(y)
     }
 
-    /// softmax(q kᵀ / sqrt(D)) v over the same span of positions, causally masked.
+    /// softmax(q kᵀ / sqrt(D)) v over the same span of positions, causally masked; query head
+    /// j reads key/value head j / (H / Hkv) (grouped-query attention). Queries and keys are
+    /// the same positions, so `is_causal` is exact on every backend. On the CPU backend this is
+    /// one fused kernel that reads the heads in place (see [`kernels::causal_attention`]).
     ///
     /// # Shapes
     /// - q: `[B, H, T, D]`; k, v: `[B, Hkv, T, D]`
     /// - output: `[B, H, T, D]`
     fn attend_causal(&self, q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
-        let (h, hkv) = (self.n_heads, self.n_kv_heads);
-        let (k, v) = if hkv != h {
-            // Grouped-query attention: query head j reads key/value head j / (H / Hkv), as
-            // `repeat_kv` in Hugging Face Llama.
-            let [b, _, s, d] = k.dims();
-            let repeat = |y: Tensor<B, 4>| {
-                y.unsqueeze_dim::<5>(2)
-                    .expand([b, hkv, h / hkv, s, d])
-                    .reshape([b, h, s, d])
-            };
-            (repeat(k), repeat(v))
-        } else {
-            (k, v)
-        };
-        // Queries and keys are the same positions, so `is_causal` is exact on every backend
-        // (kernels differ in how they align a causal mask when there are fewer queries).
-        let options = AttentionModuleOptions {
-            is_causal: true,
-            ..Default::default()
-        };
-        attention(q, k, v, None, None, options)
+        kernels::causal_attention(q, k, v)
     }
 
     /// Writes the new keys and values into the cache and attends over its buffers with the
@@ -129,11 +113,24 @@ impl<B: Backend> CausalSelfAttention<B> {
         let hkv = k.dims()[1];
         let (k, v) = step.cache.append(layer, k, v); // [B, Hkv, Cap, D]
         let q = q.reshape([b, hkv, (h / hkv) * t, d]); // [B, Hkv, (H/Hkv)·T, D]
-        let options = AttentionModuleOptions {
-            is_causal: step.mask == CacheMask::Causal,
-            ..Default::default()
+                                                       // Row r of the folded queries is token r % T: it sees keys 0..=start + r % T.
+        let prefix = match step.mask {
+            CacheMask::Causal => KeyPrefix::causal(t),
+            CacheMask::Explicit { start, .. } => KeyPrefix { start, period: t },
+            // One token that sees every key of the buffer.
+            CacheMask::None => KeyPrefix {
+                start: k.dims()[2] - 1,
+                period: 1,
+            },
         };
-        let y = attention(q, k, v, step.mask_tensor.clone(), None, options);
+        let mask = step.mask_tensor.clone();
+        let y = kernels::prefix_attention(q, k, v, prefix, |q, k, v| {
+            let options = AttentionModuleOptions {
+                is_causal: step.mask == CacheMask::Causal,
+                ..Default::default()
+            };
+            attention(q, k, v, mask, None, options)
+        });
         y.reshape([b, h, t, d])
     }
 }

@@ -13,6 +13,8 @@
 use burn::prelude::*;
 use burn::tensor::{s, TensorData};
 
+use crate::kernels;
+
 /// Positions added to a layer's buffer at a time (and the granularity of attention's key
 /// length): 256, as the fixed-shape decode design in `notes/burn-gpu.md` proposes.
 pub const DEFAULT_BUCKET: usize = 256;
@@ -123,13 +125,12 @@ impl<B: Backend> KvCache<B> {
         };
         // In place: the buffers are uniquely owned here (the clones handed to attention by
         // the previous step are gone), so backends write into them without copying.
-        let range = start..start + t;
         entry
             .keys
-            .inplace(|k| k.slice_assign(s![.., .., range.clone()], keys));
+            .inplace(|k| kernels::write_positions(k, start, keys));
         entry
             .values
-            .inplace(|v| v.slice_assign(s![.., .., range], values));
+            .inplace(|v| kernels::write_positions(v, start, values));
         let out = (entry.keys.clone(), entry.values.clone());
         self.layers[layer] = Some(entry);
         out

@@ -7,9 +7,9 @@
 use burn::module::{Initializer, Param};
 use burn::nn::{Dropout, DropoutConfig};
 use burn::prelude::*;
-use burn::tensor::module::linear;
 
 use super::adapter::LoraConfig;
+use crate::kernels;
 
 /// The trainable low-rank update of one projection.
 #[derive(Module, Debug)]
@@ -62,7 +62,9 @@ impl<B: Backend> Linear<B> {
     /// - output: `[..., out]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let dtype = x.dtype();
-        let base = linear(
+        // One gemm with the bias folded in (matrix-vector products when decoding) on the CPU
+        // backend; Burn's `linear` elsewhere.
+        let base = kernels::linear(
             x.clone(),
             self.weight.val().cast(dtype),
             self.bias.as_ref().map(|b| b.val().cast(dtype)),

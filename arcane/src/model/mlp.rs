@@ -1,11 +1,12 @@
 //! The position-wise feed-forward block: GELU (GPT-2) or SwiGLU (Llama).
 
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, gelu_approximate, silu};
+use burn::tensor::activation::gelu;
 
 use super::config::{MlpKind, ModelConfig};
 use super::init;
 use super::linear::Linear;
+use crate::kernels;
 
 /// `proj(act(fc(x)))`, or `proj(silu(gate(x)) · fc(x))` when `gate` is present.
 #[derive(Module, Debug)]
@@ -44,9 +45,10 @@ impl<B: Backend> Mlp<B> {
     /// - output: `[B, T, C]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let hidden = match &self.gate {
-            Some(gate) => silu(gate.forward(x.clone())) * self.fc.forward(x), // [B, T, F]
+            // Fused (one pass, one backward node) on the CPU backend.
+            Some(gate) => kernels::swiglu(gate.forward(x.clone()), self.fc.forward(x)), // [B, T, F]
             None if self.exact_gelu => gelu(self.fc.forward(x)),
-            None => gelu_approximate(self.fc.forward(x)),
+            None => kernels::gelu_tanh(self.fc.forward(x)),
         };
         self.proj.forward(hidden)
     }

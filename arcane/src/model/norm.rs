@@ -2,9 +2,10 @@
 
 use burn::module::{Initializer, Param};
 use burn::prelude::*;
-use burn::tensor::{FloatDType, TensorPrimitive};
+use burn::tensor::FloatDType;
 
 use super::config::NormKind;
+use crate::kernels;
 
 /// A normalisation layer over the last dimension.
 #[derive(Module, Debug)]
@@ -31,34 +32,18 @@ impl<B: Backend> Norm<B> {
         }
     }
 
-    /// Statistics in f32 whatever the dtype of `x`; the output has the dtype of `x`.
+    /// LayerNorm: `(x - mean) / sqrt(var + eps) · w + b` with the biased variance, as
+    /// `torch.nn.LayerNorm`; RMSNorm: `x / sqrt(mean(x²) + eps) · w`, as `LlamaRMSNorm`.
+    /// Statistics in f32 whatever the dtype of `x`; the output has the dtype of `x`. One fused
+    /// pass (and one backward node) on the CPU backend.
     ///
     /// # Shapes
     /// - x: `[..., C]`
     /// - output: `[..., C]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let dtype = x.dtype();
-        self.forward_f32(x.cast(FloatDType::F32)).cast(dtype)
-    }
-
-    fn forward_f32<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        if self.rms {
-            // x / sqrt(mean(x²) + eps) · g, as `LlamaRMSNorm` (statistics in f32).
-            let rms = (x.clone().square().mean_dim(D - 1) + self.eps).sqrt();
-            (x / rms) * self.weight.val().unsqueeze()
-        } else {
-            // The backend's fused LayerNorm (biased variance, as torch.nn.LayerNorm).
-            let weight = self.weight.val().into_primitive().tensor();
-            let bias = self
-                .bias
-                .as_ref()
-                .map(|b| b.val().into_primitive().tensor());
-            Tensor::from_primitive(TensorPrimitive::Float(B::layer_norm(
-                x.into_primitive().tensor(),
-                weight,
-                bias,
-                self.eps,
-            )))
-        }
+        let bias = self.bias.as_ref().map(|b| b.val());
+        let x = x.cast(FloatDType::F32);
+        kernels::norm(x, self.weight.val(), bias, self.eps, self.rms).cast(dtype)
     }
 }

@@ -5,6 +5,8 @@
 
 use burn::prelude::*;
 
+use crate::kernels;
+
 /// Precomputed cos/sin tables for positions `0..max_seq_len`. Not a parameter.
 #[derive(Module, Debug)]
 pub struct Rope<B: Backend> {
@@ -50,13 +52,22 @@ impl<B: Backend> Rope<B> {
     /// - x: `[B, H, T, D]`
     /// - output: `[B, H, T, D]`
     pub fn apply(&self, x: Tensor<B, 4>, start: usize) -> Tensor<B, 4> {
-        let [_, _, t, d] = x.dims();
+        let [_, _, t, _] = x.dims();
         let max = self.cos.dims()[0];
         assert!(
             start + t <= max,
             "RoPE table covers {max} positions, asked for {}",
             start + t
         );
+        // Fused on the CPU backend (one pass, one backward node); the tables elsewhere.
+        kernels::rope(x, &self.cos, &self.sin_signed, start, |x| {
+            self.apply_tables(x, start)
+        })
+    }
+
+    /// `x · cos + swap_halves(x) · sin_signed` in tensor ops.
+    fn apply_tables(&self, x: Tensor<B, 4>, start: usize) -> Tensor<B, 4> {
+        let [_, _, t, d] = x.dims();
         let dtype = x.dtype();
         let cos = self
             .cos

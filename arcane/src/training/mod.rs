@@ -36,7 +36,7 @@ pub use finetune::FinetuneRecipe;
 pub use loader::{BatchSource, LmDataLoader};
 pub use log::{read_metrics, MetricRecord, MetricsLog, METRICS_FILE};
 pub use metrics::{peak_flops_for, StepMetric, StepMetricKind, StepStats, GPU_PEAK_FLOPS};
-pub use optimizer::{GroupedAdamW, GroupedAdamWRecord, ParamGroups};
+pub use optimizer::{FusedAdamW, GroupedAdamW, GroupedAdamWRecord, ParamGroups};
 pub use outcome::{LoopOutcome, StopReason};
 pub use plot::{plot_runs, PlotRun};
 pub use resume::config_changes;

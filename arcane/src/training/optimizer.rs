@@ -1,17 +1,81 @@
 //! AdamW with parameter groups, which Burn 0.21 lacks: weight matrices decay, biases and norm
 //! gains do not (GPT-2 / nanoGPT's `configure_optimizers`). It implements Burn's [`Optimizer`],
 //! so the Learner drives it like any other; each parameter is routed to its group by id.
+//!
+//! Each parameter's update is [`FusedAdamW`]: Burn's `AdamW` arithmetic in one in-place pass on
+//! the CPU backend ([`kernels::adamw`]) instead of ~12 tensor operations that each allocate a
+//! parameter-sized buffer. Its state is Burn's `AdamWState`, so optimizer checkpoints keep
+//! their format. For mixed precision (f32 master weights and moments beside bf16 compute
+//! weights), the state can grow a master copy that `FusedAdamW::step` updates in f32 and casts
+//! back; the kernel and the record of the moments stay as they are.
 
 use std::collections::HashSet;
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::LearningRate;
-use burn::optim::{AdamW, AdamWConfig, GradientsParams, MultiGradientsParams, Optimizer};
+use burn::optim::{AdamWState, AdaptiveMomentumState, LearningRate, SimpleOptimizer};
+use burn::optim::{GradientsParams, MultiGradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::config::OptimizerConfig;
+use crate::kernels::{self, AdamWStep};
+
+/// AdamW (Loshchilov & Hutter 2019) on one parameter at a time, as Burn's `AdamW` without
+/// AMSGrad or cautious decay: `m = β₁m + (1-β₁)g`, `v = β₂v + (1-β₂)g²`,
+/// `p = p·(1 - lr·λ) - lr·(m/(1-β₁ᵗ)) / (sqrt(v/(1-β₂ᵗ)) + ε)`.
+#[derive(Clone, Debug)]
+pub struct FusedAdamW {
+    beta_1: f32,
+    beta_2: f32,
+    epsilon: f32,
+    weight_decay: f32,
+}
+
+impl FusedAdamW {
+    /// AdamW with the betas and epsilon of `config` and decay `weight_decay`.
+    pub fn new(config: &OptimizerConfig, weight_decay: f64) -> Self {
+        Self {
+            beta_1: config.beta1 as f32,
+            beta_2: config.beta2 as f32,
+            epsilon: config.epsilon as f32,
+            weight_decay: weight_decay as f32,
+        }
+    }
+}
+
+impl<B: Backend> SimpleOptimizer<B> for FusedAdamW {
+    type State<const D: usize> = AdamWState<B, D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<B, D>,
+        grad: Tensor<B, D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<B, D>, Option<Self::State<D>>) {
+        let time = state.as_ref().map_or(0, |s| s.momentum.time) + 1;
+        let moments = state.map(|s| (s.momentum.moment_1, s.momentum.moment_2));
+        let step = AdamWStep {
+            beta_1: self.beta_1,
+            beta_2: self.beta_2,
+            epsilon: self.epsilon,
+            lr: lr as f32,
+            // Burn computes the decay factor in f64, then applies it in the tensor's dtype.
+            decay: (1.0 - lr * self.weight_decay as f64) as f32,
+            correction_1: 1.0 - self.beta_1.powi(time as i32),
+            correction_2: 1.0 - self.beta_2.powi(time as i32),
+        };
+        let (tensor, m, v) = kernels::adamw(tensor, grad, moments, step);
+        let momentum = AdaptiveMomentumState::new(time, m, v);
+        (tensor, Some(AdamWState::new(momentum)))
+    }
+
+    fn to_device<const D: usize>(mut state: Self::State<D>, device: &B::Device) -> Self::State<D> {
+        state.momentum = state.momentum.to_device(device);
+        state
+    }
+}
 
 /// Which group each parameter belongs to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -92,29 +156,23 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GradSplitter<'_> {
 /// the parameters the ids they were saved with, and the moments are keyed by those ids.
 #[derive(Clone)]
 pub struct GroupedAdamW<M: AutodiffModule<B>, B: AutodiffBackend> {
-    decay: OptimizerAdaptor<AdamW, M, B>,
-    no_decay: OptimizerAdaptor<AdamW, M, B>,
+    decay: OptimizerAdaptor<FusedAdamW, M, B>,
+    no_decay: OptimizerAdaptor<FusedAdamW, M, B>,
     decay_embeddings: bool,
 }
 
 /// The optimizer state of both groups (moments and step counts per parameter id): decay
 /// group first.
 pub type GroupedAdamWRecord<M, B> = (
-    <OptimizerAdaptor<AdamW, M, B> as Optimizer<M, B>>::Record,
-    <OptimizerAdaptor<AdamW, M, B> as Optimizer<M, B>>::Record,
+    <OptimizerAdaptor<FusedAdamW, M, B> as Optimizer<M, B>>::Record,
+    <OptimizerAdaptor<FusedAdamW, M, B> as Optimizer<M, B>>::Record,
 );
 
 impl<M: AutodiffModule<B>, B: AutodiffBackend> GroupedAdamW<M, B> {
     /// The optimizer of `config` for the parameters of modules like `module`.
     pub fn new(config: &OptimizerConfig, _module: &M) -> Self {
-        let adamw = |weight_decay: f64| {
-            AdamWConfig::new()
-                .with_beta_1(config.beta1 as f32)
-                .with_beta_2(config.beta2 as f32)
-                .with_epsilon(config.epsilon as f32)
-                .with_weight_decay(weight_decay as f32)
-                .init::<B, M>()
-        };
+        let adamw =
+            |weight_decay: f64| OptimizerAdaptor::from(FusedAdamW::new(config, weight_decay));
         Self {
             decay: adamw(config.weight_decay),
             no_decay: adamw(0.0),

@@ -1,10 +1,8 @@
 //! What burn-train calls per batch: the loss, and the train (forward + backward) and validation
 //! steps of [`Gpt`]. Kept out of `model/`, which is pure architecture.
 
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::FloatDType;
 use burn::train::metric::ItemLazy;
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 
@@ -47,8 +45,10 @@ impl<B: Backend> LmBatch<B> {
     }
 }
 
-/// Mean next-token cross-entropy of `targets` under the model, in f32 whatever the model's
-/// compute precision (the softmax over 50k logits needs f32's mantissa).
+/// Mean next-token cross-entropy of `targets` under the model: the blocks, then the head
+/// fused with the loss ([`Gpt::head_loss`]), so the `[B·T, V]` logits are never all held;
+/// in f32 whatever the model's compute precision (the softmax over 50k logits needs f32's
+/// mantissa).
 ///
 /// # Shapes
 /// - inputs, targets: `[B, T]`
@@ -58,11 +58,8 @@ pub fn lm_loss<B: Backend>(
     inputs: Tensor<B, 2, Int>,
     targets: Tensor<B, 2, Int>,
 ) -> Tensor<B, 1> {
-    let logits = model.forward(inputs).cast(FloatDType::F32); // [B, T, V]
-    let [b, t, v] = logits.dims();
-    CrossEntropyLossConfig::new()
-        .init(&logits.device())
-        .forward(logits.reshape([b * t, v]), targets.reshape([b * t]))
+    let hidden = model.forward_hidden(inputs, None); // [B, T, C]
+    model.head_loss(hidden, targets)
 }
 
 /// The output of a step: the (unscaled, detached) mean loss, plus figures the training loop
