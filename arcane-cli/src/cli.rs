@@ -403,6 +403,14 @@ pub struct BenchArgs {
     /// Tokens generated and timed (decode only; default 128, fewer if the context is short).
     #[arg(long)]
     pub new_tokens: Option<usize>,
+    /// HellaSwag JSONL (`.gz` read too) to score instead of the bundled sample (hellaswag only),
+    /// e.g. `datasets/hellaswag/hellaswag_val.jsonl.gz`.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Score the first N examples (hellaswag only; default: the bundled sample's 8 examples
+    /// repeated to 32, or the whole `--data` file).
+    #[arg(long, allow_negative_numbers = true)]
+    pub limit: Option<usize>,
     /// Add a wall-time breakdown of the median repeat: forward / backward / clipping /
     /// optimizer (train), blocks / head / host (decode). Phases are synchronised, so a GPU
     /// run gets slower with it.

@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use arcane::eval::{parse_hellaswag, score_hellaswag};
+use arcane::eval::{load_hellaswag, parse_hellaswag, score_hellaswag, HellaswagExample};
 use arcane::generation::argmax;
 use arcane::{Gpt, ModelConfig};
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
@@ -212,16 +212,11 @@ impl Bench {
         Ok(self.result("decode", 1, prompt_len + new, new, flops, seconds, phases))
     }
 
-    /// HellaSwag scoring of the bundled sample (8 validation examples, repeated to 32) in
-    /// batches of `--batch` examples; tokens/s counts the padded rows' tokens.
+    /// HellaSwag scoring of the bundled sample (8 validation examples, repeated to 32) or of
+    /// `--data` (first `--limit` examples) in batches of `--batch` examples; tokens/s counts
+    /// the padded rows' tokens.
     fn hellaswag<B: Backend>(self, device: B::Device) -> Result<Value> {
-        let sample = include_str!("../../../arcane/tests/fixtures/hellaswag.jsonl");
-        let (examples, _) = parse_hellaswag(
-            sample.as_bytes(),
-            "bundled HellaSwag sample".as_ref(),
-            false,
-        )?;
-        let examples: Vec<_> = examples.iter().cycle().take(32).cloned().collect();
+        let examples = self.hellaswag_examples()?;
         B::seed(&device, 0);
         let model = self.model::<B>(&device)?;
         let batch = self.args.batch.max(1);
@@ -250,6 +245,27 @@ impl Bench {
         let median = line["median_s"].as_f64().unwrap_or(f64::NAN);
         line["examples_per_s"] = json!(examples.len() as f64 / median);
         Ok(line)
+    }
+
+    /// The examples `bench hellaswag` scores: `--data` or the bundled sample, cut to `--limit`.
+    fn hellaswag_examples(&self) -> Result<Vec<HellaswagExample>> {
+        let examples = match &self.args.data {
+            Some(path) => load_hellaswag(path, false)?.0,
+            None => {
+                let sample = include_str!("../../../arcane/tests/fixtures/hellaswag.jsonl");
+                let name = "bundled HellaSwag sample".as_ref();
+                let (examples, _) = parse_hellaswag(sample.as_bytes(), name, false)?;
+                examples.iter().cycle().take(32).cloned().collect()
+            }
+        };
+        let examples: Vec<_> = examples
+            .into_iter()
+            .take(self.args.limit.unwrap_or(usize::MAX))
+            .collect();
+        if examples.is_empty() {
+            anyhow::bail!("no HellaSwag examples to score: --limit must be at least 1");
+        }
+        Ok(examples)
     }
 }
 
