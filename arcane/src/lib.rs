@@ -25,6 +25,7 @@ pub mod error;
 pub mod eval;
 pub mod generation;
 pub mod io;
+pub mod jsonl;
 pub mod kernels;
 pub mod lora;
 pub mod model;

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::batch::{SeqBatch, Sequence};
 use crate::error::{ArcaneError, Result};
-use crate::eval::BadLine;
+use crate::jsonl::{self, BadLine};
 use crate::tokenizer::Tokenizer;
 
 /// One preference: `chosen` is preferred to `rejected` as a continuation of `prompt`.
@@ -161,32 +161,7 @@ fn parse_lines<T>(
     what: &str,
     parse: impl Fn(&Value) -> std::result::Result<T, String>,
 ) -> Result<(Vec<T>, Vec<BadLine>)> {
-    let (mut items, mut bad) = (Vec::new(), Vec::new());
-    for (i, line) in reader.lines().enumerate() {
-        let line = line.map_err(|e| ArcaneError::io(source, e))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed = serde_json::from_str::<Value>(&line)
-            .map_err(|e| format!("not JSON ({e})"))
-            .and_then(|v| parse(&v));
-        match parsed {
-            Ok(item) => items.push(item),
-            Err(reason) if skip_bad => bad.push(BadLine {
-                line: i + 1,
-                reason,
-            }),
-            Err(reason) => {
-                return Err(ArcaneError::format(
-                    source,
-                    format!(
-                        "line {}: {reason} (fix the line, or pass --skip-bad to skip bad lines)",
-                        i + 1
-                    ),
-                ))
-            }
-        }
-    }
+    let (items, bad) = jsonl::parse_lines(reader, source, skip_bad, |_, v| parse(v))?;
     if items.is_empty() {
         return Err(ArcaneError::format(
             source,

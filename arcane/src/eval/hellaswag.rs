@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{ArcaneError, Result};
+pub use crate::jsonl::BadLine;
+use crate::jsonl;
 use crate::model::Gpt;
 use crate::shapes::FixedShapes;
 use crate::tokenizer::ModelTokenizer;
@@ -28,15 +30,6 @@ pub struct HellaswagExample {
     pub endings: [String; 4],
     /// Index of the right ending.
     pub label: usize,
-}
-
-/// A line that was skipped, and why.
-#[derive(Clone, Debug, PartialEq)]
-pub struct BadLine {
-    /// 1-based line number.
-    pub line: usize,
-    /// What is wrong with it.
-    pub reason: String,
 }
 
 /// Reads HellaSwag JSON lines (`ctx`, `endings`, `label`; plain or `.gz`). A bad line is an
@@ -60,37 +53,16 @@ pub fn parse_hellaswag(
     source: &Path,
     skip_bad: bool,
 ) -> Result<(Vec<HellaswagExample>, Vec<BadLine>)> {
-    let (mut examples, mut bad) = (Vec::new(), Vec::new());
-    for (i, line) in reader.lines().enumerate() {
-        let line = line.map_err(|e| ArcaneError::io(source, e))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        match parse_example(&line, i as u64) {
-            Ok(example) => examples.push(example),
-            Err(reason) if skip_bad => bad.push(BadLine {
-                line: i + 1,
-                reason,
-            }),
-            Err(reason) => {
-                return Err(ArcaneError::format(
-                    source,
-                    format!(
-                        "line {}: {reason} (use --skip-bad to skip bad lines)",
-                        i + 1
-                    ),
-                ))
-            }
-        }
-    }
+    let (examples, bad) = jsonl::parse_lines(reader, source, skip_bad, |i, v| {
+        parse_example(v, i as u64)
+    })?;
     if examples.is_empty() {
         return Err(ArcaneError::format(source, "holds no HellaSwag examples"));
     }
     Ok((examples, bad))
 }
 
-fn parse_example(line: &str, index: u64) -> std::result::Result<HellaswagExample, String> {
-    let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON ({e})"))?;
+fn parse_example(v: &Value, index: u64) -> std::result::Result<HellaswagExample, String> {
     let ctx = v
         .get("ctx")
         .and_then(Value::as_str)
