@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{ArcaneError, Result};
-pub use crate::jsonl::BadLine;
 use crate::jsonl;
+pub use crate::jsonl::BadLine;
 use crate::model::Gpt;
 use crate::shapes::FixedShapes;
 use crate::tokenizer::ModelTokenizer;
@@ -53,9 +53,8 @@ pub fn parse_hellaswag(
     source: &Path,
     skip_bad: bool,
 ) -> Result<(Vec<HellaswagExample>, Vec<BadLine>)> {
-    let (examples, bad) = jsonl::parse_lines(reader, source, skip_bad, |i, v| {
-        parse_example(v, i as u64)
-    })?;
+    let (examples, bad) =
+        jsonl::parse_lines(reader, source, skip_bad, |i, v| parse_example(v, i as u64))?;
     if examples.is_empty() {
         return Err(ArcaneError::format(source, "holds no HellaSwag examples"));
     }
