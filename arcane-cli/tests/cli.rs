@@ -189,6 +189,21 @@ fn config_files_match_the_presets() {
 }
 
 #[test]
+fn training_config_files_match_the_presets() {
+    use arcane::training::{TrainingConfig, TRAINING_PRESETS};
+    for name in TRAINING_PRESETS {
+        let path = root().join("configs").join(format!("{name}.json"));
+        let from_file = TrainingConfig::from_file(&path).unwrap();
+        let preset = TrainingConfig::preset(name).unwrap();
+        assert_eq!(
+            serde_json::to_value(&from_file).unwrap(),
+            serde_json::to_value(&preset).unwrap(),
+            "configs/{name}.json drifted from the preset"
+        );
+    }
+}
+
+#[test]
 fn bench_prints_one_json_line_per_measurement() {
     for kind in ["forward", "decode"] {
         let out = json(&[

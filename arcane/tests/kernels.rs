@@ -94,10 +94,10 @@ fn assert_close(what: &str, a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)], 
     }
 }
 
-#[test]
-fn fused_loss_and_gradients_equal_the_generic_ones() {
-    // GPT-2 (LayerNorm with bias, tanh GELU, tied head, 50257 words) and Llama (RMSNorm,
-    // SwiGLU, untied head, grouped-query attention).
+/// Fused loss and gradients against the generic path on GPT-2 (LayerNorm with bias, tanh
+/// GELU, tied head, 50257 words) and Llama (RMSNorm, SwiGLU, untied head, grouped-query
+/// attention); `what` names the instruction set in failures.
+fn check_fused_against_generic(what: &str) {
     for (dir, vocab) in [("gpt2", 50257), ("llama", 512)] {
         let device = Default::default();
         let model: Gpt<B> = arcane::load_model(&fixture(dir), &device).unwrap();
@@ -105,10 +105,53 @@ fn fused_loss_and_gradients_equal_the_generic_ones() {
         let (loss_ref, grads_ref) = generic_only(|| loss_and_grads(&model, vocab));
         assert!(
             (loss - loss_ref).abs() < 1e-5 * loss_ref.abs(),
-            "{dir}: loss {loss} vs {loss_ref}"
+            "{what} {dir}: loss {loss} vs {loss_ref}"
         );
-        assert_close(dir, &grads, &grads_ref, 1e-4);
+        assert_close(&format!("{what} {dir}"), &grads, &grads_ref, 1e-4);
     }
+}
+
+/// Cached decoding (matrix-vector products, cache attention) against the full forward pass.
+fn check_decoding(what: &str) {
+    let device = Default::default();
+    let model: Gpt<TestBackend> = arcane::load_model(&fixture("llama"), &device).unwrap();
+    let seq: Vec<u32> = (0..12).map(|t| (t * 37 + 5) % 512).collect();
+    let full = values(model.forward(tokens(&seq, &device)));
+    let mut cache = model.new_cache();
+    let mut stepped = values(model.forward_cached(tokens(&seq[..4], &device), &mut cache));
+    for &id in &seq[4..] {
+        stepped.extend(values(
+            model.forward_cached(tokens(&[id], &device), &mut cache),
+        ));
+    }
+    let diff = max_abs_diff(&full, &stepped);
+    assert!(
+        diff < tol(1e-5),
+        "{what}: cached decoding differs by {diff}"
+    );
+}
+
+#[test]
+fn fused_loss_and_gradients_equal_the_generic_ones() {
+    check_fused_against_generic("best instruction set");
+}
+
+/// The code a CPU without AVX-512 (or without AVX2) runs, on this one: the kernels capped to
+/// AVX2 and to portable code compute what the generic path does. (Other tests of this binary
+/// may run under the cap meanwhile; every path is exact, so they still pass.)
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn every_instruction_set_computes_the_same() {
+    use arcane::kernels::cpu::simd::{isa, limit_isa, Isa};
+    for cap in [Isa::Avx2, Isa::Portable] {
+        limit_isa(cap);
+        if std::arch::is_x86_feature_detected!("avx2") || cap == Isa::Portable {
+            assert_eq!(isa(), cap);
+        }
+        check_fused_against_generic(&format!("{cap:?}"));
+        check_decoding(&format!("{cap:?}"));
+    }
+    limit_isa(Isa::Avx512);
 }
 
 #[test]

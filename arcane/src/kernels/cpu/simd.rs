@@ -8,9 +8,10 @@
 //! so that they vectorise too. This is the approach of gemm's and pulp's run-time dispatch,
 //! without a dependency.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
-/// The instruction sets a kernel can be compiled for.
+/// The instruction sets a kernel can be compiled for, best first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isa {
     /// x86-64-v4: AVX-512 F/BW/DQ/VL with FMA.
@@ -21,10 +22,54 @@ pub enum Isa {
     Portable,
 }
 
-/// The best instruction set of this CPU, detected once.
+impl Isa {
+    fn rank(self) -> u8 {
+        match self {
+            Isa::Portable => 0,
+            Isa::Avx2 => 1,
+            Isa::Avx512 => 2,
+        }
+    }
+
+    fn from_rank(rank: u8) -> Self {
+        match rank {
+            0 => Isa::Portable,
+            1 => Isa::Avx2,
+            _ => Isa::Avx512,
+        }
+    }
+}
+
+/// The cap set by [`limit_isa`] (a rank); `u8::MAX` until the first call reads `ARCANE_ISA`.
+static CAP: AtomicU8 = AtomicU8::new(u8::MAX);
+
+/// The instruction set the kernels use: the best this CPU has (detected once), lowered by
+/// `ARCANE_ISA=avx2|portable` or [`limit_isa`].
 pub fn isa() -> Isa {
-    static ISA: OnceLock<Isa> = OnceLock::new();
-    *ISA.get_or_init(detect)
+    static DETECTED: OnceLock<Isa> = OnceLock::new();
+    let detected = *DETECTED.get_or_init(detect);
+    let mut cap = CAP.load(Ordering::Relaxed);
+    if cap == u8::MAX {
+        cap = env_cap();
+        CAP.store(cap, Ordering::Relaxed);
+    }
+    Isa::from_rank(detected.rank().min(cap))
+}
+
+/// Caps the instruction set of every kernel from now on (a cap above what the CPU has does
+/// nothing): how the tests run the AVX2 and portable code on an AVX-512 machine, and how to
+/// compare them. `ARCANE_ISA=avx512|avx2|portable` sets the same cap at start-up.
+pub fn limit_isa(max: Isa) {
+    CAP.store(max.rank(), Ordering::Relaxed);
+}
+
+/// The cap `ARCANE_ISA` asks for (none when unset or not understood).
+fn env_cap() -> u8 {
+    match std::env::var("ARCANE_ISA").as_deref().map(str::trim) {
+        Ok("portable") => Isa::Portable.rank(),
+        Ok("avx2") => Isa::Avx2.rank(),
+        _ => Isa::Avx512.rank(),
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
