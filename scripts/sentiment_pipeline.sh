@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole alignment pipeline on the bundled data, on the CPU (about an hour on 2 busy cores):
+# The whole alignment pipeline on the bundled data, on the CPU (about 25 minutes on 2 cores):
 #
 #   1. pre-train tiny-cpu on the bundled corpus (Moby-Dick)            -> $RUNS/base
 #   2. fine-tune it on the training review sentences (LoRA, merged)    -> $RUNS/sft

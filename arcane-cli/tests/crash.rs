@@ -94,6 +94,31 @@ fn killed_anywhere_a_run_resumes_exactly() {
     );
 }
 
+/// Killed after its final checkpoint was complete but before the run folder's model files were
+/// rewritten (here: while the oldest checkpoint is pruned), a run's resume finds it finished
+/// and still leaves the final weights in the run folder, not those of the checkpoint before.
+#[test]
+fn killed_after_its_last_checkpoint_a_run_ends_with_its_final_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = prepare(tmp.path());
+    let cfg = config(
+        tmp.path(),
+        json!({"max_steps": 12, "checkpoint_every": 4, "eval_every": 4, "keep_checkpoints": 2}),
+    );
+    let whole = tmp.path().join("whole");
+    ok(&mut train_cmd(&cfg, &data, &whole));
+
+    let pieces = tmp.path().join("pieces");
+    // Checkpoint 12 is complete when checkpoint 4 is pruned.
+    let out = run(train_cmd(&cfg, &data, &pieces).env(arcane::io::CRASH_VAR, "prune:4"));
+    assert!(!out.status.success(), "the run was not killed");
+    ok(&mut resume_cmd(&pieces));
+    assert_same_tensors(
+        &whole.join("model.safetensors"),
+        &pieces.join("model.safetensors"),
+    );
+}
+
 #[test]
 fn a_checkpoint_that_cannot_be_written_keeps_the_last_good_one() {
     let tmp = tempfile::tempdir().unwrap();

@@ -288,6 +288,17 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
                 Err(e) => state.out.stop = StopReason::Failed(e.to_string()),
             }
         }
+        // Resumed after its last step (killed between the final checkpoint and the model files,
+        // or resumed again once it ended): the model files are written again from that
+        // checkpoint, so a finished run folder always holds the final weights.
+        if state.out.stop == StopReason::Finished
+            && state.out.train_loss.is_none()
+            && state.at.step > 0
+        {
+            if let Err(e) = self.write_model_files(learner) {
+                state.out.stop = StopReason::Failed(e.to_string());
+            }
+        }
         state
             .totals
             .finish(&mut state.out, self.peak_flops.is_some());
@@ -320,8 +331,14 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
             data_tokens: Some(self.data_tokens),
         };
         checkpointer.save(learner, store, &state, c.keep_checkpoints)?;
+        self.write_model_files(learner)
+    }
+
+    /// The model files of the run folder from the learner's model: the Arcane model, or the
+    /// adapters alone for a fine-tune run.
+    fn write_model_files(&self, learner: &Learner<ArcaneComponents<B>>) -> crate::Result<()> {
         let model = learner.model().valid();
-        match &c.finetune {
+        match &self.config.finetune {
             // A fine-tune run keeps only its adapters: a small file beside the checkpoints.
             Some(f) => {
                 crate::lora::save_adapter(&model, &self.run_dir, &f.base.display().to_string())
