@@ -4,7 +4,7 @@
 # (`--features test-cuda`: the same tests with `TestBackend = Cuda`), xz-compressed into .gpu/
 # (ignored by git). The GPU machine then builds nothing.
 #
-#   bash scripts/gpu-build.sh            # ~15 min cold on 2 cores, a separate target folder
+#   bash scripts/gpu-build.sh            # ~20-25 min cold on 2 cores (18.5 partly warm), own target folder
 #
 # Needs only the Rust toolchain (CUDA's driver is loaded at run time, so no CUDA toolkit).
 set -euo pipefail
