@@ -288,25 +288,14 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
                 Err(e) => state.out.stop = StopReason::Failed(e.to_string()),
             }
         }
-        // Resumed after its last step (killed between the final checkpoint and the model files,
-        // or resumed again once it ended): the model files are written again from that
-        // checkpoint, so a finished run folder always holds the final weights.
-        if state.out.stop == StopReason::Finished
-            && state.out.train_loss.is_none()
-            && state.at.step > 0
-        {
-            if let Err(e) = self.write_model_files(learner) {
-                state.out.stop = StopReason::Failed(e.to_string());
-            }
-        }
         state
             .totals
             .finish(&mut state.out, self.peak_flops.is_some());
         state.out
     }
 
-    /// Checkpoint `at.step` (model, optimizer, schedule, state file), then the model files of
-    /// the run folder: the Arcane model, or the adapters alone for a fine-tune run.
+    /// The model files of the run folder, then checkpoint `at.step` (model, optimizer,
+    /// schedule, state file).
     fn save(
         &self,
         learner: &Learner<ArcaneComponents<B>>,
@@ -330,8 +319,11 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
             config: Some(c.clone()),
             data_tokens: Some(self.data_tokens),
         };
-        checkpointer.save(learner, store, &state, c.keep_checkpoints)?;
-        self.write_model_files(learner)
+        // The model files first: once the checkpoint is complete they already hold its weights,
+        // so a kill anywhere after (even after the final step) never leaves them a checkpoint
+        // behind; a kill before leaves them ahead of a checkpoint the resume trains again.
+        self.write_model_files(learner)?;
+        checkpointer.save(learner, store, &state, c.keep_checkpoints)
     }
 
     /// The model files of the run folder from the learner's model: the Arcane model, or the
