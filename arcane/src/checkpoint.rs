@@ -1,4 +1,5 @@
-//! The Arcane model format and the one entry point that loads any supported model directory.
+//! The Arcane model format and the one entry point that loads any supported model directory
+//! (or Hub model, `ORG/NAME[@REVISION]`, through [`locate`]).
 //!
 //! An Arcane model directory holds `arcane.json` (a small manifest with a format name and
 //! version, the model config and the tokenizer) and `model.safetensors` (f32 tensors named by
@@ -123,8 +124,29 @@ pub fn detect(dir: &Path) -> Result<ModelSource> {
     }
 }
 
-/// Loads an Arcane or Hugging Face model directory onto `device`.
+/// Where the model `spec` is: `spec` itself when that path exists (a local folder always
+/// wins), else, when it reads `ORG/NAME[@REVISION]`, its snapshot folder in the Hugging Face
+/// cache, downloaded first if needed, with the settings of [`crate::hub::HubOptions::from_env`]
+/// (`HF_ENDPOINT`, `HF_HUB_CACHE`, `HF_TOKEN`, `HF_HUB_OFFLINE`, ...). Anything else is
+/// returned as it is, for [`detect`] to report. Use [`crate::hub::resolve`] directly for
+/// other options, progress, or the resolved commit.
+pub fn locate(spec: &Path) -> Result<PathBuf> {
+    if spec.exists() {
+        return Ok(spec.to_path_buf());
+    }
+    match spec.to_str() {
+        Some(id) if crate::hub::looks_like_repo_id(id) => {
+            let options = crate::hub::HubOptions::from_env()?;
+            Ok(crate::hub::resolve(id, &options, &mut crate::hub::NoProgress)?.dir)
+        }
+        _ => Ok(spec.to_path_buf()),
+    }
+}
+
+/// Loads an Arcane or Hugging Face model directory, or a Hub model `ORG/NAME[@REVISION]`
+/// (see [`locate`]), onto `device`.
 pub fn load_model<B: Backend>(dir: &Path, device: &B::Device) -> Result<Gpt<B>> {
+    let dir = &locate(dir)?;
     match detect(dir)? {
         ModelSource::HuggingFace => pretrained::load_hf(dir, device),
         ModelSource::Arcane => {
@@ -136,8 +158,10 @@ pub fn load_model<B: Backend>(dir: &Path, device: &B::Device) -> Result<Gpt<B>> 
     }
 }
 
-/// Reads only the config of an Arcane or Hugging Face model directory.
+/// Reads only the config of an Arcane or Hugging Face model directory (or Hub model, see
+/// [`locate`]).
 pub fn load_config(dir: &Path) -> Result<ModelConfig> {
+    let dir = &locate(dir)?;
     match detect(dir)? {
         ModelSource::Arcane => Ok(read_manifest(dir)?.config),
         ModelSource::HuggingFace => Ok(pretrained::read_hf_config(&dir.join("config.json"))?.1),
@@ -147,8 +171,10 @@ pub fn load_config(dir: &Path) -> Result<ModelConfig> {
 /// The tokenizer of a model directory, checked against the model's vocabulary: the one its
 /// manifest names (Arcane), its `tokenizer.json` (Hugging Face), or GPT-2's for a Hugging Face
 /// GPT-2 without one. A model of another family without its tokenizer is refused: encoding
-/// text for it with GPT-2's ids would give garbage without an error.
+/// text for it with GPT-2's ids would give garbage without an error. `dir` may be a Hub
+/// model (see [`locate`]).
 pub fn load_tokenizer(dir: &Path) -> Result<ModelTokenizer> {
+    let dir = &locate(dir)?;
     let (tokenizer, vocab_size) = match detect(dir)? {
         ModelSource::Arcane => {
             let manifest = read_manifest(dir)?;

@@ -82,6 +82,17 @@ pub enum ArcaneError {
     /// Invalid user input that is not a file (an empty text, a bad sampling parameter, ...).
     #[error("{0}")]
     InvalidInput(String),
+
+    /// A model could not be had from the Hugging Face Hub or its cache: the Hub refused it
+    /// (gated, private, no such repository, revision or file), could not be reached, or
+    /// offline mode found a file missing from the cache. The message says how to fix it.
+    #[error("{repo}: {message}")]
+    Hub {
+        /// The repository, `ORG/NAME[@REVISION]`.
+        repo: String,
+        /// What went wrong and what to do.
+        message: String,
+    },
 }
 
 impl ArcaneError {
@@ -97,6 +108,16 @@ impl ArcaneError {
     pub fn format(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         Self::Format {
             path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl ArcaneError {
+    /// A Hub error about `repo`.
+    pub fn hub(repo: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Hub {
+            repo: repo.into(),
             message: message.into(),
         }
     }

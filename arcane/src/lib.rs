@@ -24,6 +24,7 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod generation;
+pub mod hub;
 pub mod io;
 pub mod jsonl;
 pub mod kernels;
