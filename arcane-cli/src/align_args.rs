@@ -149,7 +149,7 @@ pub fn start_run(
     for (name, path) in inputs {
         files.insert(name.to_string(), path.display().to_string().into());
     }
-    let record = serde_json::json!({
+    let mut record = serde_json::json!({
         "format": "arcane-align-run",
         "version": 1,
         "algo": algo,
@@ -157,6 +157,10 @@ pub fn start_run(
         "inputs": files,
         "config": config,
     });
+    // A Hub base: its repository, revision and the exact commit trained from.
+    if let Some(source) = crate::hub_model::hub_source(model) {
+        record["model_source"] = serde_json::to_value(source)?;
+    }
     let path = out.join("align.json");
     arcane::io::write_atomic(&path, serde_json::to_string_pretty(&record)?.as_bytes())?;
     Ok(MetricsLog::open(out, None)?)

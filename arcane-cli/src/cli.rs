@@ -74,7 +74,8 @@ pub struct PrepareArgs {
     /// Tokens per shard file.
     #[arg(long, allow_negative_numbers = true, default_value_t = 100_000_000)]
     pub shard_tokens: usize,
-    /// Tokenize with this model's tokenizer (its tokenizer.json) instead of GPT-2's.
+    /// Tokenize with this model's tokenizer (its tokenizer.json) instead of GPT-2's (a folder
+    /// or a Hub model ORG/NAME[@REVISION]).
     #[arg(long)]
     pub model: Option<PathBuf>,
 }
@@ -153,7 +154,8 @@ pub struct TrainArgs {
 /// `finetune`
 #[derive(Debug, Args)]
 pub struct FinetuneArgs {
-    /// The base model (Arcane or Hugging Face directory); its weights stay frozen.
+    /// The base model: an Arcane or Hugging Face directory, or a Hub model ORG/NAME[@REVISION]
+    /// (its commit is recorded in the run's config). Its weights stay frozen.
     #[arg(long, required_unless_present = "resume")]
     pub model: Option<PathBuf>,
     /// Prepared data (a `prepare` folder) or a text file (.txt, .jsonl, .gz), prepared into
@@ -213,7 +215,7 @@ pub enum LoraCommand {
 /// `lora merge`
 #[derive(Debug, Args)]
 pub struct LoraMergeArgs {
-    /// The base model the adapter was trained on.
+    /// The base model the adapter was trained on (a folder or a Hub model ORG/NAME[@REVISION]).
     #[arg(long)]
     pub model: PathBuf,
     /// The adapter (a fine-tune run folder).
@@ -255,7 +257,9 @@ pub struct InfoArgs {
 /// `generate`
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// An Arcane model directory or a Hugging Face directory (config.json + model.safetensors).
+    /// An Arcane model directory, a Hugging Face directory (config.json + model.safetensors),
+    /// or a Hub model ORG/NAME[@REVISION] (downloaded into the Hugging Face cache; a local
+    /// path of that name wins).
     #[arg(long)]
     pub model: PathBuf,
     /// A LoRA adapter (a fine-tune run folder) to attach to the model.
@@ -298,7 +302,7 @@ pub enum EvalCommand {
 /// `eval hellaswag`
 #[derive(Debug, Args)]
 pub struct EvalHellaswagArgs {
-    /// An Arcane model directory or a Hugging Face directory.
+    /// An Arcane model directory, a Hugging Face directory, or a Hub model ORG/NAME[@REVISION].
     #[arg(long)]
     pub model: PathBuf,
     /// A LoRA adapter (a fine-tune run folder) to attach to the model.
@@ -328,7 +332,7 @@ pub struct EvalHellaswagArgs {
 /// `eval loss`
 #[derive(Debug, Args)]
 pub struct EvalLossArgs {
-    /// An Arcane model directory or a Hugging Face directory.
+    /// An Arcane model directory, a Hugging Face directory, or a Hub model ORG/NAME[@REVISION].
     #[arg(long)]
     pub model: PathBuf,
     /// A LoRA adapter (a fine-tune run folder) to attach to the model.
@@ -432,7 +436,7 @@ pub enum ModelFormat {
 /// `convert`
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
-    /// The model directory to read (Arcane or Hugging Face).
+    /// The model to read: an Arcane or Hugging Face directory, or a Hub model ORG/NAME[@REVISION].
     #[arg(long)]
     pub model: PathBuf,
     /// Where to write the converted model.

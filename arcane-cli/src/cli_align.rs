@@ -42,7 +42,7 @@ pub struct PairsArgs {
 /// `reward train`
 #[derive(Debug, Args)]
 pub struct RewardTrainArgs {
-    /// The base model (Arcane or Hugging Face directory).
+    /// The base model (Arcane or Hugging Face directory, or Hub model ORG/NAME[@REVISION]).
     #[arg(long)]
     pub model: PathBuf,
     /// Training pairs.
@@ -109,7 +109,8 @@ pub struct RewardEvalArgs {
 /// `dpo`
 #[derive(Debug, Args)]
 pub struct DpoArgs {
-    /// The model to start from; it is also the reference.
+    /// The model to start from (a folder or a Hub model ORG/NAME[@REVISION]); it is also the
+    /// reference.
     #[arg(long)]
     pub model: PathBuf,
     /// Training pairs.
@@ -159,7 +160,8 @@ pub struct DpoArgs {
 /// `ppo` and `rloo`
 #[derive(Debug, Args)]
 pub struct RlArgs {
-    /// The policy to start from; it is also the reference.
+    /// The policy to start from (a folder or a Hub model ORG/NAME[@REVISION]); it is also the
+    /// reference.
     #[arg(long)]
     pub model: PathBuf,
     /// Prompts, TRL JSON lines {"prompt": "..."} (.gz too).
@@ -236,7 +238,7 @@ pub struct RlArgs {
 /// `eval reward`
 #[derive(Debug, Args)]
 pub struct EvalRewardArgs {
-    /// The policy's model directory.
+    /// The policy's model directory or Hub model ORG/NAME[@REVISION].
     #[arg(long)]
     pub model: PathBuf,
     /// A LoRA adapter (a `ppo`, `rloo`, `dpo` or `finetune` run) to attach to the model.

@@ -9,6 +9,7 @@ mod backend;
 mod cli;
 mod cli_align;
 mod commands;
+mod hub_model;
 mod kernel_cache;
 mod model_arg;
 mod progress;

@@ -1,4 +1,5 @@
-//! Resolving `--config PRESET|FILE` and `--model DIR` arguments, and writing models out.
+//! Resolving `--config PRESET|FILE` and `--model DIR|ORG/NAME[@REV]` arguments, and writing
+//! models out.
 
 use std::path::Path;
 
@@ -8,6 +9,7 @@ use arcane::ModelTokenizer;
 use burn::prelude::*;
 
 use crate::cli::ModelFormat;
+use crate::hub_model::model_dir;
 
 /// A preset name or the path of a JSON file holding a model config (or a run config with a
 /// `model` field). Returns a display name and the config.
@@ -35,14 +37,15 @@ pub fn resolve_config(arg: &str) -> Result<(String, ModelConfig)> {
     Ok((name.to_string(), config))
 }
 
-/// Loads a model directory, and a LoRA adapter onto it when given. The library's errors name
-/// the files, so the context only says what was being done.
+/// Loads a model directory (or Hub model, see [`model_dir`]), and a LoRA adapter onto it when
+/// given. The library's errors name the files, so the context only says what was being done.
 pub fn load_model<B: Backend>(
     dir: &Path,
     adapter: Option<&Path>,
     device: &B::Device,
 ) -> Result<arcane::Gpt<B>> {
-    let model = arcane::load_model(dir, device).context("cannot load the model")?;
+    let dir = model_dir(dir).context("cannot load the model")?;
+    let model = arcane::load_model(&dir, device).context("cannot load the model")?;
     match adapter {
         None => Ok(model),
         Some(adapter) => arcane::lora::load_adapter(model, adapter)
@@ -53,8 +56,9 @@ pub fn load_model<B: Backend>(
 /// The tokenizer of a model directory, checked against its vocabulary (a folder that is no
 /// model is reported as such first).
 pub fn load_tokenizer(dir: &Path) -> Result<ModelTokenizer> {
-    arcane::checkpoint::load_config(dir).context("cannot load the model")?;
-    arcane::load_tokenizer(dir).context("cannot use the model's tokenizer")
+    let dir = model_dir(dir).context("cannot load the model")?;
+    arcane::checkpoint::load_config(&dir).context("cannot load the model")?;
+    arcane::load_tokenizer(&dir).context("cannot use the model's tokenizer")
 }
 
 /// Writes `model` to `out` in `format`, with the tokenizer of the model directory `source`
@@ -66,7 +70,7 @@ pub fn save_as<B: Backend>(
     format: ModelFormat,
 ) -> Result<String> {
     // A folder without a known tokenizer can still be converted; the copy says so.
-    let tokenizer = arcane::load_tokenizer(source).ok();
+    let tokenizer = arcane::load_tokenizer(&model_dir(source)?).ok();
     let written = match format {
         ModelFormat::Arcane => {
             arcane::checkpoint::save_model_with_tokenizer(model, out, tokenizer.as_ref())

@@ -32,7 +32,8 @@ pub fn run(args: EvalLossArgs, backend: BackendKind) -> Result<()> {
             // Any window length works for reading: the split is read as one stream.
             let data = TokenData::open(dir, "val", 1)?;
             let config =
-                arcane::checkpoint::load_config(&args.model).context("cannot load the model")?;
+                arcane::checkpoint::load_config(&crate::hub_model::model_dir(&args.model)?)
+                    .context("cannot load the model")?;
             data.check_vocab(config.vocab_size)?;
             (
                 data.tokens(args.max_tokens),

@@ -29,14 +29,14 @@ pub fn run(args: FinetuneArgs, backend_kind: BackendKind) -> Result<()> {
     let total = config.model.num_params();
     eprintln!(
         "fine-tuning {} with LoRA r={} on {:?}: {trainable} trainable of {} parameters ({:.3}%) -> {}",
-        finetune.base.display(),
+        finetune.base_label(),
         finetune.lora.rank,
         finetune.lora.targets,
         total + trainable,
         100.0 * trainable as f64 / (total + trainable) as f64,
         run_dir.display()
     );
-    let base = finetune.base.clone();
+    let base = finetune.base_label();
     let data = if resume {
         absolute(&data)?
     } else {
@@ -56,7 +56,7 @@ pub fn run(args: FinetuneArgs, backend_kind: BackendKind) -> Result<()> {
         "the adapter (adapter.json, adapter.safetensors), checkpoints, metrics.jsonl and loss.png are in {0}; \
          use it with --model {1} --adapter {0} for generate and eval, or `arcane-cli lora merge` to export a merged model",
         run_dir.display(),
-        base.display()
+        base
     );
     finish(&trained, &run_dir, &contents, "finetune")
 }
@@ -106,7 +106,8 @@ fn resumed(args: &FinetuneArgs, dir: &Path) -> Result<(TrainingConfig, PathBuf, 
 /// A new run: the recipe with the flags, its data prepared with the base model's tokenizer
 /// when it is a text file, and sequences fitted to a small training text.
 fn new_run(args: &FinetuneArgs) -> Result<(TrainingConfig, PathBuf, PathBuf)> {
-    let base = args.model.clone().context("--model is required")?;
+    let model_arg = args.model.clone().context("--model is required")?;
+    let base = crate::hub_model::model_dir(&model_arg)?;
     let rank = args.lora_rank.unwrap_or(8);
     let targets = args
         .lora_targets
@@ -128,6 +129,7 @@ fn new_run(args: &FinetuneArgs) -> Result<(TrainingConfig, PathBuf, PathBuf)> {
         micro_batch: args.micro_batch.unwrap_or(defaults.micro_batch),
         seq_len: args.seq_len,
         eval_every: args.eval_every.unwrap_or(defaults.eval_every),
+        hub: crate::hub_model::hub_source(&model_arg),
         ..defaults
     };
     // Checks the adapters against the base before any data is prepared.

@@ -12,7 +12,7 @@ use crate::cli::PrepareArgs;
 /// Prepares the inputs and prints a summary.
 pub fn run(args: PrepareArgs) -> Result<()> {
     let tokenizer = match &args.model {
-        Some(model) => arcane::load_tokenizer(model)
+        Some(model) => arcane::load_tokenizer(&crate::hub_model::model_dir(model)?)
             .with_context(|| format!("reading the tokenizer of {}", model.display()))?,
         None => ModelTokenizer::gpt2(),
     };

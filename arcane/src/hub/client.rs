@@ -17,8 +17,9 @@
 //! - `GET` of that URL, with `Range: bytes=N-` to resume a partial download.
 //!
 //! Every request says `Accept-Encoding: identity`: a compressed body would make `Range`
-//! offsets and sizes meaningless. The token goes only to the endpoint's own host, never to
-//! the CDN a redirect names.
+//! offsets and sizes meaningless. The token goes only to the URLs the client builds from the
+//! endpoint (and their relative redirects), never to a URL an absolute redirect names (the
+//! CDN's signed URLs need none).
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -52,6 +53,8 @@ pub(crate) struct FileMeta {
     pub size: u64,
     /// The URL to `GET` the bytes from.
     pub url: String,
+    /// Whether `url` is the Hub's own (the token goes with it) rather than a CDN's.
+    pub on_hub: bool,
 }
 
 /// A failed request: the Hub could not be reached, or it answered with an error.
@@ -115,7 +118,7 @@ impl<'a> Client<'a> {
             self.repo,
             encode_segment(revision)
         );
-        let response = self.send("GET", &url, None, false)?;
+        let response = self.send("GET", &url, None, true, false)?;
         let text = response
             .into_string()
             .map_err(|e| Failure::Unreachable(format!("reading {url}: {e}")))?;
@@ -151,7 +154,7 @@ impl<'a> Client<'a> {
             self.repo,
             encode_path(path)
         );
-        let response = match self.send("HEAD", &url, None, false) {
+        let response = match self.send("HEAD", &url, None, true, false) {
             Err(Failure::Refused(ArcaneError::Hub { message, .. }))
                 if message.starts_with(ENTRY_NOT_FOUND) =>
             {
@@ -174,34 +177,38 @@ impl<'a> Client<'a> {
                      a proxy in between may remove it"
                 ))
             })?;
-        let url = match (response.status(), header("location")) {
-            (300..=399, Some(location)) => location,
-            _ => response.get_url().to_string(),
+        let (url, on_hub) = match (response.status(), header("location")) {
+            (300..=399, Some(location)) => (location, false),
+            _ => (response.get_url().to_string(), true),
         };
-        Ok(Some(FileMeta { etag, size, url }))
+        Ok(Some(FileMeta {
+            etag,
+            size,
+            url,
+            on_hub,
+        }))
     }
 
-    /// Appends the bytes of `url` from `dest`'s current length up to `size` to `dest`
+    /// Appends the bytes of `meta.url` from `dest`'s current length up to `meta.size` to `dest`
     /// (`Range: bytes=N-`), reporting progress, and syncs the file. A server that ignores
     /// the range restarts the file. Fails, leaving the partial file for a later resume, when
     /// the connection ends early.
     pub fn fetch(
         &self,
-        url: &str,
+        meta: &FileMeta,
         dest: &Path,
-        size: u64,
         name: &str,
         progress: &mut dyn Progress,
     ) -> Result<()> {
+        let size = meta.size;
         let mut have = std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0);
         if have > size {
             have = 0;
         }
-        let response = match have {
-            0 => self.send("GET", url, None, true),
-            n => self.send("GET", url, Some(n), true),
-        }
-        .map_err(|f| f.into_error(self.label, self.options))?;
+        let from = (have > 0).then_some(have);
+        let response = self
+            .send("GET", &meta.url, from, meta.on_hub, true)
+            .map_err(|f| f.into_error(self.label, self.options))?;
         let resumed = response.status() == 206
             && response
                 .header("content-range")
@@ -252,12 +259,14 @@ impl<'a> Client<'a> {
 
     /// One request, following redirects: relative ones always, absolute ones only when
     /// `follow_absolute` (a `HEAD` must stop at the CDN's `Location` to read the Hub's
-    /// headers). Error statuses become [`Failure::Refused`] with advice.
+    /// headers). The token is sent when `with_token`, and no more after an absolute redirect.
+    /// Error statuses become [`Failure::Refused`] with advice.
     fn send(
         &self,
         method: &str,
         url: &str,
         from: Option<u64>,
+        mut with_token: bool,
         follow_absolute: bool,
     ) -> Result<ureq::Response, Failure> {
         let mut url = url.to_string();
@@ -269,10 +278,7 @@ impl<'a> Client<'a> {
             if let Some(from) = from {
                 request = request.set("Range", &format!("bytes={from}-"));
             }
-            if let (Some(token), true) = (
-                &self.options.token,
-                url.starts_with(&format!("{}/", self.options.endpoint)),
-            ) {
+            if let (Some(token), true) = (&self.options.token, with_token) {
                 request = request.set("Authorization", &format!("Bearer {token}"));
             }
             let response = match request.call() {
@@ -287,7 +293,10 @@ impl<'a> Client<'a> {
                 (300..=399, Some(location)) if location.starts_with('/') => {
                     url = format!("{}{location}", origin(&url));
                 }
-                (300..=399, Some(location)) if follow_absolute => url = location,
+                (300..=399, Some(location)) if follow_absolute => {
+                    url = location;
+                    with_token = false;
+                }
                 _ => return Ok(response),
             }
         }

@@ -104,7 +104,7 @@ fn fetch_file(
         std::fs::create_dir_all(folder)
             .map_err(|e| Failure::Refused(ArcaneError::io(folder, e)))?;
         client
-            .fetch(&meta.url, &part, meta.size, path, progress)
+            .fetch(&meta, &part, path, progress)
             .map_err(Failure::Refused)?;
         verify_sha256(&part, &meta.etag, path).map_err(Failure::Refused)?;
         std::fs::rename(&part, &blob).map_err(|e| Failure::Refused(ArcaneError::io(&blob, e)))?;

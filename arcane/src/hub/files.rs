@@ -1,8 +1,8 @@
 //! Which files of a repository make a model Arcane can load, and whether a snapshot folder
 //! holds them all.
 //!
-//! Required: `config.json` (or an Arcane `arcane.json`) and the weights — the shards that
-//! `model.safetensors.index.json` lists, else `model.safetensors`. Optional, fetched when the
+//! Required: `config.json` (or an Arcane `arcane.json`) and the weights — `model.safetensors`,
+//! else the shards that `model.safetensors.index.json` lists. Optional, fetched when the
 //! repository lists them: the tokenizer files, the generation config and chat templates.
 //! A repository with only PyTorch pickles (`pytorch_model.bin`) is refused: unpickling runs
 //! arbitrary code and Arcane reads safetensors only.
@@ -59,7 +59,8 @@ pub fn plan(files: &[String], label: &str) -> Result<Plan> {
             ),
         ));
     }
-    let sharded = has(INDEX) && !has(ARCANE_MANIFEST);
+    // The single file first, as the loader (`pretrained::load_hf`) reads it first.
+    let sharded = !has(SINGLE) && has(INDEX) && !has(ARCANE_MANIFEST);
     if sharded {
         first.push(INDEX.to_string());
     } else if has(SINGLE) {
@@ -111,6 +112,9 @@ pub fn missing(dir: &Path) -> Result<Option<String>> {
     let manifest = ARCANE_MANIFEST;
     if !dir.join(manifest).is_file() && !dir.join("config.json").is_file() {
         return Ok(Some("config.json".into()));
+    }
+    if dir.join(SINGLE).is_file() {
+        return Ok(None);
     }
     if dir.join(INDEX).is_file() && !dir.join(manifest).is_file() {
         for shard in shards(&dir.join(INDEX))? {

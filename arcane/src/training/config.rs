@@ -119,6 +119,21 @@ pub struct FinetuneConfig {
     pub base: std::path::PathBuf,
     /// The adapters.
     pub lora: crate::lora::LoraConfig,
+    /// When the base came from the Hub: its repository, the revision asked for and the
+    /// commit it resolved to (`base` is then that commit's snapshot in the cache).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<crate::hub::HubSource>,
+}
+
+impl FinetuneConfig {
+    /// The base as people (and `--model`) name it: `ORG/NAME@COMMIT` for a Hub model, which
+    /// pins exactly the weights trained on, else the folder.
+    pub fn base_label(&self) -> String {
+        match &self.hub {
+            Some(hub) => format!("{}@{}", hub.repo, hub.commit),
+            None => self.base.display().to_string(),
+        }
+    }
 }
 
 /// Everything a training run needs besides data and an output folder.

@@ -26,6 +26,8 @@ pub struct FinetuneRecipe {
     pub seq_len: Option<usize>,
     /// Steps between validation losses and checkpoints.
     pub eval_every: usize,
+    /// Where `base` came from when it is a Hub model (recorded in the run's config).
+    pub hub: Option<crate::hub::HubSource>,
 }
 
 impl FinetuneRecipe {
@@ -40,6 +42,7 @@ impl FinetuneRecipe {
             micro_batch: 8,
             seq_len: None,
             eval_every: 50,
+            hub: None,
         }
     }
 
@@ -91,6 +94,7 @@ impl FinetuneRecipe {
             finetune: Some(FinetuneConfig {
                 base,
                 lora: self.lora.clone(),
+                hub: self.hub.clone(),
             }),
             model,
             ..TrainingConfig::tiny_cpu()

@@ -332,9 +332,7 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
         let model = learner.model().valid();
         match &self.config.finetune {
             // A fine-tune run keeps only its adapters: a small file beside the checkpoints.
-            Some(f) => {
-                crate::lora::save_adapter(&model, &self.run_dir, &f.base.display().to_string())
-            }
+            Some(f) => crate::lora::save_adapter(&model, &self.run_dir, &f.base_label()),
             None => crate::checkpoint::save_model(&model, &self.run_dir),
         }
     }
