@@ -11,15 +11,15 @@
 //! Requests, as Python's `huggingface_hub` makes them:
 //! - `GET {endpoint}/api/models/{repo}/revision/{rev}` → `{"sha", "siblings": [{"rfilename"}]}`;
 //! - `HEAD {endpoint}/{repo}/resolve/{commit}/{path}` with `Accept-Encoding: identity`,
-//!   following only relative redirects (a renamed repository); the answer's `X-Linked-Etag`
+//!   following only redirects to the same origin (a renamed repository); the answer's `X-Linked-Etag`
 //!   or `ETag` names the blob, `X-Linked-Size` or `Content-Length` is its size and an
 //!   absolute `Location` (the CDN, for LFS files) is where the bytes are;
 //! - `GET` of that URL, with `Range: bytes=N-` to resume a partial download.
 //!
 //! Every request says `Accept-Encoding: identity`: a compressed body would make `Range`
 //! offsets and sizes meaningless. The token goes only to the URLs the client builds from the
-//! endpoint (and their relative redirects), never to a URL an absolute redirect names (the
-//! CDN's signed URLs need none).
+//! endpoint (and redirects on the same origin), never to another origin a redirect names
+//! (the CDN's signed URLs need none).
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -257,9 +257,11 @@ impl<'a> Client<'a> {
         )
     }
 
-    /// One request, following redirects: relative ones always, absolute ones only when
+    /// One request, following redirects: those that stay on the same origin always (as
+    /// Python's `_httpx2_follow_hub_redirects_with_backoff`), others only when
     /// `follow_absolute` (a `HEAD` must stop at the CDN's `Location` to read the Hub's
-    /// headers). The token is sent when `with_token`, and no more after an absolute redirect.
+    /// headers). The token is sent when `with_token`, and no more once a redirect leaves the
+    /// origin.
     /// Error statuses become [`Failure::Refused`] with advice.
     fn send(
         &self,
@@ -288,16 +290,21 @@ impl<'a> Client<'a> {
                 }
                 Err(ureq::Error::Transport(t)) => return Err(Failure::Unreachable(t.to_string())),
             };
-            let location = response.header("location").map(str::to_string);
-            match (response.status(), location) {
-                (300..=399, Some(location)) if location.starts_with('/') => {
-                    url = format!("{}{location}", origin(&url));
-                }
-                (300..=399, Some(location)) if follow_absolute => {
-                    url = location;
-                    with_token = false;
-                }
-                _ => return Ok(response),
+            let target = match response.header("location") {
+                Some(l) if l.starts_with('/') => format!("{}{l}", origin(&url)),
+                Some(l) => l.to_string(),
+                None => return Ok(response),
+            };
+            if !(300..=399).contains(&response.status()) {
+                return Ok(response);
+            }
+            if origin(&target) == origin(&url) {
+                url = target;
+            } else if follow_absolute {
+                url = target;
+                with_token = false;
+            } else {
+                return Ok(response);
             }
         }
         Err(self.refused(format!("more than {MAX_REDIRECTS} redirects from {url}")))

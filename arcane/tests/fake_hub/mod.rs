@@ -4,7 +4,8 @@
 //! - `GET /api/models/ORG/NAME/revision/REV` → `{"id", "sha", "siblings": [{"rfilename"}]}`;
 //! - `HEAD|GET /ORG/NAME/resolve/REV/PATH`: small files answer 200 with `ETag`, `Content-Length`
 //!   and `X-Repo-Commit`; LFS files (`.safetensors`, `.bin`) answer 302 to an absolute
-//!   `http://127.0.0.1:PORT/cdn/<sha256>` with `X-Linked-Etag: "<sha256>"` and `X-Linked-Size`;
+//!   `http://127.0.0.1:CDN_PORT/cdn/<sha256>` (another origin, as the real CDN is) with
+//!   `X-Linked-Etag: "<sha256>"` and `X-Linked-Size`;
 //! - `HEAD|GET /cdn/<sha256>` with `Range: bytes=N-` → 206 + `Content-Range`;
 //! - errors with the Hub's `X-Error-Code`: 401 `GatedRepo` for a gated repository without
 //!   `Authorization: Bearer test-token`, 404 `RepoNotFound`, `RevisionNotFound`, `EntryNotFound`.
@@ -101,7 +102,8 @@ struct State {
     /// (sha256 of a file, bytes to send before closing) for the next body of that file.
     cut: Mutex<Option<(String, usize)>>,
     stop: AtomicBool,
-    port: u16,
+    /// The port of the "CDN" (a second listener: another origin than the Hub's).
+    cdn_port: u16,
 }
 
 /// A running fake Hub.
@@ -113,18 +115,22 @@ pub struct FakeHub {
 
 impl FakeHub {
     pub fn start(repos: Vec<Repo>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
+        let bind = || {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+            listener.set_nonblocking(true).unwrap();
+            listener
+        };
+        let (hub, cdn) = (bind(), bind());
+        let addr = hub.local_addr().unwrap();
         let state = Arc::new(State {
             repos,
             log: Mutex::new(Vec::new()),
             cut: Mutex::new(None),
             stop: AtomicBool::new(false),
-            port: addr.port(),
+            cdn_port: cdn.local_addr().unwrap().port(),
         });
         let serving = state.clone();
-        let thread = std::thread::spawn(move || serve(listener, serving));
+        let thread = std::thread::spawn(move || serve([hub, cdn], serving));
         Self {
             addr,
             state,
@@ -167,14 +173,18 @@ impl Drop for FakeHub {
     }
 }
 
-fn serve(listener: TcpListener, state: Arc<State>) {
+fn serve(listeners: [TcpListener; 2], state: Arc<State>) {
     let started = Instant::now();
     while !state.stop.load(Ordering::SeqCst) && started.elapsed() < LIFETIME {
-        match listener.accept() {
-            Ok((stream, _)) => {
+        let mut idle = true;
+        for listener in &listeners {
+            if let Ok((stream, _)) = listener.accept() {
+                idle = false;
                 let _ = handle(stream, &state);
             }
-            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+        if idle {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }
@@ -354,7 +364,7 @@ fn resolve(state: &State, repo: &Repo, rev: &str, path: &str) -> Answer {
         return Answer::new(302)
             .header(
                 "Location",
-                format!("http://127.0.0.1:{}/cdn/{etag}", state.port),
+                format!("http://127.0.0.1:{}/cdn/{etag}", state.cdn_port),
             )
             .header("X-Linked-Etag", format!("\"{etag}\""))
             .header("X-Linked-Size", file.bytes.len().to_string())
