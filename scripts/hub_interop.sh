@@ -7,12 +7,14 @@
 #      offline (try_to_load_from_cache, hf_hub_download(local_files_only=True)) with the
 #      fixture's bytes, scan_cache_dir() reports the repo without warnings, and transformers
 #      loads the snapshot folder.
-# Usage: scripts/hub_interop.sh [PYTHON] (default /work/venv/bin/python); builds arcane-cli.
+# Usage: scripts/hub_interop.sh [PYTHON] (default /work/venv/bin/python); builds arcane-cli
+# unless ARCANE_CLI names a binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-/work/venv/bin/python}
-cargo build --release -p arcane-cli >/dev/null
-CLI=$PWD/target/release/arcane-cli
+# ARCANE_CLI: a binary already built (skips the build).
+if [ -z "${ARCANE_CLI:-}" ]; then cargo build --release -p arcane-cli >/dev/null; fi
+CLI=$(realpath "${ARCANE_CLI:-target/release/arcane-cli}")
 TMP=$(mktemp -d)
 SERVER=""
 cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; rm -rf "$TMP"; }

@@ -41,20 +41,26 @@ impl HubOptions {
     /// - offline: `HF_HUB_OFFLINE` (or `TRANSFORMERS_OFFLINE`) in {1, true, yes, on}, any case.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        // Only an error when something needs it (no HOME, but HF_HUB_CACHE given, is fine).
         let hf_home = match set("HF_HOME") {
-            Some(home) => PathBuf::from(home),
+            Some(home) => Ok(PathBuf::from(home)),
             None => match set("XDG_CACHE_HOME") {
-                Some(xdg) => PathBuf::from(xdg).join("huggingface"),
-                None => home_dir(&set)?.join(".cache").join("huggingface"),
+                Some(xdg) => Ok(PathBuf::from(xdg).join("huggingface")),
+                None => home_dir(&set).map(|h| h.join(".cache").join("huggingface")),
             },
         };
-        let cache_dir = set("HF_HUB_CACHE")
-            .or_else(|| set("HUGGINGFACE_HUB_CACHE"))
-            .map(PathBuf::from)
-            .unwrap_or_else(|| hf_home.join("hub"));
-        let token_file = set("HF_TOKEN_PATH")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| hf_home.join("token"));
+        let cache_dir = match set("HF_HUB_CACHE").or_else(|| set("HUGGINGFACE_HUB_CACHE")) {
+            Some(dir) => PathBuf::from(dir),
+            None => hf_home
+                .as_ref()
+                .map_err(|e| ArcaneError::InvalidInput(e.clone()))?
+                .join("hub"),
+        };
+        let token_file = match (set("HF_TOKEN_PATH"), &hf_home) {
+            (Some(path), _) => PathBuf::from(path),
+            (None, Ok(home)) => home.join("token"),
+            (None, Err(_)) => PathBuf::from("~/.cache/huggingface/token"),
+        };
         let token = set("HF_TOKEN")
             .or_else(|| set("HUGGING_FACE_HUB_TOKEN"))
             .or_else(|| std::fs::read_to_string(&token_file).ok())
@@ -82,16 +88,14 @@ fn is_true(value: &str) -> bool {
     )
 }
 
-/// `$HOME` (`%USERPROFILE%` on Windows).
-fn home_dir(set: &impl Fn(&str) -> Option<String>) -> Result<PathBuf> {
+/// `$HOME` (`%USERPROFILE%` on Windows), or the message to give when there is none.
+fn home_dir(set: &impl Fn(&str) -> Option<String>) -> Result<PathBuf, String> {
     set("HOME")
         .or_else(|| set("USERPROFILE"))
         .map(PathBuf::from)
         .ok_or_else(|| {
-            ArcaneError::InvalidInput(
-                "cannot place the Hugging Face cache: HOME is not set; set HF_HOME or HF_HUB_CACHE"
-                    .into(),
-            )
+            "cannot place the Hugging Face cache: HOME is not set; set HF_HOME or HF_HUB_CACHE"
+                .to_string()
         })
 }
 
@@ -124,6 +128,8 @@ mod tests {
         assert_eq!(options(&legacy).cache_dir, PathBuf::from("/l"));
         let both = [("HUGGINGFACE_HUB_CACHE", "/l"), ("HF_HUB_CACHE", "/c")];
         assert_eq!(options(&both).cache_dir, PathBuf::from("/c"));
+        // Without HOME only a cache that needs it is an error.
+        assert!(HubOptions::from_vars(|_| None).is_err());
     }
 
     #[test]
