@@ -53,7 +53,7 @@ impl Task for EvalReward {
         if reference.config().vocab_size != policy.config().vocab_size {
             bail!("the reference has another vocabulary than the policy; give a reference of the same base");
         }
-        let tokenizer = model_tokenizer(&args.model)?;
+        let tokenizer = model_tokenizer(&crate::hub_model::model_dir(&args.model)?)?;
         let rollout =
             RolloutConfig::for_model(policy.config(), args.response_tokens, args.temperature);
         for (i, p) in self.prompts.iter().enumerate() {

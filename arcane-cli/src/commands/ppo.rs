@@ -164,7 +164,7 @@ impl Rl {
         let (args, config) = (&self.args, &self.config);
         let algo = config.algo.name();
         let policy = load_model::<B>(&args.model, None, &device)?;
-        let tokenizer = model_tokenizer(&args.model)?;
+        let tokenizer = model_tokenizer(&crate::hub_model::model_dir(&args.model)?)?;
         let max_tokens = 1 + config.max_prompt_tokens + config.response_tokens;
         let mut reward = self.reward.load::<B::InnerBackend>(
             &device,

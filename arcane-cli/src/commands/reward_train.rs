@@ -71,7 +71,7 @@ impl RewardTrain {
     fn train<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
         let (args, config) = (&self.args, &self.config);
         let base = load_model::<B>(&args.model, None, &device)?;
-        let tokenizer = model_tokenizer(&args.model)?;
+        let tokenizer = model_tokenizer(&crate::hub_model::model_dir(&args.model)?)?;
         note_long_pairs(&self.train, base.config().max_seq_len, "training");
         let inputs = [("data", args.pairs.data.as_path())];
         let metrics = start_run(&args.out, "reward", &args.model, &inputs, config)?;

@@ -196,6 +196,7 @@ pub fn load_reward_model<B: Backend>(
 /// The tokenizer of a model directory: the one an Arcane manifest names, GPT-2 for a Hugging
 /// Face GPT-2 or Llama directory (Arcane reads them with the GPT-2 tokenizer).
 pub fn model_tokenizer(dir: &Path) -> Result<String> {
+    let dir = &checkpoint::locate(dir)?;
     Ok(match checkpoint::detect(dir)? {
         ModelSource::Arcane => checkpoint::read_manifest(dir)?.tokenizer,
         ModelSource::HuggingFace => "gpt2".into(),
