@@ -504,6 +504,29 @@ fn an_unreachable_hub_falls_back_to_a_cached_snapshot() {
 }
 
 #[test]
+fn an_optional_file_the_hub_lacks_is_recorded_as_absent() {
+    let mut repo = Repo::new("arcane-test/partial", A, files_of("gpt2"));
+    repo.listed_but_absent = vec!["tokenizer_config.json".into()];
+    let hub = FakeHub::start(vec![repo]);
+    let cache = tempfile::tempdir().unwrap();
+    let model = resolve(
+        "arcane-test/partial",
+        &options(&hub.endpoint(), cache.path()),
+        &mut NoProgress,
+    )
+    .unwrap();
+    assert!(!model.dir.join("tokenizer_config.json").exists());
+    let marker = cache.path().join(format!(
+        "models--arcane-test--partial/.no_exist/{A}/tokenizer_config.json"
+    ));
+    assert_eq!(std::fs::read(&marker).unwrap(), b"");
+    assert!(hub.requests().contains(&format!(
+        "HEAD /arcane-test/partial/resolve/{A}/tokenizer_config.json"
+    )));
+    assert_eq!(logits(&model.dir), logits(&fixture("gpt2")));
+}
+
+#[test]
 fn symlinks_in_subfolders_climb_to_the_blobs() {
     let cache = tempfile::tempdir().unwrap();
     let repo = RepoCache::new(cache.path(), "models--o--n");

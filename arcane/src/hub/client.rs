@@ -226,22 +226,29 @@ impl<'a> Client<'a> {
         progress.start(name, size, have);
         let mut reader = response.into_reader();
         let mut buf = vec![0u8; CHUNK];
+        let mut cut_short = "the connection closed early".to_string();
         while have < size {
             let n = match reader.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n.min((size - have) as usize),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.interrupted(name, have, size, &e.to_string())),
+                Err(e) => {
+                    cut_short = e.to_string();
+                    break;
+                }
             };
-            file.write_all(&buf[..n])
-                .map_err(|e| ArcaneError::io(dest, e))?;
+            if let Err(e) = file.write_all(&buf[..n]) {
+                progress.finish(name);
+                return Err(ArcaneError::io(dest, e));
+            }
             have += n as u64;
             progress.advance(n as u64);
         }
-        file.sync_all().map_err(|e| ArcaneError::io(dest, e))?;
         progress.finish(name);
+        // What arrived is kept (synced) for a resume, under the `.incomplete` name only.
+        file.sync_all().map_err(|e| ArcaneError::io(dest, e))?;
         if have < size {
-            return Err(self.interrupted(name, have, size, "the connection closed early"));
+            return Err(self.interrupted(name, have, size, &cut_short));
         }
         Ok(())
     }

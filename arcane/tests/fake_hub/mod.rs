@@ -68,6 +68,8 @@ pub struct Repo {
     pub gated: bool,
     pub commits: HashMap<String, Vec<File>>,
     pub refs: HashMap<String, String>,
+    /// Names the file listing shows but `resolve` answers 404 `EntryNotFound` for.
+    pub listed_but_absent: Vec<String>,
 }
 
 impl Repo {
@@ -78,6 +80,7 @@ impl Repo {
             gated: false,
             commits: HashMap::from([(sha.to_string(), files)]),
             refs: HashMap::from([("main".to_string(), sha.to_string())]),
+            listed_but_absent: Vec::new(),
         }
     }
 
@@ -332,7 +335,9 @@ fn repo_info(repo: &Repo, rev: &str) -> Answer {
     };
     let siblings: Vec<_> = files
         .iter()
-        .map(|f| serde_json::json!({ "rfilename": f.path }))
+        .map(|f| f.path.as_str())
+        .chain(repo.listed_but_absent.iter().map(String::as_str))
+        .map(|path| serde_json::json!({ "rfilename": path }))
         .collect();
     let body = serde_json::json!({
         "_id": "0",
