@@ -190,3 +190,49 @@ fn a_finetune_records_the_commit_of_its_hub_base() {
         serde_json::from_str(&std::fs::read_to_string(run.join("adapter.json")).unwrap()).unwrap();
     assert_eq!(adapter["base_source"], format!("arcane-test/gpt2@{A}"));
 }
+
+#[test]
+fn dpo_records_the_commit_of_its_hub_base() {
+    let hub = start_hub();
+    let home = tempfile::tempdir().unwrap();
+    let source =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../arcane/data/sentiment/pairs_train.jsonl");
+    let lines: Vec<String> = std::fs::read_to_string(source)
+        .unwrap()
+        .lines()
+        .take(8)
+        .map(str::to_string)
+        .collect();
+    let pairs = home.path().join("pairs.jsonl");
+    std::fs::write(&pairs, lines.join("\n") + "\n").unwrap();
+    let out_dir = home.path().join("dpo");
+    let out = with_hub(&hub.endpoint(), home.path())
+        .args([
+            "dpo",
+            "--max-steps",
+            "1",
+            "--batch",
+            "4",
+            "--lora-rank",
+            "2",
+        ])
+        .args(["--model", "arcane-test/gpt2", "--data"])
+        .arg(&pairs)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("align.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        record["model_source"],
+        serde_json::json!({"repo": "arcane-test/gpt2", "revision": "main", "commit": B})
+    );
+    assert_eq!(record["model"], "arcane-test/gpt2");
+}

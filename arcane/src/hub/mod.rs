@@ -36,7 +36,9 @@ use crate::error::Result;
 
 pub use cache::RepoCache;
 pub use options::{HubOptions, DEFAULT_ENDPOINT};
-pub use repo_id::{is_commit, looks_like_repo_id, RepoSpec, DEFAULT_REVISION};
+pub use repo_id::{
+    encode_path, encode_segment, is_commit, looks_like_repo_id, RepoSpec, DEFAULT_REVISION,
+};
 
 /// Which Hub model a folder came from: recorded in run configs so that a fine-tune says
 /// exactly which base it started from.
