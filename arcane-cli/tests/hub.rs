@@ -236,3 +236,59 @@ fn dpo_records_the_commit_of_its_hub_base() {
     );
     assert_eq!(record["model"], "arcane-test/gpt2");
 }
+
+#[test]
+fn a_download_killed_with_its_process_is_never_used_and_resumes() {
+    let hub = start_hub();
+    let home = tempfile::tempdir().unwrap();
+    let weights = std::fs::read(fixture("gpt2").join("model.safetensors")).unwrap();
+    let sha = fake_hub::sha256(&weights);
+    let cut = 300_000;
+    hub.stall_next(&weights, cut);
+    let mut child = with_hub(&hub.endpoint(), home.path())
+        .args([
+            "generate",
+            "--prompt",
+            "The whale",
+            "--model",
+            "arcane-test/gpt2",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let root = home.path().join("hub/models--arcane-test--gpt2");
+    let partial = root.join(format!("blobs/{sha}.incomplete"));
+    let started = std::time::Instant::now();
+    while std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < cut as u64 {
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the download did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL: no cleanup runs
+    child.wait().unwrap();
+    assert!(
+        !root.join(format!("blobs/{sha}")).exists(),
+        "a truncated blob under its final name"
+    );
+    assert!(!root
+        .join(format!("snapshots/{B}/model.safetensors"))
+        .exists());
+    assert!(!root.join("refs/main").exists());
+    // The next run resumes from the partial file and generates as the fixture does.
+    let local = ids(&generate(&mut bin(), &fixture("gpt2")));
+    let out = generate(
+        &mut with_hub(&hub.endpoint(), home.path()),
+        Path::new("arcane-test/gpt2"),
+    );
+    assert_eq!(ids(&out), local);
+    assert!(hub
+        .requests()
+        .contains(&format!("GET /cdn/{sha} range=bytes={cut}-")));
+    assert_eq!(
+        std::fs::read(root.join(format!("blobs/{sha}"))).unwrap(),
+        weights
+    );
+}

@@ -104,6 +104,9 @@ struct State {
     log: Mutex<Vec<String>>,
     /// (sha256 of a file, bytes to send before closing) for the next body of that file.
     cut: Mutex<Option<(String, usize)>>,
+    /// Whether a cut download first holds the connection open (a download that hangs until
+    /// its client is killed) instead of closing it at once.
+    stall: AtomicBool,
     stop: AtomicBool,
     /// The port of the "CDN" (a second listener: another origin than the Hub's).
     cdn_port: u16,
@@ -129,6 +132,7 @@ impl FakeHub {
             repos,
             log: Mutex::new(Vec::new()),
             cut: Mutex::new(None),
+            stall: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             cdn_port: cdn.local_addr().unwrap().port(),
         });
@@ -155,6 +159,13 @@ impl FakeHub {
     /// bytes of the body.
     pub fn cut_next(&self, bytes: &[u8], after: usize) {
         *self.state.cut.lock().unwrap() = Some((sha256(bytes), after));
+    }
+
+    /// The next download of the file with these bytes sends `after` bytes of the body, then
+    /// hangs (up to 5 s) before closing: time for a test to kill the client mid-download.
+    pub fn stall_next(&self, bytes: &[u8], after: usize) {
+        self.state.stall.store(true, Ordering::SeqCst);
+        self.cut_next(bytes, after);
     }
 
     /// Stops serving: later connections are refused.
@@ -259,13 +270,21 @@ fn handle(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
     }
     state.log.lock().unwrap().push(entry);
     let (answer, cut) = route(state, &target, range.as_deref(), authorized);
-    write_answer(&mut stream, &method, answer, cut)
+    let result = write_answer(&mut stream, &method, &answer, cut);
+    if cut.is_some() && state.stall.swap(false, Ordering::SeqCst) {
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until && !state.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    result
 }
 
 fn write_answer(
     stream: &mut TcpStream,
     method: &str,
-    answer: Answer,
+    answer: &Answer,
     cut: Option<usize>,
 ) -> std::io::Result<()> {
     let mut head = format!("HTTP/1.1 {} X\r\n", answer.status);
@@ -285,8 +304,7 @@ fn write_answer(
         let n = cut.unwrap_or(answer.body.len()).min(answer.body.len());
         stream.write_all(&answer.body[..n])?;
     }
-    stream.flush()?;
-    stream.shutdown(std::net::Shutdown::Both)
+    stream.flush()
 }
 
 /// The answer to `target`, and how many body bytes to send if the download is to be cut.
