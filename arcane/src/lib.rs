@@ -1,7 +1,8 @@
 //! # Arcane
 //!
 //! GPT-2-class language models on [Burn](https://burn.dev): a backend-generic model (exact GPT-2
-//! and a RoPE/RMSNorm/SwiGLU family), Hugging Face checkpoint import and export, KV-cache
+//! and a RoPE/RMSNorm/SwiGLU family), Hugging Face checkpoint import and export (also by Hub
+//! id, `ORG/NAME[@REVISION]`, through the shared Hugging Face cache: [`hub`]), KV-cache
 //! generation with temperature, top-k and nucleus sampling, pre-training with burn-train
 //! ([`training`]), LoRA fine-tuning ([`lora`]) and evaluation (loss, HellaSwag: [`eval`]).
 //!
