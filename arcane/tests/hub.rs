@@ -540,3 +540,46 @@ fn symlinks_in_subfolders_climb_to_the_blobs() {
     );
     assert_eq!(std::fs::read(&link).unwrap(), b"x");
 }
+
+/// Another process holding the blob's lock (as Python's `filelock` does while it downloads)
+/// makes the download wait; the blob that process finished is then used, not downloaded again.
+#[cfg(unix)]
+#[test]
+fn a_download_waits_for_the_blob_lock_and_reuses_the_finished_blob() {
+    use std::os::unix::io::AsRawFd;
+
+    let hub = start_hub();
+    let cache = tempfile::tempdir().unwrap();
+    let weights = bytes_of(&files_of("gpt2"), "model.safetensors");
+    let etag = sha256(&weights);
+    let repo = RepoCache::new(cache.path(), "models--arcane-test--tiny");
+    let lock_path = repo.lock_file(&etag);
+    assert_eq!(
+        lock_path,
+        cache
+            .path()
+            .join(format!(".locks/models--arcane-test--tiny/{etag}.lock"))
+    );
+    std::fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
+    let held = std::fs::File::create(&lock_path).unwrap();
+    assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let opts = options(&hub.endpoint(), cache.path());
+    let waiting =
+        std::thread::spawn(move || resolve(&format!("{REPO}@{A}"), &opts, &mut NoProgress));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        !waiting.is_finished(),
+        "the download did not wait for the lock"
+    );
+    // The other process finishes its download and lets go.
+    std::fs::create_dir_all(repo.blob(&etag).parent().unwrap()).unwrap();
+    std::fs::write(repo.blob(&etag), &weights).unwrap();
+    drop(held);
+    let model = waiting.join().unwrap().unwrap();
+    assert!(
+        hub.requests().iter().all(|r| !r.contains("/cdn/")),
+        "downloaded again: {:?}",
+        hub.requests()
+    );
+    assert_eq!(logits(&model.dir), logits(&fixture("gpt2")));
+}

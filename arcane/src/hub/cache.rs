@@ -8,6 +8,7 @@
 //!   snapshots/<commit>/<path>          relative symlink -> ../../blobs/<etag>
 //!   refs/<revision>                    the commit a branch or tag pointed to (no newline)
 //!   .no_exist/<commit>/<path>          empty: the file is known to be absent at that commit
+//! CACHE/.locks/models--ORG--NAME/<etag>.lock   held while that blob downloads
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -37,6 +38,17 @@ impl RepoCache {
     /// `blobs/<etag>.incomplete`: where a download goes until it is whole.
     pub fn incomplete(&self, etag: &str) -> PathBuf {
         self.root.join("blobs").join(format!("{etag}.incomplete"))
+    }
+
+    /// `CACHE/.locks/models--ORG--NAME/<etag>.lock`: the lock held while the blob downloads
+    /// (beside the repository folders, as Python places it).
+    pub fn lock_file(&self, etag: &str) -> PathBuf {
+        let folder = self.root.file_name().unwrap_or_default();
+        let cache = self.root.parent().unwrap_or(Path::new("."));
+        cache
+            .join(".locks")
+            .join(folder)
+            .join(format!("{etag}.lock"))
     }
 
     /// `snapshots/<commit>`: the folder a resolved model is loaded from.

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use super::cache::RepoCache;
 use super::client::{Client, Failure};
 use super::files;
+use super::lock;
 use super::offline;
 use super::repo_id::{is_commit, RepoSpec};
 use super::{HubOptions, HubSource, Progress, ResolvedModel};
@@ -97,8 +98,13 @@ fn fetch_file(
         return Ok(false);
     };
     let blob = cache.blob(&meta.etag);
-    let complete = std::fs::metadata(&blob).is_ok_and(|m| m.is_file() && m.len() == meta.size);
-    if !complete {
+    let complete = || std::fs::metadata(&blob).is_ok_and(|m| m.is_file() && m.len() == meta.size);
+    // Another process may be downloading this blob: wait for it, then look again.
+    let _lock = match complete() {
+        true => None,
+        false => Some(lock::exclusive(&cache.lock_file(&meta.etag)).map_err(Failure::Refused)?),
+    };
+    if !complete() {
         let part = cache.incomplete(&meta.etag);
         let folder = part.parent().unwrap_or(&cache.root);
         std::fs::create_dir_all(folder)

@@ -24,6 +24,8 @@ mod client;
 #[cfg(feature = "hub")]
 mod download;
 pub mod files;
+#[cfg(feature = "hub")]
+mod lock;
 mod offline;
 mod options;
 mod repo_id;
