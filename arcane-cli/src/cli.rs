@@ -41,6 +41,8 @@ pub enum Command {
     Info(InfoArgs),
     /// Continue a prompt with a model, streaming the text.
     Generate(GenerateArgs),
+    /// Chat with a model through its chat template (interactive, or one --messages file).
+    Chat(crate::commands::ChatArgs),
     /// Evaluate a model.
     #[command(subcommand)]
     Eval(EvalCommand),
@@ -267,6 +269,17 @@ pub struct GenerateArgs {
     /// Upper bound on generated tokens.
     #[arg(long, allow_negative_numbers = true, default_value_t = 64)]
     pub max_new_tokens: usize,
+    /// Sampling flags.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Print one JSON object {"prompt_ids", "ids", "text"} instead of streaming.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Sampling flags shared by `generate` and `chat`.
+#[derive(Debug, Clone, Args)]
+pub struct SamplingArgs {
     /// Sampling temperature; 0 is greedy.
     #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
     pub temperature: f64,
@@ -279,9 +292,20 @@ pub struct GenerateArgs {
     /// Seed of the sampler.
     #[arg(long, allow_negative_numbers = true, default_value_t = 42)]
     pub seed: u64,
-    /// Print one JSON object {"prompt_ids", "ids", "text"} instead of streaming.
-    #[arg(long)]
-    pub json: bool,
+}
+
+impl SamplingArgs {
+    /// The library's sampling config, checked.
+    pub fn config(&self) -> arcane::Result<arcane::generation::SamplingConfig> {
+        let config = arcane::generation::SamplingConfig {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: self.seed,
+        };
+        config.validate()?;
+        Ok(config)
+    }
 }
 
 /// `eval ...`

@@ -19,6 +19,7 @@
 
 #[cfg(feature = "train")]
 pub mod align;
+pub mod chat;
 pub mod checkpoint;
 pub mod data;
 pub mod error;

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_train;
+mod chat;
 mod convert;
 mod dpo;
 mod eval_hellaswag;
@@ -25,6 +26,8 @@ use arcane::align::Algo;
 use crate::cli::{Cli, Command, EvalCommand, LoraCommand};
 use crate::cli_align::RewardCommand;
 
+pub use chat::ChatArgs;
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     let backend = cli.backend;
@@ -39,6 +42,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Plot(args) => plot::run(args),
         Command::Info(args) => info::run(args),
         Command::Generate(args) => generate::run(args, backend),
+        Command::Chat(args) => chat::run(args, backend),
         Command::Eval(EvalCommand::Loss(args)) => eval_loss::run(args, backend),
         Command::Eval(EvalCommand::Hellaswag(args)) => eval_hellaswag::run(args, backend),
         Command::Bench(args) => bench::run(args, backend),

@@ -1,0 +1,367 @@
+//! Chat templates against transformers: `fixtures/chat/reference.json` holds what
+//! `apply_chat_template` gave (text and ids) for seven template families, written by
+//! `scripts/make_chat_reference.py`. Every case must match byte for byte; a template's
+//! `raise_exception` must be a typed error carrying the template's message.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use arcane::chat::{
+    self, ChatTemplate, Clock, Conversation, Message, RenderOptions, TemplateValue,
+};
+use arcane::tokenizer::{ModelTokenizer, TOKENIZER_CONFIG_FILE};
+use arcane::ArcaneError;
+use common::{fixture, ids};
+use serde_json::Value;
+
+fn reference() -> Value {
+    let text = std::fs::read_to_string(fixture("chat/reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn family_dir(family: &str) -> PathBuf {
+    fixture(&format!("chat/{family}"))
+}
+
+/// The template a family's folder holds (Arcane's ChatML for `arcane_chatml`), on the clock
+/// the reference was made with.
+fn template_of(family: &str) -> ChatTemplate {
+    let dir = family_dir(family);
+    if family == "arcane_chatml" {
+        let tokens = arcane::tokenizer::TokenizerConfig::from_dir(&dir)
+            .unwrap()
+            .special_tokens;
+        return chat::chatml().with_special_tokens(tokens);
+    }
+    ChatTemplate::from_dir(&dir)
+        .unwrap()
+        .unwrap_or_else(|| panic!("{family} has a template"))
+}
+
+/// Render options of a reference case: its kwargs (tools, date_string, ...) and template name.
+fn options_of(case: &Value, clock: &Clock) -> RenderOptions {
+    let kwargs = chat::parse_json(case["kwargs_json"].as_str().unwrap()).unwrap();
+    let mut options = RenderOptions {
+        add_generation_prompt: case["add_generation_prompt"].as_bool().unwrap(),
+        template_name: case["template_name"].as_str().map(str::to_string),
+        clock: clock.clone(),
+        ..RenderOptions::default()
+    };
+    for key in kwargs.try_iter().unwrap() {
+        let value = kwargs.get_item(&key).unwrap();
+        match key.as_str().unwrap() {
+            "tools" => options.tools = Some(value),
+            name => options.kwargs.push((name.to_string(), value)),
+        }
+    }
+    options
+}
+
+#[test]
+fn every_family_renders_and_encodes_as_transformers() {
+    let r = reference();
+    let clock = Clock::fixed(r["fixed_now"].as_str().unwrap()).unwrap();
+    let mut checked = 0;
+    for (family, entry) in r["families"].as_object().unwrap() {
+        let template = template_of(family);
+        let tokenizer =
+            ModelTokenizer::from_file(&family_dir(family).join("tokenizer.json")).unwrap();
+        for case in entry["cases"].as_array().unwrap() {
+            let label = format!(
+                "{family}/{} (add_generation_prompt={})",
+                case["name"], case["add_generation_prompt"]
+            );
+            let conversation =
+                Conversation::from_json(case["messages_json"].as_str().unwrap()).unwrap();
+            let rendered = template.render(&conversation, &options_of(case, &clock));
+            if let Some(message) = case["error"].as_str() {
+                match rendered {
+                    Err(ArcaneError::ChatTemplate { message: m }) => {
+                        assert_eq!(m, message, "{label}")
+                    }
+                    other => panic!("{label}: expected the template's exception, got {other:?}"),
+                }
+                continue;
+            }
+            let text = rendered.unwrap_or_else(|e| panic!("{label}: {e}"));
+            assert_eq!(text, case["text"].as_str().unwrap(), "{label}: text");
+            assert_eq!(
+                tokenizer.encode_chat(&text).unwrap(),
+                ids(&case["ids"]),
+                "{label}: ids"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 40, "only {checked} cases compared");
+}
+
+#[test]
+fn prompts_get_the_special_tokens_transformers_adds() {
+    let r = reference();
+    for (family, entry) in r["families"].as_object().unwrap() {
+        let tokenizer =
+            ModelTokenizer::from_file(&family_dir(family).join("tokenizer.json")).unwrap();
+        for (text, expected) in entry["encode"].as_object().unwrap() {
+            assert_eq!(
+                tokenizer.encode_prompt(text).unwrap(),
+                ids(expected),
+                "{family}: tokenizer({text:?})"
+            );
+        }
+        let policy = tokenizer.special_tokens_policy();
+        let adds_bos = ids(&entry["encode"]["Hello world"]).len()
+            > tokenizer.encode("Hello world").unwrap().len();
+        assert_eq!(!policy.adds_nothing(), adds_bos, "{family}: {policy}");
+    }
+    let llama3 = ModelTokenizer::from_file(&family_dir("llama3").join("tokenizer.json")).unwrap();
+    assert_eq!(
+        llama3.special_tokens_policy().to_string(),
+        "adds BOS <|begin_of_text|> (tokenizer.json)"
+    );
+    let chatml = ModelTokenizer::from_file(&family_dir("chatml").join("tokenizer.json")).unwrap();
+    assert_eq!(
+        chatml.special_tokens_policy().to_string(),
+        "adds nothing (tokenizer.json)"
+    );
+    assert_eq!(
+        ModelTokenizer::gpt2().special_tokens_policy().to_string(),
+        "adds nothing (gpt2)"
+    );
+}
+
+/// A copy of a family folder with `edit` applied.
+fn edited_family(family: &str, edit: impl FnOnce(&Path)) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(family_dir(family)).unwrap().flatten() {
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    edit(dir.path());
+    dir
+}
+
+fn set_config(dir: &Path, key: &str, value: Value) {
+    let path = dir.join(TOKENIZER_CONFIG_FILE);
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config[key] = value;
+    std::fs::write(&path, config.to_string()).unwrap();
+}
+
+#[test]
+fn add_bos_and_eos_switches_of_tokenizer_config_win() {
+    // Mistral's tokenizer.json adds <s>; older repositories also say so (or not) in
+    // tokenizer_config.json, and transformers 4.x's LlamaTokenizerFast followed the switches.
+    let plain = ModelTokenizer::from_file(&family_dir("mistral").join("tokenizer.json")).unwrap();
+    let text_ids = plain.encode("Call me").unwrap();
+    let off = edited_family("mistral", |d| {
+        set_config(d, "add_bos_token", Value::Bool(false))
+    });
+    let off = ModelTokenizer::from_file(&off.path().join("tokenizer.json")).unwrap();
+    assert_eq!(off.encode_prompt("Call me").unwrap(), text_ids);
+    assert_eq!(
+        off.special_tokens_policy().to_string(),
+        "adds nothing (tokenizer_config.json)"
+    );
+    let both = edited_family("mistral", |d| {
+        set_config(d, "add_bos_token", Value::Bool(true));
+        set_config(d, "add_eos_token", Value::Bool(true));
+    });
+    let both = ModelTokenizer::from_file(&both.path().join("tokenizer.json")).unwrap();
+    let mut expected = vec![1];
+    expected.extend(&text_ids);
+    expected.push(2);
+    assert_eq!(both.encode_prompt("Call me").unwrap(), expected);
+    assert_eq!(
+        both.special_tokens_policy().to_string(),
+        "adds BOS <s> and EOS </s> (tokenizer_config.json)"
+    );
+    // A chat prompt never gets them: the template wrote its own.
+    assert_eq!(both.encode_chat("<s> [INST] hi").unwrap()[0], 1);
+    assert_eq!(
+        both.encode_chat("<s> [INST] hi")
+            .unwrap()
+            .iter()
+            .filter(|&&id| id == 1)
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn raise_exception_is_a_typed_error_with_the_templates_message() {
+    let template = template_of("gemma");
+    let conversation =
+        Conversation::from_messages(&[Message::new("user", "hi"), Message::new("user", "again")]);
+    let err = template
+        .render(&conversation, &RenderOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(&err, ArcaneError::ChatTemplate { message } if message == "Conversation roles must alternate user/assistant/user/assistant/..."),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("refused this conversation"),
+        "{err}"
+    );
+}
+
+#[test]
+fn strftime_now_reads_the_clock() {
+    let template = ChatTemplate::new("{{ strftime_now('%d %b %Y %H:%M:%S') }}", "inline");
+    let conversation = Conversation::from_messages(&[Message::new("user", "x")]);
+    let options = RenderOptions {
+        clock: Clock::fixed("1999-12-31T23:59:58").unwrap(),
+        ..RenderOptions::default()
+    };
+    assert_eq!(
+        template.render(&conversation, &options).unwrap(),
+        "31 Dec 1999 23:59:58"
+    );
+    // The system clock gives today's date.
+    let now = template
+        .render(&conversation, &RenderOptions::default())
+        .unwrap();
+    assert_eq!(now.len(), "31 Dec 1999 23:59:58".len(), "{now}");
+    assert!(Clock::fixed("yesterday").is_err());
+}
+
+#[test]
+fn templates_are_found_in_all_three_places_jinja_first() {
+    // tokenizer_config.json (string): chatml; chat_template.jinja: llama3; chat_template.json:
+    // mistral; named list: zephyr.
+    for (family, file) in [
+        ("chatml", "tokenizer_config.json"),
+        ("llama3", "chat_template.jinja"),
+        ("mistral", "chat_template.json"),
+        ("zephyr", "tokenizer_config.json"),
+    ] {
+        let template = template_of(family);
+        assert!(
+            template.origin().ends_with(file),
+            "{family}: {}",
+            template.origin()
+        );
+    }
+    assert_eq!(template_of("zephyr").names(), ["default", "tool_use"]);
+    // A chat_template.jinja wins over tokenizer_config.json's entry (as in transformers).
+    let both = edited_family("chatml", |d| {
+        std::fs::write(
+            d.join("chat_template.jinja"),
+            "JINJA {{ messages | length }}",
+        )
+        .unwrap()
+    });
+    let template = ChatTemplate::from_dir(both.path()).unwrap().unwrap();
+    let one = Conversation::from_messages(&[Message::new("user", "x")]);
+    assert_eq!(
+        template.render(&one, &RenderOptions::default()).unwrap(),
+        "JINJA 1"
+    );
+    // No template anywhere: None, not an error.
+    assert!(ChatTemplate::from_dir(&fixture("llama")).unwrap().is_none());
+}
+
+#[test]
+fn named_templates_pick_tool_use_with_tools_and_refuse_unknown_names() {
+    let template = template_of("zephyr");
+    let one = Conversation::from_messages(&[Message::new("user", "x")]);
+    let tools = chat::parse_json(r#"[{"name": "f"}]"#).unwrap();
+    let with_tools = RenderOptions {
+        tools: Some(tools),
+        ..RenderOptions::default()
+    };
+    let text = template.render(&one, &with_tools).unwrap();
+    assert!(
+        text.starts_with("<|tools|>\n[{\"name\": \"f\"}]</s>"),
+        "{text:?}"
+    );
+    let unknown = RenderOptions {
+        template_name: Some("rag".into()),
+        ..RenderOptions::default()
+    };
+    let err = template.render(&one, &unknown).unwrap_err().to_string();
+    assert!(
+        err.contains("\"rag\"") && err.contains("default, tool_use"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tojson_is_pythons_json_dumps() {
+    let template = ChatTemplate::new(
+        "{{ messages[0].meta | tojson }}|{{ messages[0].meta | tojson(ensure_ascii=True, sort_keys=True) }}|{{ '<&>' | tojson }}",
+        "inline",
+    );
+    let conversation = Conversation::from_json(
+        r#"[{"role": "user", "content": "", "meta": {"z": {"b": [1, 2.0, null]}, "a": "naïve 😀"}}]"#,
+    )
+    .unwrap();
+    assert_eq!(
+        template
+            .render(&conversation, &RenderOptions::default())
+            .unwrap(),
+        r#"{"z": {"b": [1, 2.0, null]}, "a": "naïve 😀"}|{"a": "na\u00efve \ud83d\ude00", "z": {"b": [1, 2.0, null]}}|"<&>""#
+    );
+}
+
+#[test]
+fn syntax_errors_name_the_template_and_line() {
+    let template = ChatTemplate::new("line one\n{% if %}", "my.jinja");
+    let one = Conversation::from_messages(&[Message::new("user", "x")]);
+    let err = template
+        .render(&one, &RenderOptions::default())
+        .unwrap_err();
+    assert!(matches!(err, ArcaneError::Template { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("my.jinja") && text.contains("line 2"),
+        "{text}"
+    );
+    let empty = template.render(&Conversation::new(), &RenderOptions::default());
+    assert!(empty.unwrap_err().to_string().contains("empty"));
+}
+
+#[test]
+fn stop_ids_come_from_the_template_tokenizer_and_model() {
+    for (family, token) in [
+        ("chatml", "<|im_end|>"),
+        ("llama3", "<|eot_id|>"),
+        ("gemma", "<end_of_turn>"),
+        ("phi3", "<|end|>"),
+        ("zephyr", "</s>"),
+    ] {
+        let tokenizer =
+            ModelTokenizer::from_file(&family_dir(family).join("tokenizer.json")).unwrap();
+        let stops = chat::stop_ids(&template_of(family), &tokenizer, None);
+        let id = tokenizer.token_to_id(token).unwrap();
+        assert!(
+            stops.contains(&id),
+            "{family}: {token} ({id}) not in {stops:?}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"eos_token_id": [7, 9]}"#,
+    )
+    .unwrap();
+    assert_eq!(chat::model_eos_ids(dir.path()), vec![7, 9]);
+    std::fs::write(
+        dir.path().join("generation_config.json"),
+        r#"{"eos_token_id": 5}"#,
+    )
+    .unwrap();
+    assert_eq!(chat::model_eos_ids(dir.path()), vec![5]);
+}
+
+#[test]
+fn conversations_keep_key_order_for_templates() {
+    let value: TemplateValue = chat::parse_json(r#"{"b": 1, "a": 2}"#).unwrap();
+    let keys: Vec<String> = value
+        .try_iter()
+        .unwrap()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys, ["b", "a"]);
+}
