@@ -365,3 +365,80 @@ fn conversations_keep_key_order_for_templates() {
         .collect();
     assert_eq!(keys, ["b", "a"]);
 }
+
+/// A small Arcane model (GPT-2 tokenizer) with a vocabulary of `vocab_size` rows, saved in `dir`.
+fn arcane_model(dir: &Path, vocab_size: usize) {
+    let config = arcane::ModelConfig {
+        vocab_size,
+        d_model: 16,
+        n_layers: 1,
+        n_heads: 2,
+        ..arcane::ModelConfig::tiny()
+    };
+    let model = config
+        .init::<common::TestBackend>(&Default::default())
+        .unwrap();
+    arcane::save_model(&model, dir).unwrap();
+}
+
+#[test]
+fn arcane_models_get_chatml_when_a_chat_fine_tune_asks_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    arcane_model(dir.path(), 50304);
+    let plain = arcane::load_tokenizer(dir.path()).unwrap();
+    assert!(chat::model_template(dir.path(), &plain).unwrap().is_none());
+    let tokenizer = chat::enable_chatml(dir.path()).unwrap();
+    let manifest = std::fs::read_to_string(dir.path().join("arcane.json")).unwrap();
+    assert!(manifest.contains("\"gpt2-chatml\""), "{manifest}");
+    let loaded = arcane::load_tokenizer(dir.path()).unwrap();
+    assert_eq!(loaded.name(), "gpt2-chatml");
+    assert_eq!(loaded.vocab_size(), 50259);
+    let template = chat::model_template(dir.path(), &loaded).unwrap().unwrap();
+    let r = reference();
+    let case = &r["families"]["arcane_chatml"]["cases"][1];
+    let conversation = Conversation::from_json(case["messages_json"].as_str().unwrap()).unwrap();
+    let options = RenderOptions {
+        add_generation_prompt: true,
+        ..RenderOptions::default()
+    };
+    let text = template.render(&conversation, &options).unwrap();
+    assert_eq!(text, case["text"].as_str().unwrap());
+    let ids = tokenizer.encode_chat(&text).unwrap();
+    let gpt2 = arcane::Tokenizer::gpt2();
+    let mut expected = vec![50257];
+    expected.extend(gpt2.encode("user\nHello!"));
+    expected.push(50258);
+    expected.extend(gpt2.encode("\n"));
+    expected.push(50257);
+    expected.extend(gpt2.encode("assistant\n"));
+    assert_eq!(ids, expected);
+    assert_eq!(
+        chat::stop_ids(&template, &loaded, Some(dir.path())),
+        vec![50256, 50258]
+    );
+    // A vocabulary without spare rows cannot take them.
+    let small = tempfile::tempdir().unwrap();
+    arcane_model(small.path(), 50257);
+    let err = chat::enable_chatml(small.path()).unwrap_err().to_string();
+    assert!(err.contains("50259") && err.contains("50304"), "{err}");
+}
+
+#[test]
+fn a_saved_tokenizer_keeps_its_config_and_template() {
+    let tokenizer =
+        ModelTokenizer::from_file(&family_dir("llama3").join("tokenizer.json")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    assert_eq!(tokenizer.save_into(out.path()).unwrap(), "tokenizer.json");
+    for file in ["tokenizer_config.json", "chat_template.jinja"] {
+        assert_eq!(
+            std::fs::read(out.path().join(file)).unwrap(),
+            std::fs::read(family_dir("llama3").join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    let template = ChatTemplate::from_dir(out.path()).unwrap().unwrap();
+    assert_eq!(
+        template.special_tokens(),
+        template_of("llama3").special_tokens()
+    );
+}

@@ -29,6 +29,12 @@ pub const GPT2_NAME: &str = "gpt2";
 pub const GPT2_CHATML_NAME: &str = "gpt2-chatml";
 /// File name of a Hugging Face tokenizer in a model directory.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// Files copied along with a `tokenizer.json` when a model is saved elsewhere.
+pub const COMPANION_FILES: [&str; 3] = [
+    TOKENIZER_CONFIG_FILE,
+    "chat_template.jinja",
+    "chat_template.json",
+];
 
 /// The tokenizer of a model: GPT-2's, or one read from a `tokenizer.json`.
 #[derive(Clone, Debug)]
@@ -196,6 +202,17 @@ impl ModelTokenizer {
                     let bytes =
                         std::fs::read(t.path()).map_err(|e| ArcaneError::io(t.path(), e))?;
                     crate::io::write_atomic(&target, &bytes)?;
+                    // The files that travel with a tokenizer: its special tokens and switches,
+                    // and the chat template (a model converted or fine-tuned keeps them).
+                    let source_dir = t.path().parent().unwrap_or(Path::new("."));
+                    for name in COMPANION_FILES {
+                        let from = source_dir.join(name);
+                        if from.is_file() {
+                            let bytes =
+                                std::fs::read(&from).map_err(|e| ArcaneError::io(&from, e))?;
+                            crate::io::write_atomic(&dir.join(name), &bytes)?;
+                        }
+                    }
                 }
                 Ok(TOKENIZER_FILE.into())
             }
