@@ -12,6 +12,7 @@ mod commands;
 mod kernel_cache;
 mod model_arg;
 mod progress;
+mod sampling_args;
 mod signals;
 
 use clap::Parser;

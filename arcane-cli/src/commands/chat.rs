@@ -6,7 +6,6 @@
 //! conversation once; `--print-prompt` shows the rendered prompt instead of generating.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -15,45 +14,11 @@ use arcane::generation::{GenerateConfig, StopReason};
 use arcane::tokenizer::{ModelTokenizer, StreamDecoder};
 use arcane::ArcaneError;
 use burn::prelude::*;
-use clap::Args;
 use serde_json::json;
 
 use crate::backend::{self, BackendKind, Task};
-use crate::cli::SamplingArgs;
+use crate::cli::ChatArgs;
 use crate::model_arg::{load_model, load_tokenizer};
-
-/// `chat`
-#[derive(Debug, Args)]
-pub struct ChatArgs {
-    /// An Arcane model directory or a Hugging Face directory (config.json + model.safetensors).
-    #[arg(long)]
-    pub model: PathBuf,
-    /// A LoRA adapter (a fine-tune run folder) to attach to the model.
-    #[arg(long)]
-    pub adapter: Option<PathBuf>,
-    /// A system message that opens the conversation.
-    #[arg(long, allow_hyphen_values = true)]
-    pub system: Option<String>,
-    /// Answer the conversation in this JSON file (a list of {"role", "content"}) once and exit.
-    #[arg(long, value_name = "FILE.json")]
-    pub messages: Option<PathBuf>,
-    /// A chat template to use instead of the model's: a .jinja file, or a .json file with a
-    /// "chat_template" entry (chat_template.json, tokenizer_config.json).
-    #[arg(long, value_name = "FILE")]
-    pub template: Option<PathBuf>,
-    /// Print the rendered prompt (with the assistant's header) instead of generating.
-    #[arg(long, requires = "messages")]
-    pub print_prompt: bool,
-    /// JSON output: {"text", "ids"} with --print-prompt, else {"reply", "ids"} per reply.
-    #[arg(long)]
-    pub json: bool,
-    /// Upper bound on the tokens of one reply.
-    #[arg(long, allow_negative_numbers = true, default_value_t = 256)]
-    pub max_new_tokens: usize,
-    /// Sampling flags.
-    #[command(flatten)]
-    pub sampling: SamplingArgs,
-}
 
 /// Resolves the template and the opening conversation, then prints the prompt or chats.
 pub fn run(args: ChatArgs, backend: BackendKind) -> Result<()> {

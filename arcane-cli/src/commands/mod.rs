@@ -26,8 +26,6 @@ use arcane::align::Algo;
 use crate::cli::{Cli, Command, EvalCommand, LoraCommand};
 use crate::cli_align::RewardCommand;
 
-pub use chat::ChatArgs;
-
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     let backend = cli.backend;
