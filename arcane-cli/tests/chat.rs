@@ -267,3 +267,56 @@ fn templates_come_from_a_flag_and_their_exceptions_are_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn evaluations_say_which_special_tokens_they_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = write(
+        dir.path(),
+        "t.txt",
+        "Call me Ishmael. Some years ago, never mind how long.",
+    );
+    let loss = |model: &str| {
+        json_line(&ok(bin().args([
+            "eval",
+            "loss",
+            "--model",
+            fixture(model).to_str().unwrap(),
+            "--text",
+            &text,
+            "--json",
+        ])))
+    };
+    let llama = loss("llama");
+    assert_eq!(llama["special_tokens"], "adds BOS <s> (tokenizer.json)");
+    let gpt2 = loss("gpt2");
+    assert_eq!(gpt2["special_tokens"], "adds nothing (gpt2)");
+    // Llama's text is scored as `tokenizer(text)` encodes it: with the BOS in front, so every
+    // token of the text is predicted.
+    let content = std::fs::read_to_string(&text).unwrap();
+    let tokenizer = arcane::load_tokenizer(&fixture("llama")).unwrap();
+    let with_bos = tokenizer.encode_prompt(&content).unwrap();
+    assert_eq!(
+        with_bos.len(),
+        tokenizer.encode(&content).unwrap().len() + 1
+    );
+    assert_eq!(
+        llama["tokens"].as_u64().unwrap() as usize,
+        with_bos.len() - 1
+    );
+    let hellaswag = json_line(&ok(bin().args([
+        "eval",
+        "hellaswag",
+        "--model",
+        fixture("gpt2").to_str().unwrap(),
+        "--data",
+        fixture("hellaswag.jsonl").to_str().unwrap(),
+        "--limit",
+        "1",
+        "--json",
+    ])));
+    assert_eq!(
+        hellaswag["special_tokens"],
+        "none added (plain text; the tokenizer adds nothing (gpt2))"
+    );
+}
