@@ -320,3 +320,104 @@ fn evaluations_say_which_special_tokens_they_used() {
         "none added (plain text; the tokenizer adds nothing (gpt2))"
     );
 }
+
+#[test]
+fn an_arcane_model_chats_in_chatml_once_it_has_the_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = arcane::ModelConfig {
+        vocab_size: 50304,
+        d_model: 16,
+        n_layers: 1,
+        n_heads: 2,
+        ..arcane::ModelConfig::tiny()
+    };
+    let model = config
+        .init::<burn::backend::Flex>(&Default::default())
+        .unwrap();
+    arcane::save_model(&model, dir.path()).unwrap();
+    let model_dir = dir.path().to_str().unwrap();
+    let messages = write(
+        dir.path(),
+        "m.json",
+        r#"[{"role": "user", "content": "Hello!"}]"#,
+    );
+    let err = fails(bin().args([
+        "chat",
+        "--model",
+        model_dir,
+        "--messages",
+        &messages,
+        "--print-prompt",
+    ]));
+    assert!(
+        err.contains("no ChatML") && err.contains("--template"),
+        "{err}"
+    );
+    arcane::chat::enable_chatml(dir.path()).unwrap();
+    let prompt = json_line(&ok(bin().args([
+        "chat",
+        "--model",
+        model_dir,
+        "--messages",
+        &messages,
+        "--print-prompt",
+        "--json",
+    ])));
+    assert_eq!(
+        prompt["text"],
+        "<|im_start|>user\nHello!<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let prompt_ids = ids(&prompt["ids"]);
+    let count = |id: u64| prompt_ids.iter().filter(|&&i| i == id).count();
+    assert_eq!((prompt_ids[0], count(50257), count(50258)), (50257, 2, 1));
+    assert!(prompt_ids.iter().all(|&id| id < 50259));
+    let reply = json_line(&ok(bin().args([
+        "chat",
+        "--model",
+        model_dir,
+        "--messages",
+        &messages,
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "4",
+        "--json",
+    ])));
+    // Never a padding row past the tokenizer's 50259 ids.
+    let reply_ids = ids(&reply["ids"]);
+    assert!(
+        !reply_ids.is_empty() && reply_ids.iter().all(|&id| id < 50259),
+        "{reply_ids:?}"
+    );
+}
+
+#[test]
+fn a_reply_stops_at_any_eos_id_of_generation_config() {
+    // transformers' greedy reply starts with id `first`; listed as an eos id (a list, as
+    // Llama 3's), it ends the reply right there.
+    let cli = &reference()["cli"];
+    let first = cli["reply_ids"][0].as_u64().unwrap();
+    let dir = zephyr_model();
+    let generation = format!(r#"{{"eos_token_id": [2, {first}]}}"#);
+    write(dir.path(), "generation_config.json", &generation);
+    let messages = write(dir.path(), "m.json", &cli["messages"].to_string());
+    let out = bin()
+        .args([
+            "chat",
+            "--model",
+            dir.path().to_str().unwrap(),
+            "--messages",
+            &messages,
+            "--temperature",
+            "0",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let reply = json_line(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(ids(&reply["ids"]), vec![first]);
+    assert_eq!(reply["reply"], "");
+    assert!(stderr.contains("generated end-of-text"), "{stderr}");
+}
