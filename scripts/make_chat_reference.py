@@ -212,6 +212,14 @@ PYFEATURES = """{%- set ns = namespace(turns=0, last_user='') -%}
     {%- endif -%}
 {%- endfor -%}
 {{- 'turns=' ~ ns.turns ~ ' words=' ~ (ns.last_user.split() | length) ~ ' first=' ~ ns.last_user.split(' ')[0] ~ ' ends?=' -}}{{ ns.last_user.endswith('?') }}{{ ' pad=' }}{{ pad_token is defined }}{{ ' none=' }}{{ none }}{{ '\\n' -}}
+{{- 'reversed=' + (messages[::-1] | map(attribute='role') | join(',')) + '\n' -}}
+{{- 'users=' ~ (messages | selectattr('role', 'equalto', 'user') | list | length) + '\n' -}}
+{%- for message in messages -%}
+    {%- if not loop.first and loop.previtem.role == message.role -%}{{- 'repeat!' -}}{%- endif -%}
+    {{- message.get('name', 'anon') + ('' if message.content is string else '?') + ' ' -}}
+{%- endfor -%}
+{{- '\n' + (True | string) + '/' + (none | string) + '/' + ('%s-%d' | format('a', 3)) + '\n' -}}
+{{- 'x,y,,z'.split(',') | tojson + ' ' + '  pad  '.lstrip() + '|' + 'abc'.endswith('bc') | string + '\n' -}}
 {%- if add_generation_prompt -%}{{- '>>> ' + bos_token -}}{%- endif -%}
 """
 

@@ -10,14 +10,15 @@
 //! | `raise_exception(msg)` → `TemplateError`       | an error carrying [`Raised`]                   |
 //! | `strftime_now(fmt)` = `datetime.now()`         | the [`Clock`] (local time, or fixed for tests) |
 //! | `namespace`, `dict`                            | minijinja built-ins                            |
-//! | `{{ True }}`, `{{ None }}` print `True`, `None`| a formatter that prints them as Python does    |
+//!
+//! minijinja 3 already prints values as Python does (`True`, `None`, `{'a': 1}`, `[1, 'a']`).
 //!
 //! `{% generation %}` blocks (transformers' assistant-mask extension) are rewritten to plain
 //! `if true` blocks before compiling ([`strip_generation_tags`]): they only mark spans.
 
 use minijinja::syntax::SyntaxConfig;
-use minijinja::value::{Value, ValueKind};
-use minijinja::{AutoEscape, Environment, Error, ErrorKind, Output, State};
+use minijinja::value::Value;
+use minijinja::{AutoEscape, Environment, Error, ErrorKind};
 
 use super::pyjson::tojson_filter;
 
@@ -83,7 +84,6 @@ pub fn environment(
     );
     env.set_auto_escape_callback(|_| AutoEscape::None);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.set_formatter(python_formatter);
     env.add_filter("tojson", tojson_filter);
     env.add_function("raise_exception", raise_exception);
     env.add_function("strftime_now", move |format: String| {
@@ -98,17 +98,6 @@ pub fn environment(
 /// `raise_exception(message)`: fails the render with the template's message.
 fn raise_exception(message: String) -> Result<Value, Error> {
     Err(Error::new(ErrorKind::InvalidOperation, message.clone()).with_source(Raised(message)))
-}
-
-/// Prints values as Jinja2 does where minijinja differs: `True`/`False`/`None`.
-fn python_formatter(out: &mut Output, state: &mut State, value: &Value) -> Result<(), Error> {
-    let word = match value.kind() {
-        ValueKind::Bool if value.is_true() => "True",
-        ValueKind::Bool => "False",
-        ValueKind::None => "None",
-        _ => return minijinja::escape_formatter(out, state, value),
-    };
-    out.write_str(word).map_err(Error::from)
 }
 
 /// Rewrites `{% generation %}` / `{% endgeneration %}` (with any `-` whitespace control) to
