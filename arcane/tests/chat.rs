@@ -442,3 +442,72 @@ fn a_saved_tokenizer_keeps_its_config_and_template() {
         template_of("llama3").special_tokens()
     );
 }
+
+/// Every family's template with random cuts and Jinja fragments spliced in, rendered against
+/// random conversations: an error or a text, never a panic.
+#[test]
+fn mangled_templates_and_conversations_fail_cleanly() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    const PIECES: [&str; 12] = [
+        "{%",
+        "%}",
+        "{{",
+        "}}",
+        "{% endfor %}",
+        "{% if",
+        "raise_exception(",
+        "| tojson(indent=",
+        "messages[",
+        "loop.",
+        "'",
+        "\"",
+    ];
+    let r = reference();
+    let mut rng = StdRng::seed_from_u64(7);
+    let families: Vec<String> = r["families"].as_object().unwrap().keys().cloned().collect();
+    let mut rendered = 0;
+    for case in 0..400 {
+        let family = &families[case % families.len()];
+        let template = template_of(family);
+        let mut source = template
+            .source(&RenderOptions::default())
+            .unwrap()
+            .to_string();
+        for _ in 0..rng.random_range(1..4) {
+            let at = rng.random_range(0..=source.len());
+            let at = (0..=at)
+                .rev()
+                .find(|&i| source.is_char_boundary(i))
+                .unwrap();
+            if rng.random_bool(0.5) {
+                let end = (at + rng.random_range(1..20)).min(source.len());
+                let end = (end..=source.len())
+                    .find(|&i| source.is_char_boundary(i))
+                    .unwrap();
+                source.replace_range(at..end, "");
+            } else {
+                source.insert_str(at, PIECES[rng.random_range(0..PIECES.len())]);
+            }
+        }
+        let mangled = ChatTemplate::new(source, "mangled")
+            .with_special_tokens(template.special_tokens().to_vec());
+        let roles = ["user", "assistant", "system", "tool", ""];
+        let messages: Vec<Message> = (0..rng.random_range(1..5))
+            .map(|i| Message::new(roles[rng.random_range(0..roles.len())], format!("m{i} ü")))
+            .collect();
+        let options = RenderOptions {
+            add_generation_prompt: rng.random_bool(0.5),
+            ..RenderOptions::default()
+        };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            mangled.render(&Conversation::from_messages(&messages), &options)
+        }));
+        match result {
+            Ok(Ok(_)) => rendered += 1,
+            Ok(Err(e)) => assert!(!e.to_string().is_empty()),
+            Err(_) => panic!("case {case} ({family}) panicked"),
+        }
+    }
+    assert!(rendered > 20, "only {rendered} mangled templates rendered");
+}

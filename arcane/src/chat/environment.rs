@@ -108,7 +108,8 @@ pub fn strip_generation_tags(source: &str) -> String {
     while let Some(open) = rest.find("{%") {
         let (before, tag) = rest.split_at(open);
         out.push_str(before);
-        let Some(close) = tag.find("%}") else {
+        // The closing `%}` comes after the opening `{%` (in `{%}` they overlap).
+        let Some(close) = tag[2..].find("%}").map(|i| i + 2) else {
             rest = tag;
             break;
         };
@@ -140,5 +141,11 @@ mod tests {
             strip_generation_tags("a{%- generation %}b{% endgeneration -%}c{% if x %}"),
             "a{%- if true %}b{% endif -%}c{% if x %}"
         );
+        // Jinja reads `{%}{% generation %}` as one (broken) block: left as it is.
+        assert_eq!(
+            strip_generation_tags("{%}{% generation %}"),
+            "{%}{% generation %}"
+        );
+        assert_eq!(strip_generation_tags("x {%"), "x {%");
     }
 }

@@ -80,8 +80,19 @@ impl HfTokenizer {
         let bos = named("bos_token").or_else(|| find(&BOS_NAMES));
         let eos = named("eos_token").or_else(|| find(&EOS_NAMES));
         let mut inner = inner;
-        let policy = SpecialTokensPolicy::apply(&mut inner, &config)
-            .map_err(|message| ArcaneError::format(path, message))?;
+        // A post-processor naming a token it does not define panics inside the tokenizers
+        // crate on the first encode: that is this file's error too.
+        let policy = quietly(|| SpecialTokensPolicy::apply(&mut inner, &config))
+            .unwrap_or_else(Err)
+            .map_err(|message| {
+                ArcaneError::format(
+                    path,
+                    format!(
+                        "cannot add the tokenizer's special tokens ({message}); use the \
+                         tokenizer.json that came with the model"
+                    ),
+                )
+            })?;
         Ok(Self {
             inner: Arc::new(inner),
             path: path.to_path_buf(),
