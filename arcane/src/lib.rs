@@ -3,7 +3,8 @@
 //! GPT-2-class language models on [Burn](https://burn.dev): a backend-generic model (exact GPT-2
 //! and a RoPE/RMSNorm/SwiGLU family), Hugging Face checkpoint import and export, KV-cache
 //! generation with temperature, top-k and nucleus sampling, pre-training with burn-train
-//! ([`training`]), LoRA fine-tuning ([`lora`]) and evaluation (loss, HellaSwag: [`eval`]).
+//! ([`training`]), LoRA fine-tuning ([`lora`]), evaluation (loss, HellaSwag: [`eval`]) and chat
+//! (chat templates rendered as transformers renders them, multi-turn on one KV cache: [`chat`]).
 //!
 //! Everything here is generic over `B: Backend`; pick a backend at the edge:
 //!
