@@ -290,14 +290,16 @@ pub struct ChatArgs {
     /// A system message that opens the conversation.
     #[arg(long, allow_hyphen_values = true)]
     pub system: Option<String>,
-    /// Answer the conversation in this JSON file (a list of {"role", "content"}) once and exit.
+    /// Answer the conversation in this JSON file (a list of {"role", "content"}) once and exit;
+    /// one that ends with an assistant message is continued from its last word.
     #[arg(long, value_name = "FILE.json")]
     pub messages: Option<PathBuf>,
     /// A chat template to use instead of the model's: a .jinja file, or a .json file with a
     /// "chat_template" entry (chat_template.json, tokenizer_config.json).
     #[arg(long, value_name = "FILE")]
     pub template: Option<PathBuf>,
-    /// Print the rendered prompt (with the assistant's header) instead of generating.
+    /// Print the rendered prompt (with the assistant's header, or up to the end of a final
+    /// assistant message) instead of generating.
     #[arg(long, requires = "messages")]
     pub print_prompt: bool,
     /// JSON output: {"text", "ids"} with --print-prompt, else {"reply", "ids"} per reply.

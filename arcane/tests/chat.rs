@@ -52,6 +52,7 @@ fn options_of(case: &Value, clock: &Clock) -> RenderOptions {
         let value = kwargs.get_item(&key).unwrap();
         match key.as_str().unwrap() {
             "tools" => options.tools = Some(value),
+            "continue_final_message" => options.continue_final_message = value.is_true(),
             name => options.kwargs.push((name.to_string(), value)),
         }
     }
@@ -510,4 +511,37 @@ fn mangled_templates_and_conversations_fail_cleanly() {
         }
     }
     assert!(rendered > 20, "only {rendered} mangled templates rendered");
+}
+
+#[test]
+fn continuing_a_message_refuses_what_transformers_refuses() {
+    let conversation = Conversation::from_messages(&[
+        Message::new("user", "hi"),
+        Message::new("assistant", "It is"),
+    ]);
+    let both = RenderOptions {
+        continue_final_message: true,
+        add_generation_prompt: true,
+        ..RenderOptions::default()
+    };
+    let err = template_of("chatml")
+        .render(&conversation, &both)
+        .unwrap_err();
+    assert!(err.to_string().contains("exclude each other"), "{err}");
+    let blind = ChatTemplate::new(
+        "{% for m in messages %}{{ m.role }}{% endfor %}",
+        "roles only",
+    );
+    let only = RenderOptions {
+        continue_final_message: true,
+        ..RenderOptions::default()
+    };
+    let err = blind.render(&conversation, &only).unwrap_err();
+    assert!(err.to_string().contains("\"content\""), "{err}");
+    let dropping = ChatTemplate::new(
+        "{% for m in messages %}{{ m.content[:2] }}{% endfor %}",
+        "cuts content",
+    );
+    let err = dropping.render(&conversation, &only).unwrap_err();
+    assert!(err.to_string().contains("does not show it"), "{err}");
 }

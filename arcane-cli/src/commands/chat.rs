@@ -91,10 +91,14 @@ struct Chat {
 
 impl Chat {
     /// The conversation rendered for a reply and its ids (the template writes the special
-    /// tokens, so none are added).
+    /// tokens, so none are added). A conversation that ends with the assistant's message is
+    /// continued (the reply goes on from its last word), else a new reply is opened.
     fn prompt(&self, conversation: &Conversation) -> arcane::Result<(String, Vec<u32>)> {
+        let last = conversation.role(conversation.len().saturating_sub(1));
+        let continues = last.as_deref() == Some("assistant");
         let options = RenderOptions {
-            add_generation_prompt: true,
+            add_generation_prompt: !continues,
+            continue_final_message: continues,
             ..RenderOptions::default()
         };
         let text = self.template.render(conversation, &options)?;

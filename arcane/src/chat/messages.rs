@@ -88,6 +88,39 @@ impl Conversation {
         self.messages.extend(other.messages.iter().cloned());
     }
 
+    /// A copy whose last message's `content` (a string) ends with `suffix`, and that content
+    /// as it was.
+    pub fn with_final_suffix(&self, suffix: &str) -> Result<(Self, String)> {
+        let last = self.messages.last().ok_or_else(|| {
+            ArcaneError::InvalidInput("the conversation is empty; give at least one message".into())
+        })?;
+        let content = last
+            .get_attr("content")
+            .ok()
+            .and_then(|c| c.as_str().map(str::to_string));
+        let Some(content) = content else {
+            return Err(ArcaneError::InvalidInput(
+                "the final message has no \"content\" text to continue".into(),
+            ));
+        };
+        let mut entries = Vec::new();
+        for key in last
+            .try_iter()
+            .map_err(|e| ArcaneError::InvalidInput(e.to_string()))?
+        {
+            let value = match key.as_str() {
+                Some("content") => Value::from(format!("{content}{suffix}")),
+                _ => last.get_item(&key).unwrap_or_default(),
+            };
+            entries.push((key, value));
+        }
+        let mut copy = self.clone();
+        if let Some(slot) = copy.messages.last_mut() {
+            *slot = ordered_map(entries);
+        }
+        Ok((copy, content))
+    }
+
     /// Drops the last message (a reply that could not be generated).
     pub fn pop(&mut self) {
         self.messages.pop();

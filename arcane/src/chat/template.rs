@@ -41,7 +41,13 @@ pub struct RenderOptions {
     pub template_name: Option<String>,
     /// The time `strftime_now` sees.
     pub clock: Clock,
+    /// End the text inside the last message (an assistant reply to continue), cut right
+    /// after its content, as transformers' `continue_final_message=True`.
+    pub continue_final_message: bool,
 }
+
+/// What transformers appends to the message it continues, to find where to cut.
+const CONTINUE_TAG: &str = "CONTINUE_FINAL_MESSAGE_TAG ";
 
 /// A chat template with the special tokens it sees as variables.
 #[derive(Clone, Debug)]
@@ -192,9 +198,45 @@ impl ChatTemplate {
         let name = self.pick(options)?;
         let env = environment(&self.templates, options.clock.clone()).map_err(|e| self.error(e))?;
         let template = env.get_template(name).map_err(|e| self.error(e))?;
-        template
-            .render(self.context(conversation, options))
-            .map_err(|e| self.error(e))
+        if !options.continue_final_message {
+            return template
+                .render(self.context(conversation, options))
+                .map_err(|e| self.error(e));
+        }
+        let (tagged, content) = self.tag_final_message(conversation, options)?;
+        let rendered = template
+            .render(self.context(&tagged, options))
+            .map_err(|e| self.error(e))?;
+        cut_at_tag(&rendered, &content).ok_or_else(|| {
+            ArcaneError::InvalidInput(format!(
+                "cannot continue the final message: the chat template {} does not show it as \
+                 written (it changes or drops the message)",
+                self.origin
+            ))
+        })
+    }
+
+    /// The conversation with [`CONTINUE_TAG`] after the last message's content, and that
+    /// content (transformers' checks: no generation prompt, a template that reads `content`).
+    fn tag_final_message(
+        &self,
+        conversation: &Conversation,
+        options: &RenderOptions,
+    ) -> Result<(Conversation, String)> {
+        if options.add_generation_prompt {
+            return Err(ArcaneError::InvalidInput(
+                "continuing the final message and adding a generation prompt exclude each other"
+                    .into(),
+            ));
+        }
+        if !self.source(options)?.contains("content") {
+            return Err(ArcaneError::InvalidInput(format!(
+                "the chat template {} never reads a message's \"content\", so the final message \
+                 cannot be continued",
+                self.origin
+            )));
+        }
+        conversation.with_final_suffix(CONTINUE_TAG)
     }
 
     /// The template's variables: special tokens, then `messages`, `tools`, `documents`,
@@ -248,5 +290,22 @@ impl ChatTemplate {
             origin: self.origin.clone(),
             message: format!("{}{detail}{line}", error.kind()),
         }
+    }
+}
+
+/// The rendering cut where the final message's tag starts (transformers'
+/// `render_jinja_template`): right before the tag where the template kept it whole, else before
+/// it with trailing whitespace removed (a template that trims the content). None: the template
+/// does not show the message.
+fn cut_at_tag(rendered: &str, content: &str) -> Option<String> {
+    let bare = CONTINUE_TAG.trim();
+    if !rendered.contains(content.trim()) || !rendered.contains(bare) {
+        return None;
+    }
+    let at = rendered.rfind(bare)?;
+    if rendered[at..].starts_with(CONTINUE_TAG) {
+        Some(rendered[..at].to_string())
+    } else {
+        Some(rendered[..at].trim_end().to_string())
     }
 }
