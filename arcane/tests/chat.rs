@@ -545,3 +545,62 @@ fn continuing_a_message_refuses_what_transformers_refuses() {
     let err = dropping.render(&conversation, &only).unwrap_err();
     assert!(err.to_string().contains("does not show it"), "{err}");
 }
+
+/// The Llama fixture model with its context widened to 256 (RoPE: the first 64 positions are
+/// unchanged; transformers' model has no such limit).
+fn wide_llama() -> (tempfile::TempDir, arcane::Gpt<common::TestBackend>) {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["model.safetensors", "tokenizer.json"] {
+        std::fs::copy(fixture("llama").join(file), dir.path().join(file)).unwrap();
+    }
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("llama/config.json")).unwrap())
+            .unwrap();
+    config["max_position_embeddings"] = 256.into();
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    let model = arcane::load_model::<common::TestBackend>(dir.path(), &Default::default()).unwrap();
+    (dir, model)
+}
+
+#[test]
+fn a_session_reuses_its_cache_and_replies_as_a_fresh_run() {
+    use arcane::generation::{GenerateConfig, SamplingConfig};
+    use arcane::shapes::FixedShapes;
+    let cli = &reference()["cli"];
+    let (_dir, model) = wide_llama();
+    // Exact shapes (CPU) and bucketed ones (GPUs: a padded prefill after a filled cache).
+    for shapes in [FixedShapes::EXACT, FixedShapes::BUCKETED] {
+        let config = GenerateConfig {
+            max_new_tokens: cli["max_new_tokens"].as_u64().unwrap() as usize,
+            sampling: SamplingConfig::greedy(),
+            stop_tokens: vec![2],
+            vocab_limit: Some(512),
+            shapes,
+        };
+        let mut session = chat::ChatSession::new(&model);
+        let first = session
+            .reply(&model, &ids(&cli["prompt_ids"]), &config, |_| {})
+            .unwrap();
+        assert_eq!(first.generation.ids, ids(&cli["reply_ids"]), "{shapes:?}");
+        assert_eq!(first.reused, 0);
+        let second_prompt = ids(&cli["second_prompt_ids"]);
+        let second = session
+            .reply(&model, &second_prompt, &config, |_| {})
+            .unwrap();
+        assert_eq!(
+            second.generation.ids,
+            ids(&cli["second_reply_ids"]),
+            "{shapes:?}"
+        );
+        assert!(second.reused >= ids(&cli["prompt_ids"]).len(), "{second:?}");
+        assert_eq!(second.reused + second.computed, second_prompt.len());
+        // The same prompt again: everything but its last token comes from the cache.
+        let again = session
+            .reply(&model, &second_prompt, &config, |_| {})
+            .unwrap();
+        assert_eq!(again.generation.ids, second.generation.ids);
+        assert_eq!(again.computed, 1);
+        session.reset();
+        assert_eq!(session.cached_len(), 0);
+    }
+}
