@@ -223,6 +223,19 @@ fn templates_come_from_a_flag_and_their_exceptions_are_errors() {
         &template,
     ]));
     assert_eq!(out, "<user>hi");
+    // A tokenizer_config.json (or chat_template.json) as --template: its chat_template entry.
+    let zephyr_config = fixture("chat/zephyr/tokenizer_config.json");
+    let out = ok(bin().args([
+        "chat",
+        "--model",
+        &model,
+        "--messages",
+        &messages,
+        "--print-prompt",
+        "--template",
+        zephyr_config.to_str().unwrap(),
+    ]));
+    assert_eq!(out, "<|user|>\nhi</s>\n<|assistant|>\n");
     // --system opens the conversation.
     let out = ok(bin().args([
         "chat",

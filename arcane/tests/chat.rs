@@ -604,3 +604,23 @@ fn a_session_reuses_its_cache_and_replies_as_a_fresh_run() {
         assert_eq!(session.cached_len(), 0);
     }
 }
+
+#[test]
+fn a_gpt2_models_own_template_sees_gpt2s_special_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    arcane_model(dir.path(), 50304);
+    std::fs::write(
+        dir.path().join("chat_template.jinja"),
+        "{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}",
+    )
+    .unwrap();
+    let tokenizer = arcane::load_tokenizer(dir.path()).unwrap();
+    let template = chat::model_template(dir.path(), &tokenizer)
+        .unwrap()
+        .unwrap();
+    let one = Conversation::from_messages(&[Message::new("user", "hi")]);
+    assert_eq!(
+        template.render(&one, &RenderOptions::default()).unwrap(),
+        "<|endoftext|>hi<|endoftext|>"
+    );
+}

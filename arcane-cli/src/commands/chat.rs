@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use arcane::chat::{self, ChatSession, ChatTemplate, Conversation, Message, RenderOptions};
 use arcane::generation::{GenerateConfig, StopReason};
-use arcane::tokenizer::{ModelTokenizer, StreamDecoder};
+use arcane::tokenizer::{ModelTokenizer, StreamDecoder, TokenizerConfig};
 use arcane::ArcaneError;
 use burn::prelude::*;
 use serde_json::json;
@@ -56,17 +56,19 @@ pub fn run(args: ChatArgs, backend: BackendKind) -> Result<()> {
     backend::run(backend, chat)
 }
 
-/// `--template FILE` (with the model's special tokens), else the model's own template, else
-/// Arcane's ChatML for a tokenizer that has its tokens.
+/// `--template FILE` (with the model's special tokens, or those a JSON template file names
+/// when the model names none), else the model's own template, else Arcane's ChatML for a
+/// tokenizer that has its tokens.
 fn resolve_template(args: &ChatArgs, tokenizer: &ModelTokenizer) -> Result<ChatTemplate> {
     if let Some(path) = &args.template {
-        let tokens = tokenizer
-            .config()
-            .map(|c| c.special_tokens.clone())
-            .unwrap_or_default();
-        return Ok(ChatTemplate::from_file(path)
-            .context("cannot read the --template file")?
-            .with_special_tokens(tokens));
+        let template = ChatTemplate::from_file(path).context("cannot read the --template file")?;
+        let mut tokens = tokenizer.special_tokens();
+        if tokens.is_empty() && path.extension().is_some_and(|e| e == "json") {
+            tokens = TokenizerConfig::from_file(path)
+                .map(|c| c.special_tokens)
+                .unwrap_or_default();
+        }
+        return Ok(template.with_special_tokens(tokens));
     }
     match chat::model_template(&args.model, tokenizer).context("cannot read the chat template")? {
         Some(template) => Ok(template),

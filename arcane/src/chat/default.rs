@@ -25,10 +25,16 @@ pub fn chatml() -> ChatTemplate {
         .with_special_tokens(vec![("eos_token".into(), CHATML_END.into())])
 }
 
-/// The template a model uses: its own (see [`ChatTemplate::from_dir`]), else ChatML when its
-/// tokenizer has ChatML's tokens; None otherwise.
+/// The template a model uses: its own (see [`ChatTemplate::from_dir`]; seeing the
+/// tokenizer's special tokens where no `tokenizer_config.json` names them, as for GPT-2's),
+/// else ChatML when its tokenizer has ChatML's tokens; None otherwise.
 pub fn model_template(dir: &Path, tokenizer: &ModelTokenizer) -> Result<Option<ChatTemplate>> {
     if let Some(template) = ChatTemplate::from_dir(dir)? {
+        if template.special_tokens().is_empty() {
+            return Ok(Some(
+                template.with_special_tokens(tokenizer.special_tokens()),
+            ));
+        }
         return Ok(Some(template));
     }
     Ok(tokenizer.has_chatml().then(chatml))

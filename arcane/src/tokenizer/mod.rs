@@ -112,6 +112,19 @@ impl ModelTokenizer {
         }
     }
 
+    /// The named special tokens a chat template sees (`("bos_token", "<s>")`, ...): those of
+    /// `tokenizer_config.json`; for GPT-2's tokenizer `<|endoftext|>` as BOS, EOS and UNK, as
+    /// transformers' GPT-2 tokenizer names it.
+    pub fn special_tokens(&self) -> Vec<(String, String)> {
+        match self {
+            Self::Gpt2(_) => ["bos_token", "eos_token", "unk_token"]
+                .iter()
+                .map(|name| (name.to_string(), "<|endoftext|>".to_string()))
+                .collect(),
+            Self::HuggingFace(t) => t.config().special_tokens.clone(),
+        }
+    }
+
     /// Whether ChatML's `<|im_start|>` and `<|im_end|>` are single tokens of this vocabulary.
     pub fn has_chatml(&self) -> bool {
         CHATML_TOKENS
