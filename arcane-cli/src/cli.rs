@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::backend::BackendKind;
 use crate::cli_align::{DpoArgs, EvalRewardArgs, RewardCommand, RlArgs};
+use crate::sampling_args::SamplingArgs;
 
 /// Train, sample, evaluate and benchmark GPT-2-class language models on Burn.
 #[derive(Debug, Parser)]
@@ -41,6 +42,8 @@ pub enum Command {
     Info(InfoArgs),
     /// Continue a prompt with a model, streaming the text.
     Generate(GenerateArgs),
+    /// Chat with a model through its chat template (interactive, or one --messages file).
+    Chat(ChatArgs),
     /// Evaluate a model.
     #[command(subcommand)]
     Eval(EvalCommand),
@@ -271,21 +274,47 @@ pub struct GenerateArgs {
     /// Upper bound on generated tokens.
     #[arg(long, allow_negative_numbers = true, default_value_t = 64)]
     pub max_new_tokens: usize,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
-    pub temperature: f64,
-    /// Sample only among the k most likely tokens.
-    #[arg(long, allow_negative_numbers = true)]
-    pub top_k: Option<usize>,
-    /// Nucleus sampling: the smallest set of tokens with this much probability.
-    #[arg(long, allow_negative_numbers = true)]
-    pub top_p: Option<f64>,
-    /// Seed of the sampler.
-    #[arg(long, allow_negative_numbers = true, default_value_t = 42)]
-    pub seed: u64,
+    /// Sampling flags.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Print one JSON object {"prompt_ids", "ids", "text"} instead of streaming.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `chat`
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// An Arcane model directory or a Hugging Face directory (config.json + model.safetensors).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// A LoRA adapter (a fine-tune run folder) to attach to the model.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// A system message that opens the conversation.
+    #[arg(long, allow_hyphen_values = true)]
+    pub system: Option<String>,
+    /// Answer the conversation in this JSON file (a list of {"role", "content"}) once and exit;
+    /// one that ends with an assistant message is continued from its last word.
+    #[arg(long, value_name = "FILE.json")]
+    pub messages: Option<PathBuf>,
+    /// A chat template to use instead of the model's: a .jinja file, or a .json file with a
+    /// "chat_template" entry (chat_template.json, tokenizer_config.json).
+    #[arg(long, value_name = "FILE")]
+    pub template: Option<PathBuf>,
+    /// Print the rendered prompt (with the assistant's header, or up to the end of a final
+    /// assistant message) instead of generating.
+    #[arg(long, requires = "messages")]
+    pub print_prompt: bool,
+    /// JSON output: {"text", "ids"} with --print-prompt, else {"reply", "ids"} per reply.
+    #[arg(long)]
+    pub json: bool,
+    /// Upper bound on the tokens of one reply.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 256)]
+    pub max_new_tokens: usize,
+    /// Sampling flags.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
 }
 
 /// `eval ...`

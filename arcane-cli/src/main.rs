@@ -13,6 +13,7 @@ mod hub_model;
 mod kernel_cache;
 mod model_arg;
 mod progress;
+mod sampling_args;
 mod signals;
 
 use clap::Parser;

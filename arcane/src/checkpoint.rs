@@ -217,8 +217,8 @@ pub const UNKNOWN_TOKENIZER: &str = "unknown";
 
 /// The tokenizer a manifest names: `gpt2`, or a `.json` file in the model directory.
 fn tokenizer_named(dir: &Path, name: &str) -> Result<ModelTokenizer> {
-    if name == GPT2_NAME {
-        return Ok(ModelTokenizer::gpt2());
+    if let Some(builtin) = ModelTokenizer::builtin(name) {
+        return Ok(builtin);
     }
     if name == UNKNOWN_TOKENIZER {
         return Err(ArcaneError::format(

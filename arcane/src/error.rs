@@ -93,6 +93,24 @@ pub enum ArcaneError {
         /// What went wrong and what to do.
         message: String,
     },
+
+    /// A chat template refused the conversation with `raise_exception(message)` (for example
+    /// roles that do not alternate user/assistant): the template's own message.
+    #[error("the chat template refused this conversation: {message}")]
+    ChatTemplate {
+        /// The message the template raised.
+        message: String,
+    },
+
+    /// A chat template that cannot be compiled or rendered (a syntax error, a filter or
+    /// method Arcane does not provide).
+    #[error("chat template {origin}: {message}")]
+    Template {
+        /// Where the template came from (a file, or `tokenizer_config.json`'s entry).
+        origin: String,
+        /// What went wrong, with the template line where known.
+        message: String,
+    },
 }
 
 impl ArcaneError {

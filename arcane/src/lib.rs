@@ -4,7 +4,8 @@
 //! and a RoPE/RMSNorm/SwiGLU family), Hugging Face checkpoint import and export (also by Hub
 //! id, `ORG/NAME[@REVISION]`, through the shared Hugging Face cache: [`hub`]), KV-cache
 //! generation with temperature, top-k and nucleus sampling, pre-training with burn-train
-//! ([`training`]), LoRA fine-tuning ([`lora`]) and evaluation (loss, HellaSwag: [`eval`]).
+//! ([`training`]), LoRA fine-tuning ([`lora`]), evaluation (loss, HellaSwag: [`eval`]) and chat
+//! (chat templates rendered as transformers renders them, multi-turn on one KV cache: [`chat`]).
 //!
 //! Everything here is generic over `B: Backend`; pick a backend at the edge:
 //!
@@ -20,6 +21,7 @@
 
 #[cfg(feature = "train")]
 pub mod align;
+pub mod chat;
 pub mod checkpoint;
 pub mod data;
 pub mod error;

@@ -74,14 +74,21 @@ impl Task for EvalHellaswag {
             file.flush()?;
         }
         let s = HellaswagScore::of(&predictions);
+        // The library encodes contexts and endings without special tokens (as the reference
+        // scores do); the tokenizer's own rule is named beside it.
+        let special_tokens = format!(
+            "none added (plain text; the tokenizer {})",
+            tokenizer.special_tokens_policy()
+        );
         if self.args.json {
             println!(
                 "{}",
-                json!({"n": s.n, "acc": s.acc, "acc_norm": s.acc_norm, "acc_stderr": s.acc_stderr, "acc_norm_stderr": s.acc_norm_stderr})
+                json!({"n": s.n, "acc": s.acc, "acc_norm": s.acc_norm, "acc_stderr": s.acc_stderr, "acc_norm_stderr": s.acc_norm_stderr,
+                       "special_tokens": special_tokens})
             );
         } else {
             println!(
-                "HellaSwag n={}: acc {:.4} ± {:.4}, acc_norm {:.4} ± {:.4} ({:.1} examples/s)",
+                "HellaSwag n={}: acc {:.4} ± {:.4}, acc_norm {:.4} ± {:.4} ({:.1} examples/s; special tokens: {special_tokens})",
                 s.n,
                 s.acc,
                 s.acc_stderr,

@@ -14,7 +14,7 @@ use crate::progress;
 
 /// Reads the tokens (text or prepared data), then scores them on the chosen backend.
 pub fn run(args: EvalLossArgs, backend: BackendKind) -> Result<()> {
-    let (ids, source) = match (&args.text, &args.data) {
+    let (ids, source, special_tokens) = match (&args.text, &args.data) {
         (Some(path), _) => {
             let bytes =
                 std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -25,8 +25,12 @@ pub fn run(args: EvalLossArgs, backend: BackendKind) -> Result<()> {
                     e.utf8_error().valid_up_to()
                 )
             })?;
-            let ids = load_tokenizer(&args.model)?.encode(&text)?;
-            (ids, path.display().to_string())
+            // As `tokenizer(text)` in transformers: with the special tokens the tokenizer adds
+            // (Llama's BOS; nothing for GPT-2).
+            let tokenizer = load_tokenizer(&args.model)?;
+            let ids = tokenizer.encode_prompt(&text)?;
+            let policy = tokenizer.special_tokens_policy().to_string();
+            (ids, path.display().to_string(), policy)
         }
         (None, Some(dir)) => {
             // Any window length works for reading: the split is read as one stream.
@@ -38,6 +42,7 @@ pub fn run(args: EvalLossArgs, backend: BackendKind) -> Result<()> {
             (
                 data.tokens(args.max_tokens),
                 format!("the validation split of {}", dir.display()),
+                "as prepared (document separators from `prepare`)".to_string(),
             )
         }
         (None, None) => anyhow::bail!("give --text FILE or --data DIR"),
@@ -50,6 +55,7 @@ pub fn run(args: EvalLossArgs, backend: BackendKind) -> Result<()> {
         EvalLoss {
             args,
             ids,
+            special_tokens,
             shapes: backend.shapes(),
         },
     )
@@ -59,6 +65,8 @@ struct EvalLoss {
     shapes: arcane::shapes::FixedShapes,
     args: EvalLossArgs,
     ids: Vec<u32>,
+    /// Which special tokens the scored ids got, for the report.
+    special_tokens: String,
 }
 
 impl Task for EvalLoss {
@@ -81,12 +89,13 @@ impl Task for EvalLoss {
         if self.args.json {
             println!(
                 "{}",
-                json!({"loss": report.loss, "perplexity": report.perplexity, "tokens": report.tokens})
+                json!({"loss": report.loss, "perplexity": report.perplexity, "tokens": report.tokens,
+                       "special_tokens": self.special_tokens})
             );
         } else {
             println!(
-                "loss {:.4} nats/token, perplexity {:.2}, over {} tokens (window {window})",
-                report.loss, report.perplexity, report.tokens
+                "loss {:.4} nats/token, perplexity {:.2}, over {} tokens (window {window}; special tokens: {})",
+                report.loss, report.perplexity, report.tokens, self.special_tokens
             );
         }
         Ok(())

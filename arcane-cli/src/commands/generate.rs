@@ -4,7 +4,7 @@ use std::io::Write;
 use std::time::Instant;
 
 use anyhow::Result;
-use arcane::generation::{generate, GenerateConfig, SamplingConfig};
+use arcane::generation::{generate, GenerateConfig};
 use arcane::tokenizer::StreamDecoder;
 use burn::prelude::*;
 use serde_json::json;
@@ -17,16 +17,10 @@ use crate::model_arg::{load_model, load_tokenizer};
 pub fn run(args: GenerateArgs, backend: BackendKind) -> Result<()> {
     let config = GenerateConfig {
         max_new_tokens: args.max_new_tokens,
-        sampling: SamplingConfig {
-            temperature: args.temperature,
-            top_k: args.top_k,
-            top_p: args.top_p,
-            seed: args.seed,
-        },
+        sampling: args.sampling.config()?,
         shapes: backend.shapes(),
         ..GenerateConfig::default()
     };
-    config.sampling.validate()?;
     backend::run(backend, Generate { args, config })
 }
 

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_train;
+mod chat;
 mod convert;
 mod dpo;
 mod eval_hellaswag;
@@ -39,6 +40,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Plot(args) => plot::run(args),
         Command::Info(args) => info::run(args),
         Command::Generate(args) => generate::run(args, backend),
+        Command::Chat(args) => chat::run(args, backend),
         Command::Eval(EvalCommand::Loss(args)) => eval_loss::run(args, backend),
         Command::Eval(EvalCommand::Hellaswag(args)) => eval_hellaswag::run(args, backend),
         Command::Bench(args) => bench::run(args, backend),

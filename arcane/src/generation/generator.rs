@@ -71,25 +71,38 @@ pub fn generate<B: Backend>(
     model: &Gpt<B>,
     prompt: &[u32],
     config: &GenerateConfig,
+    on_token: impl FnMut(u32),
+) -> Result<Generation> {
+    let mut cache = model.new_cache();
+    generate_with_cache(model, &mut cache, prompt, config, on_token)
+}
+
+/// [`generate`] after what `cache` already holds: `new_ids` follow the cached tokens (a chat
+/// turn after the conversation so far). On return the cache holds `new_ids` and every
+/// generated token but the last, which was sampled and never fed back.
+pub fn generate_with_cache<B: Backend>(
+    model: &Gpt<B>,
+    cache: &mut KvCache<B>,
+    new_ids: &[u32],
+    config: &GenerateConfig,
     mut on_token: impl FnMut(u32),
 ) -> Result<Generation> {
     let max_seq_len = model.config().max_seq_len;
-    if prompt.is_empty() {
+    if new_ids.is_empty() {
         return Err(ArcaneError::InvalidInput(
             "the prompt is empty; give at least one token".into(),
         ));
     }
-    model.check_tokens(prompt)?;
-    if prompt.len() > max_seq_len {
+    model.check_tokens(new_ids)?;
+    if cache.len() + new_ids.len() > max_seq_len {
         return Err(ArcaneError::ContextTooLong {
             what: "the prompt".into(),
-            len: prompt.len(),
+            len: cache.len() + new_ids.len(),
             max_seq_len,
             hint: "shorten the prompt".into(),
         });
     }
     let mut sampler = Sampler::new(config.sampling.clone())?;
-    let mut cache = model.new_cache();
     let mut ids = Vec::new();
     if config.max_new_tokens == 0 {
         return Ok(Generation {
@@ -97,7 +110,7 @@ pub fn generate<B: Backend>(
             stop: StopReason::MaxNewTokens,
         });
     }
-    let mut logits = prefill(model, prompt, &mut cache, config.shapes);
+    let mut logits = prefill(model, new_ids, cache, config.shapes);
     loop {
         if let Some(limit) = config.vocab_limit {
             logits.truncate(limit.max(1));
@@ -117,13 +130,14 @@ pub fn generate<B: Backend>(
         if let Some(stop) = stop {
             return Ok(Generation { ids, stop });
         }
-        logits = host(model.forward_last(token_tensor(model, &[next]), &mut cache));
+        logits = host(model.forward_last(token_tensor(model, &[next]), cache));
     }
 }
 
-/// Runs the prompt through the model into `cache` and returns the logits after its last
-/// token. With fixed shapes the prompt is right-padded to its bucket (causal attention keeps
-/// the padding out of the real positions) and the cache then forgets the padding.
+/// Runs the prompt through the model into `cache` (after what it holds) and returns the logits
+/// after its last token. With fixed shapes the prompt is right-padded to its bucket (causal
+/// attention keeps the padding out of the real positions; never past the cache's room) and the
+/// cache then forgets the padding.
 fn prefill<B: Backend>(
     model: &Gpt<B>,
     prompt: &[u32],
@@ -131,15 +145,18 @@ fn prefill<B: Backend>(
     shapes: FixedShapes,
 ) -> Vec<f32> {
     let t = prompt.len();
-    let padded_len = shapes.seq_len(t, model.config().max_seq_len);
-    if padded_len == t {
+    let start = cache.len();
+    let padded_len = shapes
+        .seq_len(t, model.config().max_seq_len)
+        .min(cache.remaining());
+    if padded_len <= t {
         return host(model.forward_last(token_tensor(model, prompt), cache));
     }
     let mut padded = prompt.to_vec();
     // Any valid id will do: the padding's outputs are never read.
     padded.resize(padded_len, 0);
     let hidden = model.forward_hidden(token_tensor(model, &padded), Some(cache)); // [1, T', C]
-    cache.truncate(t);
+    cache.truncate(start + t);
     let last = hidden.narrow(1, t - 1, 1); // [1, 1, C]
     host(model.head(last))
 }

@@ -3,5 +3,5 @@
 mod generator;
 mod sampler;
 
-pub use generator::{generate, GenerateConfig, Generation, StopReason};
+pub use generator::{generate, generate_with_cache, GenerateConfig, Generation, StopReason};
 pub use sampler::{argmax, Sampler, SamplingConfig};

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::config::TokenizerConfig;
+use super::special::SpecialTokensPolicy;
 use crate::error::{ArcaneError, Result};
 
 /// Names that tokenizers commonly give their begin-of-sequence token, most common first.
@@ -20,6 +22,10 @@ pub struct HfTokenizer {
     vocab_size: usize,
     bos: Option<u32>,
     eos: Option<u32>,
+    /// What `encode(text, true)` adds, and which file decided it.
+    policy: SpecialTokensPolicy,
+    /// The `tokenizer_config.json` beside the file (defaults where there is none).
+    config: Arc<TokenizerConfig>,
 }
 
 impl std::fmt::Debug for HfTokenizer {
@@ -34,8 +40,12 @@ impl std::fmt::Debug for HfTokenizer {
 }
 
 impl HfTokenizer {
-    /// Reads `path` (a `tokenizer.json`). Begin- and end-of-sequence tokens are found by their
-    /// usual names; [`Self::with_special_ids`] overrides them from a model's `config.json`.
+    /// Reads `path` (a `tokenizer.json`) and the `tokenizer_config.json` beside it, if any.
+    /// Begin- and end-of-sequence tokens are those `tokenizer_config.json` names, else found by
+    /// their usual names; [`Self::with_special_ids`] overrides them from a model's
+    /// `config.json`. The special tokens that prompts get are those of `tokenizer.json`'s
+    /// post-processor, unless `tokenizer_config.json` sets `add_bos_token` / `add_eos_token`
+    /// (see [`SpecialTokensPolicy`]).
     pub fn from_file(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| ArcaneError::io(path, e))?;
         // The tokenizers crate panics on some malformed files (an `expect` in its decoder
@@ -63,14 +73,34 @@ impl HfTokenizer {
                 "the tokenizer has an empty vocabulary",
             ));
         }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let config = TokenizerConfig::from_dir(dir)?;
+        let named = |name: &str| config.token(name).and_then(|t| inner.token_to_id(t));
         let find = |names: &[&str]| names.iter().find_map(|n| inner.token_to_id(n));
-        let (bos, eos) = (find(&BOS_NAMES), find(&EOS_NAMES));
+        let bos = named("bos_token").or_else(|| find(&BOS_NAMES));
+        let eos = named("eos_token").or_else(|| find(&EOS_NAMES));
+        let mut inner = inner;
+        // A post-processor naming a token it does not define panics inside the tokenizers
+        // crate on the first encode: that is this file's error too.
+        let policy = quietly(|| SpecialTokensPolicy::apply(&mut inner, &config))
+            .unwrap_or_else(Err)
+            .map_err(|message| {
+                ArcaneError::format(
+                    path,
+                    format!(
+                        "cannot add the tokenizer's special tokens ({message}); use the \
+                         tokenizer.json that came with the model"
+                    ),
+                )
+            })?;
         Ok(Self {
             inner: Arc::new(inner),
             path: path.to_path_buf(),
             vocab_size,
             bos,
             eos,
+            policy,
+            config: Arc::new(config),
         })
     }
 
@@ -100,6 +130,26 @@ impl HfTokenizer {
     /// The end-of-sequence id, if the tokenizer has one.
     pub fn eos(&self) -> Option<u32> {
         self.eos
+    }
+
+    /// The special tokens that `encode(text, true)` adds, and why.
+    pub fn special_tokens_policy(&self) -> &SpecialTokensPolicy {
+        &self.policy
+    }
+
+    /// The `tokenizer_config.json` read beside the file (defaults where there was none).
+    pub fn config(&self) -> &TokenizerConfig {
+        &self.config
+    }
+
+    /// The id of `token` if it is a single token of the vocabulary (added tokens included).
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// The text of token `id` as the vocabulary stores it.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
     }
 
     /// Token ids of `text`; with `special`, the special tokens the tokenizer's template adds

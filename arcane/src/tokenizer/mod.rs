@@ -4,21 +4,37 @@
 //! embedded). Other models bring a Hugging Face `tokenizer.json` ([`HfTokenizer`]).
 //! [`ModelTokenizer`] is either; `checkpoint::load_tokenizer` picks the one a model directory
 //! names and checks it against the model's vocabulary.
+//!
+//! Special tokens: [`ModelTokenizer::encode_prompt`] adds what `tokenizer(text)` adds in
+//! transformers ([`SpecialTokensPolicy`]); [`ModelTokenizer::encode_chat`] adds nothing, for
+//! conversations a chat template rendered (the template writes its own BOS).
 
+mod config;
 mod gpt2;
 mod hf;
+mod special;
 
 use std::path::Path;
 
-pub use gpt2::Tokenizer;
+pub use config::{TemplateField, TokenizerConfig, SPECIAL_TOKEN_NAMES, TOKENIZER_CONFIG_FILE};
+pub use gpt2::{Tokenizer, CHATML_TOKENS};
 pub use hf::HfTokenizer;
+pub use special::SpecialTokensPolicy;
 
 use crate::error::{ArcaneError, Result};
 
 /// How a model manifest names GPT-2's tokenizer.
 pub const GPT2_NAME: &str = "gpt2";
+/// How a model manifest names GPT-2's tokenizer with ChatML's two tokens added.
+pub const GPT2_CHATML_NAME: &str = "gpt2-chatml";
 /// File name of a Hugging Face tokenizer in a model directory.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// Files copied along with a `tokenizer.json` when a model is saved elsewhere.
+pub const COMPANION_FILES: [&str; 3] = [
+    TOKENIZER_CONFIG_FILE,
+    "chat_template.jinja",
+    "chat_template.json",
+];
 
 /// The tokenizer of a model: GPT-2's, or one read from a `tokenizer.json`.
 #[derive(Clone, Debug)]
@@ -46,10 +62,20 @@ impl ModelTokenizer {
         Ok(Self::HuggingFace(HfTokenizer::from_file(path)?))
     }
 
-    /// A short description for messages and manifests: `gpt2`, or the file and its size.
+    /// A tokenizer built into Arcane, by its manifest name (`gpt2`, `gpt2-chatml`).
+    pub fn builtin(name: &str) -> Option<Self> {
+        match name {
+            GPT2_NAME => Some(Self::Gpt2(Tokenizer::gpt2())),
+            GPT2_CHATML_NAME => Some(Self::Gpt2(Tokenizer::gpt2_chatml())),
+            _ => None,
+        }
+    }
+
+    /// A short description for messages and manifests: `gpt2`, `gpt2-chatml`, or the file and
+    /// its size.
     pub fn name(&self) -> String {
         match self {
-            Self::Gpt2(_) => GPT2_NAME.into(),
+            Self::Gpt2(t) => builtin_name(t).into(),
             Self::HuggingFace(t) => format!("{} ({} tokens)", t.path().display(), t.vocab_size()),
         }
     }
@@ -57,8 +83,67 @@ impl ModelTokenizer {
     /// Number of token ids (the largest id plus one).
     pub fn vocab_size(&self) -> usize {
         match self {
-            Self::Gpt2(_) => Tokenizer::VOCAB_SIZE,
+            Self::Gpt2(t) => t.vocab_size(),
             Self::HuggingFace(t) => t.vocab_size(),
+        }
+    }
+
+    /// The special tokens [`Self::encode_prompt`] adds, and which file decided.
+    pub fn special_tokens_policy(&self) -> SpecialTokensPolicy {
+        match self {
+            Self::Gpt2(_) => SpecialTokensPolicy::gpt2(),
+            Self::HuggingFace(t) => t.special_tokens_policy().clone(),
+        }
+    }
+
+    /// The id of `token` if it is one token of the vocabulary (special and added included).
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        match self {
+            Self::Gpt2(t) => t.token_to_id(token),
+            Self::HuggingFace(t) => t.token_to_id(token),
+        }
+    }
+
+    /// The tokenizer's `tokenizer_config.json` (Hugging Face tokenizers that have one).
+    pub fn config(&self) -> Option<&TokenizerConfig> {
+        match self {
+            Self::Gpt2(_) => None,
+            Self::HuggingFace(t) => t.config().path.as_ref().map(|_| t.config()),
+        }
+    }
+
+    /// The named special tokens a chat template sees (`("bos_token", "<s>")`, ...): those of
+    /// `tokenizer_config.json`; for GPT-2's tokenizer `<|endoftext|>` as BOS, EOS and UNK, as
+    /// transformers' GPT-2 tokenizer names it.
+    pub fn special_tokens(&self) -> Vec<(String, String)> {
+        match self {
+            Self::Gpt2(_) => ["bos_token", "eos_token", "unk_token"]
+                .iter()
+                .map(|name| (name.to_string(), "<|endoftext|>".to_string()))
+                .collect(),
+            Self::HuggingFace(t) => t.config().special_tokens.clone(),
+        }
+    }
+
+    /// Whether ChatML's `<|im_start|>` and `<|im_end|>` are single tokens of this vocabulary.
+    pub fn has_chatml(&self) -> bool {
+        CHATML_TOKENS
+            .iter()
+            .all(|(token, _)| self.token_to_id(token).is_some())
+    }
+
+    /// This tokenizer with ChatML's tokens, as a chat fine-tune asks for them: GPT-2's gets
+    /// them on rows 50257 and 50258 (free in Arcane's vocabulary padded to 50304). A Hugging
+    /// Face tokenizer must already have them (it brings its own chat template otherwise).
+    pub fn with_chatml(&self) -> Result<Self> {
+        match self {
+            Self::Gpt2(_) => Ok(Self::Gpt2(Tokenizer::gpt2_chatml())),
+            Self::HuggingFace(_) if self.has_chatml() => Ok(self.clone()),
+            Self::HuggingFace(t) => Err(ArcaneError::InvalidInput(format!(
+                "the tokenizer {} has no <|im_start|>/<|im_end|> tokens; Arcane adds ChatML's tokens \
+                 only to GPT-2's tokenizer. Use the model's own chat template instead",
+                t.path().display()
+            ))),
         }
     }
 
@@ -97,6 +182,16 @@ impl ModelTokenizer {
         }
     }
 
+    /// Token ids of a conversation a chat template rendered: no special tokens added (the
+    /// template wrote them), special-token text in it encoded as those tokens, as transformers'
+    /// `apply_chat_template` does (`add_special_tokens=False`).
+    pub fn encode_chat(&self, text: &str) -> Result<Vec<u32>> {
+        match self {
+            Self::Gpt2(t) => Ok(t.encode(text)),
+            Self::HuggingFace(t) => t.encode(text, false),
+        }
+    }
+
     /// The text of `ids`.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         match self {
@@ -109,7 +204,7 @@ impl ModelTokenizer {
     /// returns that name: `gpt2`, or `tokenizer.json` (the file, copied into `dir`).
     pub fn save_into(&self, dir: &Path) -> Result<String> {
         match self {
-            Self::Gpt2(_) => Ok(GPT2_NAME.into()),
+            Self::Gpt2(t) => Ok(builtin_name(t).into()),
             Self::HuggingFace(t) => {
                 let target = dir.join(TOKENIZER_FILE);
                 let same = match (t.path().canonicalize(), target.canonicalize()) {
@@ -120,6 +215,17 @@ impl ModelTokenizer {
                     let bytes =
                         std::fs::read(t.path()).map_err(|e| ArcaneError::io(t.path(), e))?;
                     crate::io::write_atomic(&target, &bytes)?;
+                    // The files that travel with a tokenizer: its special tokens and switches,
+                    // and the chat template (a model converted or fine-tuned keeps them).
+                    let source_dir = t.path().parent().unwrap_or(Path::new("."));
+                    for name in COMPANION_FILES {
+                        let from = source_dir.join(name);
+                        if from.is_file() {
+                            let bytes =
+                                std::fs::read(&from).map_err(|e| ArcaneError::io(&from, e))?;
+                            crate::io::write_atomic(&dir.join(name), &bytes)?;
+                        }
+                    }
                 }
                 Ok(TOKENIZER_FILE.into())
             }
@@ -150,6 +256,14 @@ impl ModelTokenizer {
                 self.vocab_size()
             ),
         ))
+    }
+}
+
+/// The manifest name of GPT-2's tokenizer with or without ChatML.
+fn builtin_name(t: &Tokenizer) -> &'static str {
+    match t.has_chatml() {
+        false => GPT2_NAME,
+        true => GPT2_CHATML_NAME,
     }
 }
 
