@@ -1,13 +1,15 @@
-//! Causal multi-head self-attention with grouped-query heads, optional RoPE and a KV cache.
+//! Causal multi-head self-attention with grouped-query heads, optional RoPE, optional per-head
+//! query/key RMSNorm (Qwen3) and a KV cache.
 
 use burn::prelude::*;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
-use super::config::ModelConfig;
+use super::config::{ModelConfig, NormKind};
 use super::init;
 use super::kv_cache::{CacheMask, CachedForward};
 use super::linear::Linear;
+use super::norm::Norm;
 use super::rope::Rope;
 use crate::kernels::{self, KeyPrefix};
 
@@ -23,6 +25,10 @@ pub struct CausalSelfAttention<B: Backend> {
     pub v: Linear<B>,
     /// Output projection `[H·D, C]`, a residual projection (scaled init).
     pub o: Linear<B>,
+    /// RMSNorm `[D]` over each query head before RoPE (Qwen3's `q_norm`), with `qk_norm`.
+    pub q_norm: Option<Norm<B>>,
+    /// RMSNorm `[D]` over each key head before RoPE (Qwen3's `k_norm`), with `qk_norm`.
+    pub k_norm: Option<Norm<B>>,
     /// Query heads `H`.
     pub n_heads: usize,
     /// Key/value heads `Hkv` (divides `H`).
@@ -38,11 +44,18 @@ impl<B: Backend> CausalSelfAttention<B> {
         let (h, hkv) = (config.n_heads, config.kv_heads());
         let std = config.init_std;
         let resid_std = init::residual_std(std, config.n_layers);
+        let qkv_bias = config.bias || config.qkv_bias;
+        let head_norm = || {
+            let norm = Norm::new(NormKind::RmsNorm, d, config.norm_eps, false, device);
+            config.qk_norm.then_some(norm)
+        };
         Self {
-            q: init::linear(c, h * d, config.bias, std, device),
-            k: init::linear(c, hkv * d, config.bias, std, device),
-            v: init::linear(c, hkv * d, config.bias, std, device),
+            q: init::linear(c, h * d, qkv_bias, std, device),
+            k: init::linear(c, hkv * d, qkv_bias, std, device),
+            v: init::linear(c, hkv * d, qkv_bias, std, device),
             o: init::linear(h * d, c, config.bias, resid_std, device),
+            q_norm: head_norm(),
+            k_norm: head_norm(),
             n_heads: h,
             n_kv_heads: hkv,
             head_dim: d,
@@ -66,10 +79,19 @@ impl<B: Backend> CausalSelfAttention<B> {
     ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
         let (h, hkv, d) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, d]).swap_dims(1, 2);
-        let mut q = heads(self.q.forward(x.clone()), h); // [B, H, T, D]
-        let mut k = heads(self.k.forward(x.clone()), hkv); // [B, Hkv, T, D]
-        let v = heads(self.v.forward(x), hkv);
+        // [B, T, n·D] -> [B, n, T, D], normalised per head first when there is a norm (on the
+        // contiguous `[B, T, n, D]` layout, as Qwen3 does before transposing).
+        let heads = |y: Tensor<B, 3>, n: usize, norm: Option<&Norm<B>>| {
+            let y = y.reshape([b, t, n, d]);
+            let y = match norm {
+                Some(norm) => norm.forward(y),
+                None => y,
+            };
+            y.swap_dims(1, 2)
+        };
+        let mut q = heads(self.q.forward(x.clone()), h, self.q_norm.as_ref()); // [B, H, T, D]
+        let mut k = heads(self.k.forward(x.clone()), hkv, self.k_norm.as_ref()); // [B, Hkv, T, D]
+        let v = heads(self.v.forward(x), hkv, None);
         if let Some(rope) = rope {
             q = rope.apply(q, start);
             k = rope.apply(k, start);

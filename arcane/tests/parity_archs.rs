@@ -1,0 +1,299 @@
+//! The further Hugging Face architectures (Qwen2, Qwen3, Mistral, Gemma, Phi-3, Llama 3.x RoPE
+//! scaling) against transformers: logits on the fused and the generic path, cached decoding,
+//! greedy continuations, lossless export, and the settings Arcane refuses by name. Fixtures
+//! from `scripts/make_reference.py --archs`.
+
+mod common;
+
+use std::path::Path;
+
+use arcane::kernels::generic_only;
+use arcane::model::{MlpKind, NormKind, RopeScaling};
+use arcane::pretrained::{hf_eos_ids, load_hf, read_hf_config, save_hf, HfArchitecture};
+use arcane::shapes::FixedShapes;
+use arcane::weights::{collect, read_safetensors};
+use arcane::{load_model, save_model, Gpt};
+use common::parity::{check_cached_decoding, check_greedy, check_logits};
+use common::*;
+use serde_json::Value;
+
+/// Every further architecture's fixture and its class.
+const ARCHS: [(&str, HfArchitecture); 6] = [
+    ("qwen2", HfArchitecture::Qwen2),
+    ("qwen3", HfArchitecture::Qwen3),
+    ("mistral", HfArchitecture::Mistral),
+    ("gemma", HfArchitecture::Gemma),
+    ("phi3", HfArchitecture::Phi3),
+    ("llama3", HfArchitecture::Llama),
+];
+
+fn load(name: &str) -> Gpt<TestBackend> {
+    load_model::<TestBackend>(&fixture(name), &Default::default()).expect("fixture loads")
+}
+
+/// `tests/fixtures/reference_archs.json`.
+fn reference_archs() -> Value {
+    let text = std::fs::read_to_string(fixture("reference_archs.json")).expect("reference file");
+    serde_json::from_str(&text).expect("valid JSON")
+}
+
+#[test]
+fn each_fixture_reads_as_its_architecture_with_its_switches() {
+    for (name, arch) in ARCHS {
+        let (read, config) = read_hf_config(&fixture(name).join("config.json")).unwrap();
+        assert_eq!(read, arch, "{name}");
+        assert_eq!(config.hf_architecture.as_deref(), Some(arch.class_name()));
+        assert_eq!(reference_archs()[name]["class"], arch.class_name());
+        // Each fixture switches on what its family differs in.
+        let expected = match name {
+            "qwen2" => config.qkv_bias && !config.bias && config.tie_embeddings,
+            "qwen3" => config.qk_norm && config.head_dim == Some(16) && config.d_model == 32,
+            "gemma" => {
+                config.norm == NormKind::RmsNormPlusOne
+                    && config.mlp == MlpKind::Geglu
+                    && config.embedding_scale
+                    && config.head_dim == Some(16)
+                    && config.kv_heads() == 1
+            }
+            "llama3" => matches!(
+                config.rope_scaling,
+                Some(RopeScaling::Llama3 { factor, .. }) if factor == 8.0
+            ),
+            _ => config.rope_scaling.is_none() && !config.qk_norm && !config.qkv_bias,
+        };
+        assert!(expected, "{name}: {config:?}");
+    }
+}
+
+#[test]
+fn logits_match_transformers_on_the_fused_and_the_generic_path() {
+    let r = reference_archs();
+    for (name, _) in ARCHS {
+        let model = load(name);
+        for record in r[name]["logits"].as_array().unwrap() {
+            check_logits(&model, record);
+            generic_only(|| check_logits(&model, record));
+        }
+    }
+}
+
+#[test]
+fn cached_decoding_matches_the_full_forward() {
+    let r = reference_archs();
+    for (name, _) in ARCHS {
+        let model = load(name);
+        let seq = ids(&r[name]["logits"][0]["tokens"]);
+        check_cached_decoding(&model, &seq);
+        generic_only(|| check_cached_decoding(&model, &seq));
+    }
+}
+
+#[test]
+fn greedy_continuations_match_transformers() {
+    let r = reference_archs();
+    for (name, _) in ARCHS {
+        let model = load(name);
+        for shapes in [FixedShapes::EXACT, FixedShapes::BUCKETED] {
+            check_greedy(&model, &r[name]["greedy"], 2, shapes);
+        }
+    }
+}
+
+#[test]
+fn hugging_face_export_is_lossless() {
+    for (name, arch) in ARCHS {
+        let original = read_safetensors(&[fixture(name).join("model.safetensors")]).unwrap();
+        let model = load(name);
+        let out = tempfile::tempdir().unwrap();
+        assert_eq!(save_hf(&model, out.path()).unwrap(), arch, "{name}");
+        // The same names, shapes and values (Phi-3's fused tensors fused again, Gemma's
+        // offsets not shifted by one).
+        let exported = read_safetensors(&[out.path().join("model.safetensors")]).unwrap();
+        assert_eq!(exported, original, "{name}: exported tensors differ");
+        let (read, config) = read_hf_config(&out.path().join("config.json")).unwrap();
+        assert_eq!((read, &config), (arch, model.config()), "{name}");
+        let reloaded = load_hf::<TestBackend>(out.path(), &Default::default()).unwrap();
+        assert_eq!(collect(&reloaded), collect(&model), "{name}");
+        let seq: Vec<u32> = (0..9).map(|t| (t * 41 + 7) % 512).collect();
+        let device = model.device();
+        assert_eq!(
+            values(reloaded.forward(tokens(&seq, &device))),
+            values(model.forward(tokens(&seq, &device))),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn arcane_checkpoints_keep_the_new_switches() {
+    for (name, _) in ARCHS {
+        let model = load(name);
+        let out = tempfile::tempdir().unwrap();
+        save_model(&model, out.path()).unwrap();
+        let reloaded = load_model::<TestBackend>(out.path(), &Default::default()).unwrap();
+        assert_eq!(reloaded.config(), model.config(), "{name}");
+        assert_eq!(collect(&reloaded), collect(&model), "{name}");
+    }
+}
+
+#[test]
+fn eos_lists_are_read_whole() {
+    assert_eq!(hf_eos_ids(&fixture("llama3").join("config.json")), [2, 3]);
+    assert_eq!(hf_eos_ids(&fixture("qwen2").join("config.json")), [2]);
+}
+
+/// A copy of fixture `name` whose config.json is edited by `edit`.
+fn edited(name: &str, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(fixture(name).join("config.json")).unwrap();
+    let mut config: Value = serde_json::from_str(&text).unwrap();
+    edit(config.as_object_mut().unwrap());
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    for file in ["model.safetensors", "tokenizer.json"] {
+        std::fs::copy(fixture(name).join(file), dir.path().join(file)).unwrap();
+    }
+    dir
+}
+
+fn read_error(dir: &Path) -> String {
+    read_hf_config(&dir.join("config.json"))
+        .err()
+        .expect("this config must be refused")
+        .to_string()
+}
+
+#[test]
+fn settings_arcane_does_not_implement_are_refused_by_name() {
+    use serde_json::json;
+    let cases: Vec<(&str, &str, Value, &str)> = vec![
+        (
+            "llama3",
+            "rope_scaling",
+            json!({"rope_type": "yarn", "factor": 4.0}),
+            "\"yarn\"",
+        ),
+        (
+            "llama3",
+            "rope_scaling",
+            json!({"type": "linear", "factor": 2.0}),
+            "\"linear\"",
+        ),
+        (
+            "phi3",
+            "rope_parameters",
+            json!({"rope_type": "longrope", "rope_theta": 1e4}),
+            "\"longrope\"",
+        ),
+        ("phi3", "rope_scaling", json!({"type": "su"}), "\"su\""),
+        ("phi3", "partial_rotary_factor", json!(0.5), "0.5"),
+        (
+            "qwen3",
+            "rope_parameters",
+            json!({"rope_type": "default", "rope_theta": 1e3, "partial_rotary_factor": 0.25}),
+            "0.25",
+        ),
+        ("gemma", "attn_logit_softcapping", json!(50.0), "50"),
+        ("gemma", "final_logit_softcapping", json!(30.0), "30"),
+        ("gemma", "query_pre_attn_scalar", json!(256), "256"),
+        ("gemma", "use_bidirectional_attention", json!(true), "true"),
+        ("gemma", "attention_bias", json!(true), "true"),
+        ("gemma", "hidden_act", json!("relu"), "\"relu\""),
+        ("phi3", "qk_layernorm", json!(true), "true"),
+        ("qwen3", "attention_bias", json!(true), "true"),
+        ("qwen2", "mlp_bias", json!(true), "true"),
+        ("mistral", "hidden_act", json!("gelu"), "\"gelu\""),
+        ("mistral", "sliding_window", json!(16), "16"),
+        ("phi3", "sliding_window", json!(32), "32"),
+        ("llama3", "mlp_bias", json!(true), "false"),
+    ];
+    for (name, key, value, shown) in cases {
+        let dir = edited(name, |c| {
+            c.insert(key.into(), value.clone());
+        });
+        let err = read_error(dir.path());
+        // The refused key's name (`rope_scaling.rope_type`, `attention_bias = ...`) and value.
+        assert!(
+            err.contains(key) && err.contains(shown),
+            "{name} {key} = {value}: {err}"
+        );
+        assert!(load_hf::<TestBackend>(dir.path(), &Default::default()).is_err());
+    }
+    // Qwen2 with its window switched on, below the context.
+    let dir = edited("qwen2", |c| {
+        c.insert("use_sliding_window".into(), json!(true));
+    });
+    assert!(read_error(dir.path()).contains("sliding_window = 16"));
+}
+
+#[test]
+fn neutral_spellings_of_those_settings_are_accepted() {
+    use serde_json::json;
+    let accepted: Vec<(&str, &str, Value)> = vec![
+        // transformers' MistralConfig default window (4096) is beyond the 64 positions.
+        ("mistral", "sliding_window", Value::Null),
+        ("mistral", "partial_rotary_factor", json!(1.0)),
+        ("gemma", "hidden_activation", json!("gelu_pytorch_tanh")),
+        ("gemma", "final_logit_softcapping", Value::Null),
+        ("qwen3", "use_sliding_window", json!(false)),
+        ("llama3", "dtype", json!("bfloat16")),
+    ];
+    for (name, key, value) in accepted {
+        let dir = edited(name, |c| {
+            c.insert(key.into(), value.clone());
+        });
+        let (_, config) = read_hf_config(&dir.path().join("config.json")).unwrap();
+        assert_eq!(&config, load(name).config(), "{name} {key}");
+    }
+    let dir = edited("mistral", |c| {
+        c.remove("sliding_window");
+    });
+    assert!(read_hf_config(&dir.path().join("config.json")).is_ok());
+}
+
+/// A LoRA adapter on Qwen3 (q/k norms, explicit head width, wider q than the model): a fresh
+/// one changes nothing, and training it lowers the loss while the base stays frozen.
+#[test]
+fn lora_fine_tunes_a_qwen3() {
+    use arcane::lora::{apply_lora, LoraConfig, LoraTarget};
+    use arcane::training::{lm_loss, GroupedAdamW, OptimizerConfig};
+    use burn::optim::{GradientsParams, Optimizer};
+    type AD = TestAutodiff;
+    let base = load_model::<AD>(&fixture("qwen3"), &Default::default()).unwrap();
+    let device = base.device();
+    let seq: Vec<u32> = (0..17).map(|t| (t * 29 + 3) % 512).collect();
+    let (inputs, targets) = (
+        tokens::<AD>(&seq[..16], &device),
+        tokens::<AD>(&seq[1..], &device),
+    );
+    let before = values(base.forward(inputs.clone()));
+    let config = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        targets: LoraTarget::ALL.to_vec(),
+    };
+    let adapted = apply_lora(base.clone(), &config).unwrap();
+    assert_eq!(values(adapted.forward(inputs.clone())), before);
+    // q is 32 -> 64 and o 64 -> 32 here (4 heads of 16 on a width of 32).
+    let (trainable, _) = arcane::lora::parameter_counts(&adapted);
+    let per_layer = 4 * ((32 + 64) * 2 + (32 + 32) * 2 + 3 * (32 + 48));
+    assert_eq!(trainable, 2 * per_layer + 4 * (32 + 512));
+    let mut optim = GroupedAdamW::new(&OptimizerConfig::default(), &adapted);
+    let mut model = adapted;
+    let loss0 = values(lm_loss(&model, inputs.clone(), targets.clone()))[0];
+    for _ in 0..3 {
+        let grads = lm_loss(&model, inputs.clone(), targets.clone()).backward();
+        model = optim.step(
+            1e-2,
+            model.clone(),
+            GradientsParams::from_grads(grads, &model),
+        );
+    }
+    let loss1 = values(lm_loss(&model, inputs, targets))[0];
+    assert!(loss1 < loss0 - 1e-3, "loss {loss0} -> {loss1}");
+    let frozen = collect(&base);
+    let after = collect(&model);
+    for (name, t) in &frozen {
+        assert_eq!(&after[name], t, "{name} changed although it is frozen");
+    }
+}
