@@ -491,7 +491,54 @@ mod tests {
         let c: ModelConfig = serde_json::from_str(r#"{"n_layers": 2}"#).unwrap();
         assert_eq!(c.n_layers, 2);
         assert_eq!(c.d_model, 768);
+        // Files written before the architecture switches existed load as before.
+        assert_eq!((c.head_dim, c.rope_scaling.clone()), (None, None));
+        assert!(!(c.qkv_bias || c.qk_norm || c.embedding_scale));
+        assert_eq!(c.hf_architecture, None);
         assert!(serde_json::from_str::<ModelConfig>(r#"{"n_layer": 2}"#).is_err());
+    }
+
+    #[test]
+    fn the_new_switches_round_trip_through_json() {
+        let config = ModelConfig {
+            head_dim: Some(16),
+            n_heads: 4,
+            rope_scaling: Some(RopeScaling::Llama3 {
+                factor: 8.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position_embeddings: 8192,
+            }),
+            norm: NormKind::RmsNormPlusOne,
+            mlp: MlpKind::Geglu,
+            qkv_bias: true,
+            qk_norm: true,
+            embedding_scale: true,
+            hf_architecture: Some("GemmaForCausalLM".into()),
+            ..ModelConfig::arcane_124m()
+        };
+        config.validate().unwrap();
+        let json = serde_json::to_string(&config).unwrap();
+        assert!(json.contains(r#""rope_type":"llama3""#), "{json}");
+        assert_eq!(serde_json::from_str::<ModelConfig>(&json).unwrap(), config);
+    }
+
+    #[test]
+    fn llama3_scaling_keeps_high_divides_low_and_blends_between() {
+        let s = RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 64,
+        };
+        let tau = 2.0 * std::f64::consts::PI;
+        // Wavelength 8 < 64 / 4: kept; wavelength 128 > 64 / 1: divided by 8.
+        assert_eq!(s.scale(tau / 8.0), tau / 8.0);
+        assert_eq!(s.scale(tau / 128.0), tau / 128.0 / 8.0);
+        // Wavelength 32: s = (64 / 32 - 1) / (4 - 1) = 1/3 of the way from θ/8 to θ.
+        let f = tau / 32.0;
+        let expected = (2.0 / 3.0) * f / 8.0 + (1.0 / 3.0) * f;
+        assert!((s.scale(f) - expected).abs() < 1e-15);
     }
 
     #[test]
