@@ -297,3 +297,50 @@ fn lora_fine_tunes_a_qwen3() {
         assert_eq!(&after[name], t, "{name} changed although it is frozen");
     }
 }
+
+/// DPO with a LoRA adapter on each architecture: the policy starts equal to the reference, so
+/// the first loss is exactly `ln 2` with zero margins, and a few steps on the same pairs lower it.
+#[test]
+fn dpo_aligns_each_architecture() {
+    use arcane::align::{train_dpo, AlignLog, DpoConfig, OptimSettings, TokenPair};
+    use arcane::lora::LoraConfig;
+    use arcane::training::MetricRecord;
+    let pairs: Vec<TokenPair> = (0..6u32)
+        .map(|i| TokenPair {
+            prompt: vec![100 + i % 5, 101],
+            chosen: (0..4 + i % 3).map(|j| 10 + (i * 7 + j) % 30).collect(),
+            rejected: (0..3 + i % 4).map(|j| 40 + (i * 5 + j) % 30).collect(),
+            margin: 0.0,
+        })
+        .collect();
+    for (name, _) in ARCHS {
+        let policy = load_model::<TestAutodiff>(&fixture(name), &Default::default()).unwrap();
+        let mut steps = Vec::new();
+        let mut log = AlignLog::new(None, |r: &MetricRecord| {
+            if let MetricRecord::Align { values, .. } = r {
+                steps.push((values["loss"], values["rewards/margins"]));
+            }
+        });
+        let config = DpoConfig {
+            epochs: 100,
+            max_steps: Some(6),
+            batch_pairs: 6,
+            lora: Some(LoraConfig {
+                rank: 4,
+                ..LoraConfig::default()
+            }),
+            optim: OptimSettings {
+                lr: 1e-2,
+                ..OptimSettings::default()
+            },
+            ..DpoConfig::default()
+        };
+        train_dpo(policy, &pairs, &[], &config, &mut log).unwrap();
+        drop(log);
+        let ln2 = std::f64::consts::LN_2;
+        assert!((steps[0].0 - ln2).abs() < 1e-6, "{name}: {steps:?}");
+        assert!(steps[0].1.abs() < 1e-6, "{name}: {steps:?}");
+        let last = steps.last().unwrap();
+        assert!(last.0 < ln2 - 1e-2 && last.1 > 0.0, "{name}: {steps:?}");
+    }
+}
