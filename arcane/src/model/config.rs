@@ -394,13 +394,15 @@ impl ModelConfig {
         }
     }
 
-    /// Training FLOPs per token at context `seq_len`: `6N + 12·L·d·T` (Kaplan et al. 2020,
-    /// PaLM appendix B), where N counts the parameters that take part in matmuls: all of them
-    /// except the learned position table (a lookup, like the token embedding, which is counted
-    /// once because it is also the output head when tied).
+    /// Training FLOPs per token at context `seq_len`: `6N + 12·L·(H·D)·T` (Kaplan et al.
+    /// 2020, PaLM appendix B, with the attention width `H·D`, which is `d` unless `head_dim` is
+    /// set), where N counts the parameters that take part in matmuls: all of them except the
+    /// learned position table (a lookup, like the token embedding, which is counted once
+    /// because it is also the output head when tied).
     pub fn flops_per_token(&self, seq_len: usize) -> f64 {
         let n = (self.num_params() - self.position_params()) as f64;
-        6.0 * n + 12.0 * (self.n_layers * self.d_model * seq_len) as f64
+        let width = self.n_heads * self.head_dim();
+        6.0 * n + 12.0 * (self.n_layers * width * seq_len) as f64
     }
 
     /// Forward-only FLOPs per token at context `seq_len`: a third of [`Self::flops_per_token`].
