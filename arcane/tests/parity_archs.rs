@@ -218,9 +218,20 @@ fn settings_arcane_does_not_implement_are_refused_by_name() {
         );
         assert!(load_hf::<TestBackend>(dir.path(), &Default::default()).is_err());
     }
-    // Qwen2 with its window switched on, below the context.
+    // Qwen2 with its window switched on for sliding layers, below the context: named in
+    // `layer_types` (transformers 5), or from `max_window_layers` on (older files).
     let dir = edited("qwen2", |c| {
         c.insert("use_sliding_window".into(), json!(true));
+        c.insert(
+            "layer_types".into(),
+            json!(["full_attention", "sliding_attention"]),
+        );
+    });
+    assert!(read_error(dir.path()).contains("sliding_window = 16"));
+    let dir = edited("qwen2", |c| {
+        c.insert("use_sliding_window".into(), json!(true));
+        c.insert("max_window_layers".into(), json!(1));
+        c.remove("layer_types");
     });
     assert!(read_error(dir.path()).contains("sliding_window = 16"));
 }
@@ -235,6 +246,8 @@ fn neutral_spellings_of_those_settings_are_accepted() {
         ("gemma", "hidden_activation", json!("gelu_pytorch_tanh")),
         ("gemma", "final_logit_softcapping", Value::Null),
         ("qwen3", "use_sliding_window", json!(false)),
+        // Switched on, but every layer is a full-attention one (as transformers reads it).
+        ("qwen2", "use_sliding_window", json!(true)),
         ("llama3", "dtype", json!("bfloat16")),
     ];
     for (name, key, value) in accepted {

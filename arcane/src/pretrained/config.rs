@@ -350,12 +350,14 @@ fn check_sliding_window(f: &Fields, arch: HfArchitecture, context: usize) -> Res
         },
         HfArchitecture::Phi3 => f.get("sliding_window").map(|_| f.usize("sliding_window")),
         HfArchitecture::Qwen2 | HfArchitecture::Qwen3 => {
+            // transformers drops the window unless `use_sliding_window`, and then slides the
+            // layers that `layer_types` names, or (older files) those from `max_window_layers`.
             let on = f.bool_or("use_sliding_window", false)?;
-            let sliding = f
-                .get("layer_types")
-                .and_then(Value::as_array)
-                .is_some_and(|l| l.iter().any(|t| t.as_str() == Some("sliding_attention")));
-            (on || sliding)
+            let sliding_layers = match f.get("layer_types").and_then(Value::as_array) {
+                Some(l) => l.iter().any(|t| t.as_str() == Some("sliding_attention")),
+                None => f.usize_or("max_window_layers", 28)? < f.usize("num_hidden_layers")?,
+            };
+            (on && sliding_layers)
                 .then(|| f.get("sliding_window").map(|_| f.usize("sliding_window")))
                 .flatten()
         }
