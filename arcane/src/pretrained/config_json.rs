@@ -9,8 +9,12 @@ use crate::model::{MlpKind, ModelConfig, RopeScaling};
 /// The `config.json` transformers needs to load `config` as `arch`.
 pub fn hf_config_json(arch: HfArchitecture, config: &ModelConfig) -> Value {
     let c = config;
-    // GPT-2's end-of-text doubles as BOS/EOS, when the vocabulary has it.
-    let eot = (c.vocab_size > 50256).then_some(50256);
+    // GPT-2's end-of-text doubles as BOS/EOS, when the vocabulary has it and the model uses
+    // GPT-2's tokenizer: a GPT-2, or a model Arcane trained (no recorded class). The ids of an
+    // imported Qwen or Llama 3 are their own; they are not in `ModelConfig`, so none is written
+    // rather than a wrong one.
+    let gpt2_tokens = matches!(c.hf_architecture.as_deref(), None | Some("GPT2LMHeadModel"));
+    let eot = (gpt2_tokens && c.vocab_size > 50256).then_some(50256);
     let common = json!({
         "architectures": [arch.class_name()],
         "model_type": arch.model_type(),
@@ -100,4 +104,25 @@ fn decoder_json(arch: HfArchitecture, c: &ModelConfig) -> Value {
     let mut map: Map<String, Value> = shared.as_object().cloned().unwrap_or_default();
     map.extend(specific.as_object().cloned().unwrap_or_default());
     Value::Object(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpt2s_end_of_text_only_for_models_with_its_tokenizer() {
+        let arcane = ModelConfig::arcane_124m();
+        let json = hf_config_json(HfArchitecture::Llama, &arcane);
+        assert_eq!(json["eos_token_id"], 50256);
+        let qwen = ModelConfig {
+            vocab_size: 151_936,
+            qkv_bias: true,
+            hf_architecture: Some("Qwen2ForCausalLM".into()),
+            ..arcane
+        };
+        let json = hf_config_json(HfArchitecture::Qwen2, &qwen);
+        assert!(json["eos_token_id"].is_null(), "{json}");
+        assert_eq!(json["model_type"], "qwen2");
+    }
 }
