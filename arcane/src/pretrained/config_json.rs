@@ -9,12 +9,10 @@ use crate::model::{MlpKind, ModelConfig, RopeScaling};
 /// The `config.json` transformers needs to load `config` as `arch`.
 pub fn hf_config_json(arch: HfArchitecture, config: &ModelConfig) -> Value {
     let c = config;
-    // GPT-2's end-of-text doubles as BOS/EOS, when the vocabulary has it and the model uses
-    // GPT-2's tokenizer: a GPT-2, or a model Arcane trained (no recorded class). The ids of an
-    // imported Qwen or Llama 3 are their own; they are not in `ModelConfig`, so none is written
-    // rather than a wrong one.
-    let gpt2_tokens = matches!(c.hf_architecture.as_deref(), None | Some("GPT2LMHeadModel"));
-    let eot = (gpt2_tokens && c.vocab_size > 50256).then_some(50256);
+    // GPT-2's end-of-text doubles as BOS/EOS for a vocabulary of GPT-2's size (50257, padded
+    // up to 51200 as Arcane's 50304). A larger one is another tokenizer's (Llama 3, Qwen,
+    // Gemma), whose ids `ModelConfig` does not hold: none is written rather than a wrong one.
+    let eot = (50257..=51200).contains(&c.vocab_size).then_some(50256);
     let common = json!({
         "architectures": [arch.class_name()],
         "model_type": arch.model_type(),
@@ -111,7 +109,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gpt2s_end_of_text_only_for_models_with_its_tokenizer() {
+    fn gpt2s_end_of_text_only_for_a_gpt2_sized_vocabulary() {
         let arcane = ModelConfig::arcane_124m();
         let json = hf_config_json(HfArchitecture::Llama, &arcane);
         assert_eq!(json["eos_token_id"], 50256);
