@@ -34,10 +34,10 @@ norm gains and biases (so that a `(1 + w)` or a missing bias shows):
 
 * `qwen2/`   Qwen2ForCausalLM: q/k/v biases, tied head, `use_sliding_window: false`;
 * `qwen3/`   Qwen3ForCausalLM: per-head q/k RMSNorm, explicit `head_dim` 16 (hidden 32, 4 heads);
-* `mistral/` MistralForCausalLM: a `sliding_window` equal to the context (the same function);
+* `mistral/` MistralForCausalLM: sliding-window attention over 5 positions;
 * `gemma/`   GemmaForCausalLM: GeGLU, `(1 + w)` RMSNorm, scaled embeddings, one key/value head,
   `head_dim` 16, the legacy `hidden_act: "gelu"` in its config.json;
-* `phi3/`    Phi3ForCausalLM: fused `qkv_proj` and `gate_up_proj`;
+* `phi3/`    Phi3ForCausalLM: fused `qkv_proj` and `gate_up_proj`, a sliding window of 8;
 * `llama3/`  LlamaForCausalLM with `llama3` RoPE scaling, written in the transformers 4.x style
   (top-level `rope_theta` and `rope_scaling`, `torch_dtype`, `eos_token_id` a list);
 
@@ -254,7 +254,7 @@ def arch_models():
         ("mistral", MistralForCausalLM, MistralConfig(
             **common, num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
             rope_parameters={"rope_type": "default", "rope_theta": 1000.0},
-            tie_word_embeddings=False, sliding_window=64), {}),
+            tie_word_embeddings=False, sliding_window=5), {}),
         ("gemma", GemmaForCausalLM, GemmaConfig(
             **common, num_attention_heads=4, num_key_value_heads=1, head_dim=16,
             rms_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh",
@@ -263,7 +263,7 @@ def arch_models():
         ("phi3", Phi3ForCausalLM, Phi3Config(
             **common, num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
             rope_parameters={"rope_type": "default", "rope_theta": 1000.0},
-            original_max_position_embeddings=64, sliding_window=None,
+            original_max_position_embeddings=64, sliding_window=8,
             tie_word_embeddings=False), {}),
         ("llama3", LlamaForCausalLM, LlamaConfig(
             **common, num_attention_heads=2, num_key_value_heads=1, rms_norm_eps=1e-5,

@@ -207,7 +207,7 @@ fn cache_masks_hide_the_future_and_the_unwritten_positions() {
     let mask = CacheMask::Explicit { start: 3, cap: 8 };
     assert_eq!(cache.mask_for(2), mask);
     let t = mask
-        .tensor::<TestBackend>(2, 2, &Default::default())
+        .tensor::<TestBackend>(2, 2, None, &Default::default())
         .unwrap();
     assert_eq!(t.dims(), [1, 1, 4, 8]);
     let hidden: Vec<bool> = t.into_data().to_vec().unwrap();

@@ -59,7 +59,10 @@ fn each_fixture_reads_as_its_architecture_with_its_switches() {
                 config.rope_scaling,
                 Some(RopeScaling::Llama3 { factor, .. }) if factor == 8.0
             ),
-            _ => config.rope_scaling.is_none() && !config.qk_norm && !config.qkv_bias,
+            // Windows shorter than the test sequences (12 tokens, 19 with the greedy ones).
+            "mistral" => config.sliding_window == Some(5),
+            "phi3" => config.sliding_window == Some(8),
+            _ => unreachable!(),
         };
         assert!(expected, "{name}: {config:?}");
     }
@@ -202,8 +205,6 @@ fn settings_arcane_does_not_implement_are_refused_by_name() {
         ("qwen3", "attention_bias", json!(true), "true"),
         ("qwen2", "mlp_bias", json!(true), "true"),
         ("mistral", "hidden_act", json!("gelu"), "\"gelu\""),
-        ("mistral", "sliding_window", json!(16), "16"),
-        ("phi3", "sliding_window", json!(32), "32"),
         ("llama3", "mlp_bias", json!(true), "false"),
     ];
     for (name, key, value, shown) in cases {
@@ -240,8 +241,6 @@ fn settings_arcane_does_not_implement_are_refused_by_name() {
 fn neutral_spellings_of_those_settings_are_accepted() {
     use serde_json::json;
     let accepted: Vec<(&str, &str, Value)> = vec![
-        // transformers' MistralConfig default window (4096) is beyond the 64 positions.
-        ("mistral", "sliding_window", Value::Null),
         ("mistral", "partial_rotary_factor", json!(1.0)),
         ("gemma", "hidden_activation", json!("gelu_pytorch_tanh")),
         ("gemma", "final_logit_softcapping", Value::Null),
@@ -257,10 +256,52 @@ fn neutral_spellings_of_those_settings_are_accepted() {
         let (_, config) = read_hf_config(&dir.path().join("config.json")).unwrap();
         assert_eq!(&config, load(name).config(), "{name} {key}");
     }
+}
+
+/// A window is kept when it is shorter than the context, and is full causal attention (none)
+/// otherwise: absent from a Mistral config it is transformers' default, 4096.
+#[test]
+fn sliding_windows_are_read_as_transformers_reads_them() {
+    use serde_json::json;
+    for (name, value, expected) in [
+        ("mistral", json!(16), Some(16)),
+        ("mistral", json!(64), None),
+        ("mistral", Value::Null, None),
+        ("phi3", json!(63), Some(63)),
+        ("phi3", Value::Null, None),
+    ] {
+        let dir = edited(name, |c| {
+            c.insert("sliding_window".into(), value.clone());
+        });
+        let (_, config) = read_hf_config(&dir.path().join("config.json")).unwrap();
+        assert_eq!(config.sliding_window, expected, "{name} {value}");
+    }
     let dir = edited("mistral", |c| {
         c.remove("sliding_window");
     });
-    assert!(read_hf_config(&dir.path().join("config.json")).is_ok());
+    let (_, config) = read_hf_config(&dir.path().join("config.json")).unwrap();
+    assert_eq!(config.sliding_window, None, "4096 >= 64 positions");
+}
+
+/// The window matters on these fixtures: without it the logits are not transformers'.
+#[test]
+fn the_sliding_window_changes_the_logits() {
+    let r = reference_archs();
+    for name in ["mistral", "phi3"] {
+        let windowed = load(name);
+        let mut full = windowed.clone();
+        full.config.sliding_window = None;
+        for block in &mut full.blocks {
+            block.attn.window = None;
+        }
+        let seq = ids(&r[name]["logits"][0]["tokens"]);
+        let device = full.device();
+        let (a, b) = (
+            values(full.forward(tokens(&seq, &device))),
+            values(windowed.forward(tokens(&seq, &device))),
+        );
+        assert!(max_abs_diff(&a, &b) > 1e-2, "{name}");
+    }
 }
 
 /// A LoRA adapter on Qwen3 (q/k norms, explicit head width, wider q than the model): a fresh

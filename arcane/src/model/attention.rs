@@ -35,6 +35,10 @@ pub struct CausalSelfAttention<B: Backend> {
     pub n_kv_heads: usize,
     /// Head width `D`.
     pub head_dim: usize,
+    /// Sliding window: each query sees only the last `W` positions, itself included
+    /// (Mistral, Phi-3); `None` is full causal attention.
+    #[module(skip)]
+    pub window: Option<usize>,
 }
 
 impl<B: Backend> CausalSelfAttention<B> {
@@ -59,6 +63,7 @@ impl<B: Backend> CausalSelfAttention<B> {
             n_heads: h,
             n_kv_heads: hkv,
             head_dim: d,
+            window: config.sliding_window,
         }
     }
 
@@ -104,16 +109,17 @@ impl<B: Backend> CausalSelfAttention<B> {
         self.o.forward(y)
     }
 
-    /// softmax(q kᵀ / sqrt(D)) v over the same span of positions, causally masked; query head
-    /// j reads key/value head j / (H / Hkv) (grouped-query attention). Queries and keys are
-    /// the same positions, so `is_causal` is exact on every backend. On the CPU backend this is
-    /// one fused kernel that reads the heads in place (see [`kernels::causal_attention`]).
+    /// softmax(q kᵀ / sqrt(D)) v over the same span of positions, causally masked (and to the
+    /// sliding window, if any); query head j reads key/value head j / (H / Hkv) (grouped-query
+    /// attention). Queries and keys are the same positions, so `is_causal` is exact on every
+    /// backend. On the CPU backend this is one fused kernel that reads the heads in place (see
+    /// [`kernels::causal_attention`]).
     ///
     /// # Shapes
     /// - q: `[B, H, T, D]`; k, v: `[B, Hkv, T, D]`
     /// - output: `[B, H, T, D]`
     fn attend_causal(&self, q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
-        kernels::causal_attention(q, k, v)
+        kernels::causal_attention(q, k, v, self.window)
     }
 
     /// Writes the new keys and values into the cache and attends over its buffers with the
@@ -138,13 +144,17 @@ impl<B: Backend> CausalSelfAttention<B> {
                                                        // Row r of the folded queries is token r % T: it sees keys 0..=start + r % T.
         let prefix = match step.mask {
             CacheMask::Causal => KeyPrefix::causal(t),
-            CacheMask::Explicit { start, .. } => KeyPrefix { start, period: t },
-            // One token that sees every key of the buffer.
+            CacheMask::Explicit { start, .. } => KeyPrefix {
+                start,
+                ..KeyPrefix::causal(t)
+            },
+            // One token that sees every key of the buffer (but those before a window).
             CacheMask::None => KeyPrefix {
                 start: k.dims()[2] - 1,
-                period: 1,
+                ..KeyPrefix::causal(1)
             },
-        };
+        }
+        .with_window(step.window.unwrap_or(usize::MAX));
         let mask = step.mask_tensor.clone();
         let y = kernels::prefix_attention(q, k, v, prefix, |q, k, v| {
             let options = AttentionModuleOptions {

@@ -105,6 +105,9 @@ pub struct ModelConfig {
     pub rope_theta: f64,
     /// Rescaled RoPE frequencies (`rope_scaling` / `rope_parameters`); `None` is plain RoPE.
     pub rope_scaling: Option<RopeScaling>,
+    /// Sliding-window attention in every layer (`sliding_window`, Mistral and Phi-3): position
+    /// `i` sees keys `i - W < j <= i`. `None` is full causal attention.
+    pub sliding_window: Option<usize>,
     /// LayerNorm or RMSNorm.
     pub norm: NormKind,
     /// Epsilon of every norm (`layer_norm_epsilon`, `rms_norm_eps`).
@@ -183,6 +186,7 @@ impl ModelConfig {
             positions: PositionEncoding::Learned,
             rope_theta: 10_000.0,
             rope_scaling: None,
+            sliding_window: None,
             norm: NormKind::LayerNorm,
             norm_eps: 1e-5,
             norm_bias: true,
@@ -214,6 +218,7 @@ impl ModelConfig {
             positions: PositionEncoding::Rope,
             rope_theta: 10_000.0,
             rope_scaling: None,
+            sliding_window: None,
             norm: NormKind::RmsNorm,
             norm_eps: 1e-5,
             norm_bias: false,
@@ -326,6 +331,9 @@ impl ModelConfig {
         }
         if let Some(scaling) = &self.rope_scaling {
             scaling.validate()?;
+        }
+        if self.sliding_window == Some(0) {
+            return fail("sliding_window must be at least 1 (or absent)".into());
         }
         if !(self.rope_theta > 0.0) {
             return fail(format!(

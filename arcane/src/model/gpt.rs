@@ -188,7 +188,8 @@ impl<B: Backend> Gpt<B> {
         }
         x = self.dropout.forward(x).cast(self.precision.dtype());
         let groups = self.config.n_heads / self.config.kv_heads();
-        let mut step = cache.map(|cache| CachedForward::new(cache, t, groups, &device));
+        let window = self.config.sliding_window;
+        let mut step = cache.map(|cache| CachedForward::new(cache, t, groups, window, &device));
         for (layer, block) in self.blocks.iter().enumerate() {
             let layer_cache = step.as_mut().map(|s| (s, layer));
             x = block.forward(x, self.rope.as_ref(), layer_cache, start);

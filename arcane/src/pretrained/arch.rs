@@ -11,7 +11,8 @@ pub enum HfArchitecture {
     Gpt2,
     /// `LlamaForCausalLM` (`model_type: llama`), Llama 1 to 3.x (with `llama3` RoPE scaling).
     Llama,
-    /// `MistralForCausalLM` (`model_type: mistral`): Llama's function, no biases.
+    /// `MistralForCausalLM` (`model_type: mistral`): Llama's function with sliding-window
+    /// attention, no biases.
     Mistral,
     /// `Qwen2ForCausalLM` (`model_type: qwen2`, also Qwen2.5): biases on q, k and v.
     Qwen2,
@@ -20,8 +21,8 @@ pub enum HfArchitecture {
     /// `GemmaForCausalLM` (`model_type: gemma`, Gemma 1): GeGLU, `(1 + w)` RMSNorm, embeddings
     /// scaled by `sqrt(hidden_size)`.
     Gemma,
-    /// `Phi3ForCausalLM` (`model_type: phi3`): Llama's function with fused `qkv_proj` and
-    /// `gate_up_proj` tensors in its files.
+    /// `Phi3ForCausalLM` (`model_type: phi3`): Llama's function with sliding-window attention
+    /// and fused `qkv_proj` and `gate_up_proj` tensors in its files.
     Phi3,
 }
 
@@ -82,7 +83,8 @@ impl HfArchitecture {
                 && matches!(c.mlp, MlpKind::Gelu | MlpKind::GeluTanh)
                 && c.kv_heads() == c.n_heads
                 && c.head_dim.is_none_or(|d| d * c.n_heads == c.d_model)
-                && !(c.qkv_bias || c.qk_norm || c.embedding_scale);
+                && !(c.qkv_bias || c.qk_norm || c.embedding_scale)
+                && c.sliding_window.is_none();
         }
         // The Llama-like families: RoPE, and exactly their own switches.
         let (norm, mlp, scaled) = match self {
@@ -95,7 +97,10 @@ impl HfArchitecture {
             Self::Qwen2 => c.qkv_bias && !c.bias,
             _ => !c.qkv_bias && !c.bias,
         };
+        // Only Mistral and Phi-3 slide every layer.
+        let window = c.sliding_window.is_none() || matches!(self, Self::Mistral | Self::Phi3);
         c.positions == PositionEncoding::Rope
+            && window
             && c.norm == norm
             && c.mlp == mlp
             && c.embedding_scale == scaled

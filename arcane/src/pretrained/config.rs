@@ -134,6 +134,7 @@ fn gpt2(f: &Fields) -> Result<ModelConfig> {
         positions: PositionEncoding::Learned,
         rope_theta: 10_000.0,
         rope_scaling: None,
+        sliding_window: None,
         norm: NormKind::LayerNorm,
         norm_eps: f.f64_or("layer_norm_epsilon", 1e-5)?,
         norm_bias: true,
@@ -165,7 +166,7 @@ fn decoder(f: &Fields, arch: HfArchitecture) -> Result<ModelConfig> {
     };
     refuse_unsupported(f)?;
     let (rope_theta, rope_scaling) = rope(f)?;
-    check_sliding_window(f, arch, max_seq_len)?;
+    let sliding_window = sliding_window(f, arch, max_seq_len)?;
     let gemma = arch == A::Gemma;
     let (bias, qkv_bias) = biases(f, arch)?;
     Ok(ModelConfig {
@@ -179,6 +180,7 @@ fn decoder(f: &Fields, arch: HfArchitecture) -> Result<ModelConfig> {
         positions: PositionEncoding::Rope,
         rope_theta,
         rope_scaling,
+        sliding_window,
         norm: if gemma {
             NormKind::RmsNormPlusOne
         } else {
@@ -337,10 +339,10 @@ fn llama3_scaling(f: &Fields, key: &str, params: &Value) -> Result<RopeScaling> 
 }
 
 /// Sliding-window attention (Mistral, Phi-3; Qwen2/Qwen3 with `use_sliding_window: true`) lets
-/// a token see only the last `sliding_window` positions. Arcane's attention is full causal, so it
-/// accepts a window only where that is the same function: when no position can be further back
-/// than the window, i.e. `sliding_window >= max_position_embeddings`.
-fn check_sliding_window(f: &Fields, arch: HfArchitecture, context: usize) -> Result<()> {
+/// a token see only the last `sliding_window` positions. Arcane implements it in every layer
+/// (Mistral, Phi-3); a window at least as long as the context is full causal attention (`None`).
+/// Qwen's windows, which slide only some layers, are refused below the context.
+fn sliding_window(f: &Fields, arch: HfArchitecture, context: usize) -> Result<Option<usize>> {
     let used = match arch {
         // MistralConfig's default window is 4096 when the key is absent; null is no window.
         HfArchitecture::Mistral => match f.value.get("sliding_window") {
@@ -364,12 +366,19 @@ fn check_sliding_window(f: &Fields, arch: HfArchitecture, context: usize) -> Res
         _ => None,
     };
     match used.transpose()? {
-        Some(window) if window < context => Err(f.unsupported(format!(
-            "sliding_window = {window} below max_position_embeddings = {context} (Arcane's \
-             attention is full causal; set max_position_embeddings to at most {window} in \
-             config.json to use the model within one window, where both are the same)"
-        ))),
-        _ => Ok(()),
+        Some(window)
+            if window < context
+                && matches!(arch, HfArchitecture::Qwen2 | HfArchitecture::Qwen3) =>
+        {
+            Err(f.unsupported(format!(
+                "sliding_window = {window} below max_position_embeddings = {context} on Qwen's \
+             sliding layers (Arcane slides every layer or none; set max_position_embeddings to \
+             at most {window} in config.json to use the model within one window, where both \
+             are the same)"
+            )))
+        }
+        Some(window) if window < context => Ok(Some(window)),
+        _ => Ok(None),
     }
 }
 

@@ -85,7 +85,9 @@ fn decoder_json(arch: HfArchitecture, c: &ModelConfig) -> Value {
     });
     let specific = match arch {
         HfArchitecture::Llama => json!({"attention_bias": c.bias, "mlp_bias": c.bias}),
-        HfArchitecture::Mistral | HfArchitecture::Phi3 => json!({"sliding_window": null}),
+        HfArchitecture::Mistral | HfArchitecture::Phi3 => {
+            json!({"sliding_window": c.sliding_window})
+        }
         HfArchitecture::Qwen2 | HfArchitecture::Qwen3 => json!({
             "attention_bias": false,
             "use_sliding_window": false,
