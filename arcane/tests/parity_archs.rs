@@ -352,6 +352,24 @@ fn lora_fine_tunes_a_qwen3() {
     }
 }
 
+/// An adapter belongs to a model, not to the files it came in: one saved on the Hugging Face
+/// folder loads onto a copy that records no class (an Arcane file written before the field).
+#[test]
+fn adapters_fit_the_same_model_whatever_its_recorded_class() {
+    use arcane::lora::{apply_lora, load_adapter, save_adapter, LoraConfig};
+    let adapted = apply_lora(load("phi3"), &LoraConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    save_adapter(&adapted, dir.path(), "phi3").unwrap();
+    let mut unrecorded = load("phi3");
+    unrecorded.config.hf_architecture = None;
+    let restored = load_adapter(unrecorded, dir.path()).unwrap();
+    assert_eq!(collect(&restored), collect(&adapted));
+    let mut other = load("phi3");
+    other.config.sliding_window = Some(4);
+    let err = load_adapter(other, dir.path()).unwrap_err().to_string();
+    assert!(err.contains("sliding_window 8 vs 4"), "{err}");
+}
+
 /// DPO with a LoRA adapter on each architecture: the policy starts equal to the reference, so
 /// the first loss is exactly `ln 2` with zero margins, and a few steps on the same pairs lower it.
 #[test]

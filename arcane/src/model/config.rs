@@ -353,6 +353,18 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// True when `other` describes the same model: equal in every field but
+    /// [`Self::hf_architecture`], which names the files a model came in, not what it computes
+    /// (an adapter trained on a Hugging Face folder fits the Arcane copy of it, and files
+    /// written before the field existed hold none).
+    pub fn same_model(&self, other: &Self) -> bool {
+        let strip = |c: &Self| Self {
+            hf_architecture: None,
+            ..c.clone()
+        };
+        strip(self) == strip(other)
+    }
+
     /// Number of key/value heads (`n_kv_heads`, or `n_heads` when unset).
     pub fn kv_heads(&self) -> usize {
         self.n_kv_heads.unwrap_or(self.n_heads)
