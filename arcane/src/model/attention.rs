@@ -1,5 +1,5 @@
 //! Causal multi-head self-attention with grouped-query heads, optional RoPE, optional per-head
-//! query/key RMSNorm (Qwen3) and a KV cache.
+//! query/key RMSNorm (Qwen3), an optional sliding window (Mistral, Phi-3) and a KV cache.
 
 use burn::prelude::*;
 use burn::tensor::module::attention;
