@@ -416,3 +416,101 @@ fn dpo_aligns_each_architecture() {
         assert!(last.0 < ln2 - 1e-2 && last.1 > 0.0, "{name}: {steps:?}");
     }
 }
+
+/// config.json files as the Hub serves them (written by transformers 4.34 to 4.51, abridged to
+/// the keys that matter): each reads, with the switches its family needs, or is refused by name.
+#[test]
+fn hub_config_files_read_as_their_models() {
+    let read = |text: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), text).unwrap();
+        read_hf_config(&dir.path().join("config.json")).map(|(_, c)| c)
+    };
+    let llama32 = read(
+        r#"{"architectures":["LlamaForCausalLM"],"attention_bias":false,"bos_token_id":128000,
+        "eos_token_id":[128001,128008,128009],"head_dim":64,"hidden_act":"silu","hidden_size":2048,
+        "intermediate_size":8192,"max_position_embeddings":131072,"mlp_bias":false,
+        "model_type":"llama","num_attention_heads":32,"num_hidden_layers":16,
+        "num_key_value_heads":8,"pretraining_tp":1,"rms_norm_eps":1e-05,"rope_scaling":{
+        "factor":32.0,"high_freq_factor":4.0,"low_freq_factor":1.0,
+        "original_max_position_embeddings":8192,"rope_type":"llama3"},"rope_theta":500000.0,
+        "tie_word_embeddings":true,"torch_dtype":"bfloat16","vocab_size":128256}"#,
+    )
+    .unwrap();
+    assert_eq!(llama32.rope_theta, 500000.0);
+    assert!(
+        matches!(llama32.rope_scaling, Some(RopeScaling::Llama3 { factor, original_max_position_embeddings: 8192, .. }) if factor == 32.0)
+    );
+    let qwen25 = read(
+        r#"{"architectures":["Qwen2ForCausalLM"],"bos_token_id":151643,"eos_token_id":151643,
+        "hidden_act":"silu","hidden_size":896,"intermediate_size":4864,
+        "max_position_embeddings":32768,"max_window_layers":24,"model_type":"qwen2",
+        "num_attention_heads":14,"num_hidden_layers":24,"num_key_value_heads":2,
+        "rms_norm_eps":1e-06,"rope_theta":1000000.0,"sliding_window":32768,
+        "tie_word_embeddings":true,"torch_dtype":"bfloat16","use_mrope":false,
+        "use_sliding_window":false,"vocab_size":151936}"#,
+    )
+    .unwrap();
+    assert!(qwen25.qkv_bias && qwen25.tie_embeddings && qwen25.sliding_window.is_none());
+    assert_eq!((qwen25.head_dim(), qwen25.kv_heads()), (64, 2));
+    let qwen3 = read(
+        r#"{"architectures":["Qwen3ForCausalLM"],"attention_bias":false,"eos_token_id":151645,
+        "head_dim":128,"hidden_act":"silu","hidden_size":1024,"intermediate_size":3072,
+        "max_position_embeddings":40960,"max_window_layers":28,"model_type":"qwen3",
+        "num_attention_heads":16,"num_hidden_layers":28,"num_key_value_heads":8,
+        "rms_norm_eps":1e-06,"rope_scaling":null,"rope_theta":1000000,"sliding_window":null,
+        "tie_word_embeddings":true,"torch_dtype":"bfloat16","use_sliding_window":false,
+        "vocab_size":151936}"#,
+    )
+    .unwrap();
+    assert!(qwen3.qk_norm && qwen3.head_dim == Some(128) && qwen3.rope_theta == 1e6);
+    let gemma7b = read(
+        r#"{"architectures":["GemmaForCausalLM"],"attention_bias":false,"bos_token_id":2,
+        "eos_token_id":1,"head_dim":256,"hidden_act":"gelu","hidden_size":3072,
+        "intermediate_size":24576,"max_position_embeddings":8192,"model_type":"gemma",
+        "num_attention_heads":16,"num_hidden_layers":28,"num_key_value_heads":16,
+        "pad_token_id":0,"rms_norm_eps":1e-06,"rope_scaling":null,"rope_theta":10000.0,
+        "torch_dtype":"bfloat16","vocab_size":256000}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        gemma7b.head_dim,
+        Some(256),
+        "16 heads of 256 on a width of 3072"
+    );
+    assert!(gemma7b.mlp == MlpKind::Geglu && gemma7b.tie_embeddings && gemma7b.embedding_scale);
+    let phi3 = read(
+        r#"{"architectures":["Phi3ForCausalLM"],"attention_bias":false,"bos_token_id":1,
+        "embd_pdrop":0.0,"eos_token_id":32000,"hidden_act":"silu","hidden_size":3072,
+        "intermediate_size":8192,"max_position_embeddings":4096,"model_type":"phi3",
+        "num_attention_heads":32,"num_hidden_layers":32,"num_key_value_heads":32,
+        "original_max_position_embeddings":4096,"pad_token_id":32000,"resid_pdrop":0.0,
+        "rms_norm_eps":1e-05,"rope_scaling":null,"rope_theta":10000.0,"sliding_window":2047,
+        "tie_word_embeddings":false,"torch_dtype":"bfloat16","vocab_size":32064}"#,
+    )
+    .unwrap();
+    assert_eq!(phi3.sliding_window, Some(2047));
+    let mistral01 = read(
+        r#"{"architectures":["MistralForCausalLM"],"bos_token_id":1,"eos_token_id":2,
+        "hidden_act":"silu","hidden_size":4096,"intermediate_size":14336,
+        "max_position_embeddings":32768,"model_type":"mistral","num_attention_heads":32,
+        "num_hidden_layers":32,"num_key_value_heads":8,"rms_norm_eps":1e-05,
+        "rope_theta":10000.0,"sliding_window":4096,"tie_word_embeddings":false,
+        "torch_dtype":"bfloat16","vocab_size":32000}"#,
+    )
+    .unwrap();
+    assert_eq!(mistral01.sliding_window, Some(4096));
+    // Phi-3 128k's LongRoPE is refused by name.
+    let err = read(
+        r#"{"architectures":["Phi3ForCausalLM"],"hidden_size":3072,"intermediate_size":8192,
+        "max_position_embeddings":131072,"model_type":"phi3","num_attention_heads":32,
+        "num_hidden_layers":32,"rope_scaling":{"long_factor":[1.0],"short_factor":[1.0],
+        "type":"longrope"},"vocab_size":32064}"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("rope_scaling") && err.contains("longrope"),
+        "{err}"
+    );
+}
