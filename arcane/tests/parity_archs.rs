@@ -140,9 +140,17 @@ fn arcane_checkpoints_keep_the_new_switches() {
 }
 
 #[test]
-fn eos_lists_are_read_whole() {
+fn eos_lists_are_read_whole_and_written_back() {
     assert_eq!(hf_eos_ids(&fixture("llama3").join("config.json")), [2, 3]);
     assert_eq!(hf_eos_ids(&fixture("qwen2").join("config.json")), [2]);
+    let ids = load("llama3").config().hf_token_ids.clone().unwrap();
+    assert_eq!((ids.bos, ids.eos, ids.pad), (Some(1), vec![2, 3], None));
+    let out = tempfile::tempdir().unwrap();
+    save_hf(&load("llama3"), out.path()).unwrap();
+    let text = std::fs::read_to_string(out.path().join("config.json")).unwrap();
+    let config: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(config["eos_token_id"], serde_json::json!([2, 3]));
+    assert_eq!(config["bos_token_id"], 1);
 }
 
 /// A copy of fixture `name` whose config.json is edited by `edit`.

@@ -141,6 +141,22 @@ pub struct ModelConfig {
     /// classes compute the same function (Llama, Mistral, Phi-3) and differ only in their
     /// files. `None` lets the export choose from the switches above.
     pub hf_architecture: Option<String>,
+    /// The special token ids of the Hugging Face `config.json` this model was imported from,
+    /// which an export writes back; `None` for a model Arcane built.
+    pub hf_token_ids: Option<HfTokenIds>,
+}
+
+/// `bos_token_id`, `eos_token_id` (one or several: generation stops at any) and `pad_token_id`
+/// of a Hugging Face config.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HfTokenIds {
+    /// Beginning of sequence.
+    pub bos: Option<u32>,
+    /// End of sequence: every id that ends a generation (Llama 3 instruct lists three).
+    pub eos: Vec<u32>,
+    /// Padding.
+    pub pad: Option<u32>,
 }
 
 impl Default for ModelConfig {
@@ -200,6 +216,7 @@ impl ModelConfig {
             dropout: 0.0,
             init_std: 0.02,
             hf_architecture: None,
+            hf_token_ids: None,
         }
     }
 
@@ -232,6 +249,7 @@ impl ModelConfig {
             dropout: 0.0,
             init_std: 0.02,
             hf_architecture: None,
+            hf_token_ids: None,
         }
     }
 
@@ -354,12 +372,13 @@ impl ModelConfig {
     }
 
     /// True when `other` describes the same model: equal in every field but
-    /// [`Self::hf_architecture`], which names the files a model came in, not what it computes
-    /// (an adapter trained on a Hugging Face folder fits the Arcane copy of it, and files
-    /// written before the field existed hold none).
+    /// [`Self::hf_architecture`] and [`Self::hf_token_ids`], which describe the files a model
+    /// came in, not what it computes (an adapter trained on a Hugging Face folder fits the
+    /// Arcane copy of it, and files written before these fields existed hold none).
     pub fn same_model(&self, other: &Self) -> bool {
         let strip = |c: &Self| Self {
             hf_architecture: None,
+            hf_token_ids: None,
             ..c.clone()
         };
         strip(self) == strip(other)

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::arch::HfArchitecture;
 use crate::error::{ArcaneError, Result};
-use crate::model::{MlpKind, ModelConfig, NormKind, PositionEncoding, RopeScaling};
+use crate::model::{HfTokenIds, MlpKind, ModelConfig, NormKind, PositionEncoding, RopeScaling};
 
 /// Reads `config.json` and returns the architecture and the equivalent Arcane config.
 pub fn read_hf_config(path: &Path) -> Result<(HfArchitecture, ModelConfig)> {
@@ -40,6 +40,11 @@ pub fn read_hf_config(path: &Path) -> Result<(HfArchitecture, ModelConfig)> {
         _ => decoder(&fields, arch)?,
     };
     config.hf_architecture = Some(arch.class_name().to_string());
+    config.hf_token_ids = Some(HfTokenIds {
+        bos: token_id(&value, "bos_token_id"),
+        eos: token_ids(&value, "eos_token_id"),
+        pad: token_id(&value, "pad_token_id"),
+    });
     config
         .validate()
         .map_err(|e| ArcaneError::format(path, e.to_string()))?;
@@ -148,6 +153,7 @@ fn gpt2(f: &Fields) -> Result<ModelConfig> {
         dropout: 0.0,
         init_std: f.f64_or("initializer_range", 0.02)?,
         hf_architecture: None,
+        hf_token_ids: None,
     })
 }
 
@@ -198,6 +204,7 @@ fn decoder(f: &Fields, arch: HfArchitecture) -> Result<ModelConfig> {
         dropout: 0.0,
         init_std: f.f64_or("initializer_range", 0.02)?,
         hf_architecture: None,
+        hf_token_ids: None,
     })
 }
 
@@ -403,14 +410,25 @@ pub fn hf_special_ids(path: &Path) -> (Option<u32>, Option<u32>) {
 /// Every id of `eos_token_id` (a number or, as Llama 3 and Gemma instruct models write it, a
 /// list): generation should stop at any of them. Empty when the file names none.
 pub fn hf_eos_ids(path: &Path) -> Vec<u32> {
-    let value: Option<Value> = std::fs::read_to_string(path)
+    std::fs::read_to_string(path)
         .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
-    let Some(v) = value.as_ref().and_then(|v| v.get("eos_token_id")) else {
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .map(|v| token_ids(&v, "eos_token_id"))
+        .unwrap_or_default()
+}
+
+/// The ids under `key`: a number, or a list of numbers (anything else: none).
+fn token_ids(config: &Value, key: &str) -> Vec<u32> {
+    let Some(v) = config.get(key) else {
         return Vec::new();
     };
     let list = v.as_array().cloned().unwrap_or_else(|| vec![v.clone()]);
     list.iter()
         .filter_map(|x| x.as_u64().and_then(|n| u32::try_from(n).ok()))
         .collect()
+}
+
+/// The first id under `key`.
+fn token_id(config: &Value, key: &str) -> Option<u32> {
+    token_ids(config, key).first().copied()
 }

@@ -9,20 +9,36 @@ use crate::model::{MlpKind, ModelConfig, RopeScaling};
 /// The `config.json` transformers needs to load `config` as `arch`.
 pub fn hf_config_json(arch: HfArchitecture, config: &ModelConfig) -> Value {
     let c = config;
-    // GPT-2's end-of-text doubles as BOS/EOS for a vocabulary of GPT-2's size (50257, padded
-    // up to 51200 as Arcane's 50304). A larger one is another tokenizer's (Llama 3, Qwen,
-    // Gemma), whose ids `ModelConfig` does not hold: none is written rather than a wrong one.
-    let eot = (50257..=51200).contains(&c.vocab_size).then_some(50256);
+    let (bos, eos, pad) = match &c.hf_token_ids {
+        // An imported model's own ids, one EOS as a number and several as a list.
+        Some(ids) => (
+            json!(ids.bos),
+            match ids.eos.as_slice() {
+                [] => Value::Null,
+                [one] => json!(one),
+                many => json!(many),
+            },
+            json!(ids.pad),
+        ),
+        None => {
+            // A model Arcane built: GPT-2's end-of-text doubles as BOS/EOS for a vocabulary of
+            // GPT-2's size (50257, padded up to 51200 as Arcane's 50304); a larger one is
+            // another tokenizer's, whose ids are not known: none rather than a wrong one.
+            let eot = (50257..=51200).contains(&c.vocab_size).then_some(50256);
+            (json!(eot), json!(eot), Value::Null)
+        }
+    };
     let common = json!({
         "architectures": [arch.class_name()],
         "model_type": arch.model_type(),
         "vocab_size": c.vocab_size,
         "tie_word_embeddings": c.tie_embeddings,
         "initializer_range": c.init_std,
-        "bos_token_id": eot,
-        "eos_token_id": eot,
-        // Phi-3's default (32000) would be outside a small vocabulary.
-        "pad_token_id": null,
+        "bos_token_id": bos,
+        "eos_token_id": eos,
+        // Null unless the source names one: Phi-3's default (32000) would be outside a small
+        // vocabulary.
+        "pad_token_id": pad,
         "torch_dtype": "float32",
         "dtype": "float32",
     });
@@ -109,6 +125,24 @@ fn decoder_json(arch: HfArchitecture, c: &ModelConfig) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::HfTokenIds;
+
+    #[test]
+    fn an_imported_models_token_ids_are_written_back() {
+        let config = ModelConfig {
+            vocab_size: 128_256,
+            hf_token_ids: Some(HfTokenIds {
+                bos: Some(128_000),
+                eos: vec![128_001, 128_008, 128_009],
+                pad: None,
+            }),
+            ..ModelConfig::arcane_124m()
+        };
+        let json = hf_config_json(HfArchitecture::Llama, &config);
+        assert_eq!(json["bos_token_id"], 128_000);
+        assert_eq!(json["eos_token_id"], json!([128_001, 128_008, 128_009]));
+        assert!(json["pad_token_id"].is_null());
+    }
 
     #[test]
     fn gpt2s_end_of_text_only_for_a_gpt2_sized_vocabulary() {
