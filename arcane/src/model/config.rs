@@ -1,5 +1,8 @@
-//! The one model configuration type, covering exact GPT-2 and the Arcane (Llama-style) family,
-//! plus the named presets and the arithmetic every tool needs (parameters, FLOPs, memory).
+//! The one model configuration type, covering exact GPT-2, the Arcane (Llama-style) family and
+//! the Hugging Face families Arcane imports (Llama 3.x RoPE scaling, Mistral and Phi-3 sliding
+//! windows, Qwen2 q/k/v biases, Qwen3 q/k norms, Gemma's GeGLU, `(1 + w)` norms and scaled
+//! embeddings) as switches of one block, plus the named presets and the arithmetic every tool
+//! needs (parameters, FLOPs, memory).
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
