@@ -20,7 +20,7 @@ cp "$CARGO_TARGET_DIR/release/arcane-cli" "$out/arcane-cli"
 echo "building the library's integration tests that gpu-check.sh runs, for CUDA"
 # One JSON line per artifact; keep the test executables.
 cargo test --release --locked -p arcane --features test-cuda --no-run --message-format=json \
-  --test parity --test model --test precision \
+  --test parity --test parity_archs --test model --test precision \
   | python3 -c '
 import json, sys, shutil
 for line in sys.stdin:

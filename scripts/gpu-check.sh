@@ -52,7 +52,7 @@ env_info() {
 
 tests() {
   # The library's integration tests with TestBackend = Cuda (TF32 matmuls: see tests/common).
-  for t in parity model precision; do
+  for t in parity parity_archs model precision; do
     [ -x "$G/tests/$t" ] && step "test_$t" 240 "$G/tests/$t" --test-threads 1
   done
 }

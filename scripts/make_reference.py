@@ -27,6 +27,22 @@ without special tokens; and `reference.json` with, for each model: token sequenc
 argmax, to keep the file small), a greedy continuation, and the mean next-token loss over
 `eval.txt` with the windowing of `arcane-cli eval loss`, and (GPT-2) the HellaSwag sums and
 means of `hellaswag.jsonl` (committed beside it) scored as build-nanogpt does.
+
+With `--archs` (alone, or after the above) it writes one tiny random float32 checkpoint per
+further architecture Arcane reads, each with the Llama fixture's 512-token tokenizer and random
+norm gains and biases (so that a `(1 + w)` or a missing bias shows):
+
+* `qwen2/`   Qwen2ForCausalLM: q/k/v biases, tied head, `use_sliding_window: false`;
+* `qwen3/`   Qwen3ForCausalLM: per-head q/k RMSNorm, explicit `head_dim` 16 (hidden 32, 4 heads);
+* `mistral/` MistralForCausalLM: sliding-window attention over 5 positions;
+* `gemma/`   GemmaForCausalLM: GeGLU, `(1 + w)` RMSNorm, scaled embeddings, one key/value head,
+  `head_dim` 16, the legacy `hidden_act: "gelu"` in its config.json;
+* `phi3/`    Phi3ForCausalLM: fused `qkv_proj` and `gate_up_proj`, a sliding window of 8;
+* `llama3/`  LlamaForCausalLM with `llama3` RoPE scaling, written in the transformers 4.x style
+  (top-level `rope_theta` and `rope_scaling`, `torch_dtype`, `eos_token_id` a list);
+
+and `reference_archs.json` with their logits (every other column, log-sum-exp and argmax of every
+row) for two token sequences and a greedy continuation. Only these files change.
 """
 
 import argparse
@@ -188,19 +204,128 @@ def greedy(model, prompt, eos):
     return {"prompt": prompt, "ids": out[0, len(prompt):].tolist()}
 
 
+def randomize_small_params(model, gemma_norm=False, scale=0.3, seed=5):
+    """Norm gains and biases are ones and zeros at init: give them random values so that a norm
+    formula or a missing bias shows in the logits. Gemma's gains are offsets from one."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
+            elif "norm" in name:
+                noise = torch.randn(p.shape, generator=g) * scale
+                p.copy_(noise if gemma_norm else 1.0 + noise)
+
+
+def edit_config(directory, **changes):
+    """Rewrites keys of a saved config.json (None deletes one), to spell it as the Hub does."""
+    path = directory / "config.json"
+    config = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def arch_models():
+    """(name, model, config.json edits) of each further architecture, tiny and float32."""
+    from transformers import (GemmaConfig, GemmaForCausalLM, LlamaConfig, LlamaForCausalLM,
+                              MistralConfig, MistralForCausalLM, Phi3Config, Phi3ForCausalLM,
+                              Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+    common = dict(vocab_size=512, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                  max_position_embeddings=64, initializer_range=0.2, bos_token_id=1,
+                  eos_token_id=2, pad_token_id=None)
+    llama3_rope = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0,
+                   "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                   "original_max_position_embeddings": 32}
+    specs = [
+        ("qwen2", Qwen2ForCausalLM, Qwen2Config(
+            **common, num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000.0},
+            tie_word_embeddings=True, use_sliding_window=False),
+         # As Qwen2.5's files: a window that `use_sliding_window: false` switches off.
+         {"sliding_window": 16}),
+        ("qwen3", Qwen3ForCausalLM, Qwen3Config(
+            **common, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+            rms_norm_eps=1e-6, rope_parameters={"rope_type": "default", "rope_theta": 1000.0},
+            tie_word_embeddings=False, attention_bias=False), {}),
+        ("mistral", MistralForCausalLM, MistralConfig(
+            **common, num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000.0},
+            tie_word_embeddings=False, sliding_window=5), {}),
+        ("gemma", GemmaForCausalLM, GemmaConfig(
+            **common, num_attention_heads=4, num_key_value_heads=1, head_dim=16,
+            rms_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh",
+            rope_parameters={"rope_type": "default", "rope_theta": 1000.0}),
+         {"hidden_act": "gelu", "hidden_activation": None}),
+        ("phi3", Phi3ForCausalLM, Phi3Config(
+            **common, num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000.0},
+            original_max_position_embeddings=64, sliding_window=8,
+            tie_word_embeddings=False), {}),
+        ("llama3", LlamaForCausalLM, LlamaConfig(
+            **common, num_attention_heads=2, num_key_value_heads=1, rms_norm_eps=1e-5,
+            rope_parameters=dict(llama3_rope), tie_word_embeddings=True),
+         {"rope_parameters": None, "rope_theta": 10000.0,
+          "rope_scaling": {k: v for k, v in llama3_rope.items() if k != "rope_theta"},
+          "dtype": None, "torch_dtype": "float32", "eos_token_id": [2, 3]}),
+    ]
+    for i, (name, cls, cfg, edits) in enumerate(specs):
+        torch.manual_seed(10 + i)
+        model = cls(cfg).eval()
+        randomize_small_params(model, gemma_norm=(name == "gemma"), seed=20 + i)
+        yield name, model, edits
+
+
+def make_arch_fixtures():
+    """Writes the further architectures' checkpoints and `reference_archs.json`."""
+    reference = {}
+    for name, model, edits in arch_models():
+        g = torch.Generator().manual_seed(30)
+        seqs = [torch.randint(0, 512, (12,), generator=g).tolist(),
+                torch.randint(0, 512, (7,), generator=g).tolist()]
+        records = []
+        for rec in logits_record(model, seqs, full=True):
+            v = 512
+            rows = [rec["logits"][t * v:(t + 1) * v] for t in range(len(rec["tokens"]))]
+            rec["column_stride"] = 2
+            rec["logits"] = [x for row in rows for x in row[::2]]
+            records.append(rec)
+        reference[name] = {"class": type(model).__name__, "logits": records,
+                           "greedy": greedy(model, seqs[1], 2)}
+        out = FIXTURES / name
+        if out.exists():
+            shutil.rmtree(out)
+        model.save_pretrained(out, safe_serialization=True)
+        edit_config(out, **edits)
+        shutil.copy(FIXTURES / "llama" / "tokenizer.json", out / "tokenizer.json")
+        print(name, type(model).__name__, "greedy", reference[name]["greedy"]["ids"])
+    with open(FIXTURES / "reference_archs.json", "w") as f:
+        json.dump(reference, f)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tokenizer-dir",
                     help="folder with GPT-2's encoder.json and vocab.bpe (tiktoken-rs assets)")
     ap.add_argument("--llama-tokenizer-only", action="store_true",
                     help="write only llama/tokenizer.json and tokenizer_reference.json")
+    ap.add_argument("--archs", action="store_true",
+                    help="write only the further architectures (qwen2, qwen3, mistral, gemma, "
+                         "phi3, llama3) and reference_archs.json")
     args = ap.parse_args()
+    global torch
+    if args.archs:
+        import torch
+        make_arch_fixtures()
+        return
     make_llama_tokenizer()
     if args.llama_tokenizer_only:
         return
     if not args.tokenizer_dir:
         ap.error("--tokenizer-dir is required")
-    global torch
     import torch
     from transformers import (GPT2Config, GPT2LMHeadModel, GPT2Tokenizer, LlamaConfig,
                               LlamaForCausalLM)

@@ -45,7 +45,7 @@ pub enum ArcaneError {
     },
 
     /// A Hugging Face architecture that Arcane cannot map onto its model.
-    #[error("{path}: unsupported architecture {found:?}; Arcane loads GPT2LMHeadModel and LlamaForCausalLM checkpoints")]
+    #[error("{path}: unsupported architecture {found:?}; Arcane loads GPT2LMHeadModel, LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, GemmaForCausalLM and Phi3ForCausalLM checkpoints")]
     UnsupportedArchitecture {
         /// The `config.json` that named it.
         path: PathBuf,

@@ -203,7 +203,7 @@ pub fn read_adapter_manifest(dir: &Path) -> Result<AdapterManifest> {
 /// Fails if the adapter was trained on a base of another architecture or shape.
 pub fn load_adapter<B: Backend>(base: Gpt<B>, dir: &Path) -> Result<Gpt<B>> {
     let manifest = read_adapter_manifest(dir)?;
-    if &manifest.base_config != base.config() {
+    if !manifest.base_config.same_model(base.config()) {
         return Err(ArcaneError::format(
             dir,
             format!(
@@ -230,7 +230,7 @@ fn describe_difference(adapter: &ModelConfig, base: &ModelConfig) -> String {
     );
     let diffs: Vec<String> = a
         .iter()
-        .filter(|(k, v)| b.get(*k) != Some(v))
+        .filter(|(k, v)| *k != "hf_architecture" && b.get(*k) != Some(v))
         .map(|(k, v)| format!("{k} {v} vs {}", b.get(k).cloned().unwrap_or_default()))
         .collect();
     diffs.join(", ")

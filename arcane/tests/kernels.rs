@@ -95,10 +95,13 @@ fn assert_close(what: &str, a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)], 
 }
 
 /// Fused loss and gradients against the generic path on GPT-2 (LayerNorm with bias, tanh
-/// GELU, tied head, 50257 words) and Llama (RMSNorm, SwiGLU, untied head, grouped-query
-/// attention); `what` names the instruction set in failures.
+/// GELU, tied head, 50257 words), Llama (RMSNorm, SwiGLU, untied head, grouped-query
+/// attention), Qwen2 (q/k/v biases), Qwen3 (q/k norms, head width 16 on a width of 32), Gemma
+/// (`(1 + w)` norms, GeGLU, scaled embeddings), Llama 3 RoPE scaling and Mistral's and Phi-3's
+/// sliding windows (5 and 8 of 12 positions); `what` names the instruction set in failures.
 fn check_fused_against_generic(what: &str) {
-    for (dir, vocab) in [("gpt2", 50257), ("llama", 512)] {
+    let further = ["qwen2", "qwen3", "gemma", "llama3", "mistral", "phi3"].map(|d| (d, 512));
+    for (dir, vocab) in [("gpt2", 50257), ("llama", 512)].into_iter().chain(further) {
         let device = Default::default();
         let model: Gpt<B> = arcane::load_model(&fixture(dir), &device).unwrap();
         let (loss, grads) = loss_and_grads(&model, vocab);

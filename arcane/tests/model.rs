@@ -20,7 +20,7 @@ fn random<B: Backend, const D: usize>(shape: [usize; D], device: &B::Device) -> 
 #[test]
 fn rope_preserves_vector_norms() {
     let device = Default::default();
-    let rope = Rope::<TestBackend>::new(64, 16, 10_000.0, &device);
+    let rope = Rope::<TestBackend>::new(64, 16, 10_000.0, None, &device);
     let x = random::<TestBackend, 4>([2, 3, 20, 16], &device);
     let before = values(x.clone().square().sum_dim(3));
     let after = values(rope.apply(x, 7).square().sum_dim(3));
@@ -30,7 +30,7 @@ fn rope_preserves_vector_norms() {
 #[test]
 fn rope_scores_depend_only_on_the_offset() {
     let device = Default::default();
-    let rope = Rope::<TestBackend>::new(128, 8, 10_000.0, &device);
+    let rope = Rope::<TestBackend>::new(128, 8, 10_000.0, None, &device);
     let q = random::<TestBackend, 4>([1, 1, 1, 8], &device);
     let k = random::<TestBackend, 4>([1, 1, 1, 8], &device);
     let score = |m: usize, n: usize| {
@@ -207,7 +207,7 @@ fn cache_masks_hide_the_future_and_the_unwritten_positions() {
     let mask = CacheMask::Explicit { start: 3, cap: 8 };
     assert_eq!(cache.mask_for(2), mask);
     let t = mask
-        .tensor::<TestBackend>(2, 2, &Default::default())
+        .tensor::<TestBackend>(2, 2, None, &Default::default())
         .unwrap();
     assert_eq!(t.dims(), [1, 1, 4, 8]);
     let hidden: Vec<bool> = t.into_data().to_vec().unwrap();

@@ -123,16 +123,18 @@ impl<B: FusedGrads, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         scale: f64,
+        window: usize,
     ) -> FloatTensor<Self> {
         let nodes = [q.node.clone(), k.node.clone(), v.node.clone()];
-        match (AttentionBackward { scale })
+        match (AttentionBackward { scale, window })
             .prepare::<C>(nodes)
             .compute_bound()
             .stateful()
         {
             OpsKind::Tracked(prep) => {
                 let (q, k, v) = (q.primitive, k.primitive, v.primitive);
-                let (out, lse) = B::causal_attention_train(q.clone(), k.clone(), v.clone(), scale);
+                let (out, lse) =
+                    B::causal_attention_train(q.clone(), k.clone(), v.clone(), scale, window);
                 prep.finish([q, k, v, out.clone(), lse], out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::fused_causal_attention(
@@ -140,6 +142,7 @@ impl<B: FusedGrads, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
                 k.primitive,
                 v.primitive,
                 scale,
+                window,
             )),
         }
     }

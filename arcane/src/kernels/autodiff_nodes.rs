@@ -135,6 +135,8 @@ impl<B: FusedGrads> Backward<B, 1> for RopeBackward {
 #[derive(Debug)]
 pub(super) struct AttentionBackward {
     pub(super) scale: f64,
+    /// The sliding window (`usize::MAX`: none).
+    pub(super) window: usize,
 }
 
 /// `q`, `k`, `v`, the output and its log-sum-exp.
@@ -146,7 +148,8 @@ impl<B: FusedGrads> Backward<B, 3> for AttentionBackward {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = grads.consume::<B>(&ops.node);
         let [q, k, v, out, lse] = ops.state;
-        let (dq, dk, dv) = B::causal_attention_backward(q, k, v, out, lse, grad, self.scale);
+        let (dq, dk, dv) =
+            B::causal_attention_backward(q, k, v, out, lse, grad, self.scale, self.window);
         register!(B, ops.parents, [dq, dk, dv], grads);
     }
 }

@@ -99,8 +99,9 @@ impl FusedOps for Flex {
         k: FlexTensor,
         v: FlexTensor,
         scale: f64,
+        window: usize,
     ) -> FlexTensor {
-        flex_attention::forward(q, k, v, scale).0
+        flex_attention::forward(q, k, v, scale, window).0
     }
 
     fn fused_prefix_attention(
@@ -266,8 +267,9 @@ impl FusedGrads for Flex {
         k: FlexTensor,
         v: FlexTensor,
         scale: f64,
+        window: usize,
     ) -> (FlexTensor, FlexTensor) {
-        flex_attention::forward(q, k, v, scale)
+        flex_attention::forward(q, k, v, scale, window)
     }
 
     fn causal_attention_backward(
@@ -278,8 +280,9 @@ impl FusedGrads for Flex {
         lse: FlexTensor,
         grad: FlexTensor,
         scale: f64,
+        window: usize,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        flex_attention::backward(q, k, v, out, lse, grad, scale)
+        flex_attention::backward(q, k, v, out, lse, grad, (scale, window))
     }
 
     fn linear_backward(

@@ -39,19 +39,21 @@ fn token_major(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
     FlexTensor::new(Bytes::from_elems(values), layout, DType::F32)
 }
 
-/// Causal attention: the output `[B, H, T, D]` (over a token-major buffer) and the rows'
-/// log-sum-exp `[B, H, T]`.
+/// Causal attention, each query seeing at most the last `window` keys (`usize::MAX`: all):
+/// the output `[B, H, T, D]` (over a token-major buffer) and the rows' log-sum-exp `[B, H, T]`.
 pub fn forward(
     q: FlexTensor,
     k: FlexTensor,
     v: FlexTensor,
     scale: f64,
+    window: usize,
 ) -> (FlexTensor, FlexTensor) {
     let ((q, qv), (k, kv), (v, vv)) = (heads(q), heads(k), heads(v));
     let [b, h, t, d] = qv.shape;
     let mut out = vec![0.0f32; b * t * h * d];
     let data = (q.storage::<f32>(), k.storage::<f32>(), v.storage::<f32>());
-    let (o, prefix) = (Heads::token_major([b, h, t, d]), KeyPrefix::causal(t));
+    let o = Heads::token_major([b, h, t, d]);
+    let prefix = KeyPrefix::causal(t).with_window(window);
     let lse = attention::forward(data, (qv, kv, vv), prefix, scale as f32, (&mut out, o));
     let lse = FlexTensor::new(
         Bytes::from_elems(lse),
@@ -87,7 +89,7 @@ pub fn forward_prefix(
     )
 }
 
-/// `(dq, dk, dv)` of causal attention.
+/// `(dq, dk, dv)` of causal attention with a sliding `window` (`usize::MAX`: none).
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     q: FlexTensor,
@@ -96,7 +98,7 @@ pub fn backward(
     out: FlexTensor,
     lse: FlexTensor,
     grad: FlexTensor,
-    scale: f64,
+    (scale, window): (f64, usize),
 ) -> (FlexTensor, FlexTensor, FlexTensor) {
     let ((q, qv), (k, kv), (v, vv)) = (heads(q), heads(k), heads(v));
     let ((out, ov), (grad, gv)) = (heads(out), heads(grad));
@@ -111,7 +113,7 @@ pub fn backward(
         grad_view: gv,
     };
     let data = (q.storage::<f32>(), k.storage::<f32>(), v.storage::<f32>());
-    let (dq, dk, dv) = attention_grad::backward(data, (qv, kv, vv), scale as f32, saved);
+    let (dq, dk, dv) = attention_grad::backward(data, (qv, kv, vv), (scale as f32, window), saved);
     (
         token_major(dq, [b, h, t, d]),
         token_major(dk, [b, hkv, t, d]),

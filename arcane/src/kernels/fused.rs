@@ -49,7 +49,8 @@ pub trait FusedOps: Backend {
         targets: IntTensor<Self>,
     ) -> FloatTensor<Self>;
 
-    /// Causal attention `softmax(q·kᵀ·scale)·v` (query `i` sees keys `0..=i`); query head `h`
+    /// Causal attention `softmax(q·kᵀ·scale)·v` (query `i` sees keys `0..=i`, or only
+    /// `i - window < j <= i` with a sliding window; `usize::MAX` for none); query head `h`
     /// reads key/value head `h / (H / Hkv)`.
     ///
     /// # Shapes
@@ -60,6 +61,7 @@ pub trait FusedOps: Backend {
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         scale: f64,
+        window: usize,
     ) -> FloatTensor<Self>;
 
     /// Attention of `R` query rows where row `r` sees keys `0..=start + r % period` (decoding
@@ -177,6 +179,7 @@ pub trait FusedGrads: FusedOps {
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         scale: f64,
+        window: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// Gradients of causal attention: `(dq, dk, dv)`.
@@ -189,6 +192,7 @@ pub trait FusedGrads: FusedOps {
         lse: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         scale: f64,
+        window: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
     /// Gradients of [`FusedOps::fused_linear`] for input, weight and bias, each computed only

@@ -44,11 +44,13 @@ pub fn swiglu<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>) 
 }
 
 /// Key/value heads repeated for grouped-query attention (`repeat_kv` in Hugging Face Llama),
-/// then Burn's attention with `is_causal` (exact: queries and keys are the same positions).
+/// then Burn's attention with `is_causal` (exact: queries and keys are the same positions), or
+/// with the mask of a sliding window (query `i` sees `i - W < j <= i`).
 pub fn causal_attention<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
+    window: Option<usize>,
 ) -> Tensor<B, 4> {
     let (h, hkv) = (q.dims()[1], k.dims()[1]);
     let (k, v) = if hkv != h {
@@ -62,11 +64,19 @@ pub fn causal_attention<B: Backend>(
     } else {
         (k, v)
     };
+    let t = q.dims()[2];
+    let mask = window.filter(|&w| w < t).map(|w| {
+        // `true` hides a key (Burn's convention).
+        let hidden: Vec<bool> = (0..t * t)
+            .map(|n| n % t > n / t || n / t - n % t >= w)
+            .collect();
+        Tensor::<B, 2, Bool>::from_data(TensorData::new(hidden, [t, t]), &q.device()).unsqueeze()
+    });
     let options = AttentionModuleOptions {
-        is_causal: true,
+        is_causal: mask.is_none(),
         ..Default::default()
     };
-    attention(q, k, v, None, None, options)
+    attention(q, k, v, mask, None, options)
 }
 
 /// The head's logits for all rows, then Burn's cross-entropy.

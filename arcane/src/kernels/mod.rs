@@ -96,11 +96,12 @@ pub fn linear_cross_entropy<B: Backend>(
     generic::linear_cross_entropy(hidden, weight, layout, targets)
 }
 
-/// Causal self-attention `softmax(q·kᵀ/√D)·v`, query `i` seeing keys `0..=i`; query head `h`
-/// reads key/value head `h / (H / Hkv)` (grouped-query attention). On the CPU backend, one
+/// Causal self-attention `softmax(q·kᵀ/√D)·v`, query `i` seeing keys `0..=i`, or with a
+/// sliding `window` of `W` only `i - W < j <= i` (Mistral, Phi-3); query head `h` reads
+/// key/value head `h / (H / Hkv)` (grouped-query attention). On the CPU backend, one
 /// FlashAttention-style kernel that reads the heads in place and keeps no `[T, T]` scores for
 /// the backward pass; elsewhere the key/value heads are repeated and Burn's `attention` runs
-/// with `is_causal`.
+/// with `is_causal` (with an explicit mask for a window).
 ///
 /// # Shapes
 /// - q: `[B, H, T, D]`; k, v: `[B, Hkv, T, D]`
@@ -109,15 +110,17 @@ pub fn causal_attention<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
+    window: Option<usize>,
 ) -> Tensor<B, 4> {
     let scale = 1.0 / (q.dims()[3] as f64).sqrt();
     if all_f32(&[q.dtype(), k.dtype(), v.dtype()]) {
         with_fused!(fused, B, |K| {
             let (q, k, v) = (to::<K, B, 4>(q), to::<K, B, 4>(k), to::<K, B, 4>(v));
-            return back::<K, B, 4>(K::fused_causal_attention(q, k, v, scale));
+            let window = window.unwrap_or(usize::MAX);
+            return back::<K, B, 4>(K::fused_causal_attention(q, k, v, scale, window));
         });
     }
-    generic::causal_attention(q, k, v)
+    generic::causal_attention(q, k, v, window)
 }
 
 /// Attention of query rows over key prefixes, for decoding and chunked prefill over a KV cache

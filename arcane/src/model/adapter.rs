@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::config::{MlpKind, ModelConfig};
+use super::config::ModelConfig;
 use crate::error::{ArcaneError, Result};
 
 /// Which projections get adapters.
@@ -120,26 +120,27 @@ impl LoraConfig {
     /// Number of adapter parameters these settings add to a model of `model`'s shape:
     /// `r · (in + out)` per adapted projection.
     pub fn trainable_params(&self, model: &ModelConfig) -> usize {
-        let (c, f, kv, r) = (
+        let (c, f, q, kv, r) = (
             model.d_model,
             model.hidden_size(),
+            model.n_heads * model.head_dim(),
             model.kv_heads() * model.head_dim(),
             self.rank,
         );
         let has = |t| self.targets.contains(&t);
         let mut per_layer = 0;
         for (target, d_in, d_out) in [
-            (LoraTarget::Q, c, c),
+            (LoraTarget::Q, c, q),
             (LoraTarget::K, c, kv),
             (LoraTarget::V, c, kv),
-            (LoraTarget::O, c, c),
+            (LoraTarget::O, q, c),
         ] {
             if has(target) {
                 per_layer += r * (d_in + d_out);
             }
         }
         if has(LoraTarget::Mlp) {
-            let projections = if model.mlp == MlpKind::Swiglu { 3 } else { 2 };
+            let projections = if model.mlp.gated() { 3 } else { 2 };
             per_layer += projections * r * (c + f);
         }
         let head = if has(LoraTarget::Head) && !model.tie_embeddings {

@@ -1,13 +1,15 @@
-//! Causal multi-head self-attention with grouped-query heads, optional RoPE and a KV cache.
+//! Causal multi-head self-attention with grouped-query heads, optional RoPE, optional per-head
+//! query/key RMSNorm (Qwen3), an optional sliding window (Mistral, Phi-3) and a KV cache.
 
 use burn::prelude::*;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
-use super::config::ModelConfig;
+use super::config::{ModelConfig, NormKind};
 use super::init;
 use super::kv_cache::{CacheMask, CachedForward};
 use super::linear::Linear;
+use super::norm::Norm;
 use super::rope::Rope;
 use crate::kernels::{self, KeyPrefix};
 
@@ -23,12 +25,20 @@ pub struct CausalSelfAttention<B: Backend> {
     pub v: Linear<B>,
     /// Output projection `[H·D, C]`, a residual projection (scaled init).
     pub o: Linear<B>,
+    /// RMSNorm `[D]` over each query head before RoPE (Qwen3's `q_norm`), with `qk_norm`.
+    pub q_norm: Option<Norm<B>>,
+    /// RMSNorm `[D]` over each key head before RoPE (Qwen3's `k_norm`), with `qk_norm`.
+    pub k_norm: Option<Norm<B>>,
     /// Query heads `H`.
     pub n_heads: usize,
     /// Key/value heads `Hkv` (divides `H`).
     pub n_kv_heads: usize,
     /// Head width `D`.
     pub head_dim: usize,
+    /// Sliding window: each query sees only the last `W` positions, itself included
+    /// (Mistral, Phi-3); `None` is full causal attention.
+    #[module(skip)]
+    pub window: Option<usize>,
 }
 
 impl<B: Backend> CausalSelfAttention<B> {
@@ -38,14 +48,22 @@ impl<B: Backend> CausalSelfAttention<B> {
         let (h, hkv) = (config.n_heads, config.kv_heads());
         let std = config.init_std;
         let resid_std = init::residual_std(std, config.n_layers);
+        let qkv_bias = config.bias || config.qkv_bias;
+        let head_norm = || {
+            let norm = Norm::new(NormKind::RmsNorm, d, config.norm_eps, false, device);
+            config.qk_norm.then_some(norm)
+        };
         Self {
-            q: init::linear(c, h * d, config.bias, std, device),
-            k: init::linear(c, hkv * d, config.bias, std, device),
-            v: init::linear(c, hkv * d, config.bias, std, device),
+            q: init::linear(c, h * d, qkv_bias, std, device),
+            k: init::linear(c, hkv * d, qkv_bias, std, device),
+            v: init::linear(c, hkv * d, qkv_bias, std, device),
             o: init::linear(h * d, c, config.bias, resid_std, device),
+            q_norm: head_norm(),
+            k_norm: head_norm(),
             n_heads: h,
             n_kv_heads: hkv,
             head_dim: d,
+            window: config.sliding_window,
         }
     }
 
@@ -66,10 +84,19 @@ impl<B: Backend> CausalSelfAttention<B> {
     ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
         let (h, hkv, d) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, d]).swap_dims(1, 2);
-        let mut q = heads(self.q.forward(x.clone()), h); // [B, H, T, D]
-        let mut k = heads(self.k.forward(x.clone()), hkv); // [B, Hkv, T, D]
-        let v = heads(self.v.forward(x), hkv);
+        // [B, T, n·D] -> [B, n, T, D], normalised per head first when there is a norm (on the
+        // contiguous `[B, T, n, D]` layout, as Qwen3 does before transposing).
+        let heads = |y: Tensor<B, 3>, n: usize, norm: Option<&Norm<B>>| {
+            let y = y.reshape([b, t, n, d]);
+            let y = match norm {
+                Some(norm) => norm.forward(y),
+                None => y,
+            };
+            y.swap_dims(1, 2)
+        };
+        let mut q = heads(self.q.forward(x.clone()), h, self.q_norm.as_ref()); // [B, H, T, D]
+        let mut k = heads(self.k.forward(x.clone()), hkv, self.k_norm.as_ref()); // [B, Hkv, T, D]
+        let v = heads(self.v.forward(x), hkv, None);
         if let Some(rope) = rope {
             q = rope.apply(q, start);
             k = rope.apply(k, start);
@@ -82,16 +109,17 @@ impl<B: Backend> CausalSelfAttention<B> {
         self.o.forward(y)
     }
 
-    /// softmax(q kᵀ / sqrt(D)) v over the same span of positions, causally masked; query head
-    /// j reads key/value head j / (H / Hkv) (grouped-query attention). Queries and keys are
-    /// the same positions, so `is_causal` is exact on every backend. On the CPU backend this is
-    /// one fused kernel that reads the heads in place (see [`kernels::causal_attention`]).
+    /// softmax(q kᵀ / sqrt(D)) v over the same span of positions, causally masked (and to the
+    /// sliding window, if any); query head j reads key/value head j / (H / Hkv) (grouped-query
+    /// attention). Queries and keys are the same positions, so `is_causal` is exact on every
+    /// backend. On the CPU backend this is one fused kernel that reads the heads in place (see
+    /// [`kernels::causal_attention`]).
     ///
     /// # Shapes
     /// - q: `[B, H, T, D]`; k, v: `[B, Hkv, T, D]`
     /// - output: `[B, H, T, D]`
     fn attend_causal(&self, q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
-        kernels::causal_attention(q, k, v)
+        kernels::causal_attention(q, k, v, self.window)
     }
 
     /// Writes the new keys and values into the cache and attends over its buffers with the
@@ -116,13 +144,17 @@ impl<B: Backend> CausalSelfAttention<B> {
                                                        // Row r of the folded queries is token r % T: it sees keys 0..=start + r % T.
         let prefix = match step.mask {
             CacheMask::Causal => KeyPrefix::causal(t),
-            CacheMask::Explicit { start, .. } => KeyPrefix { start, period: t },
-            // One token that sees every key of the buffer.
+            CacheMask::Explicit { start, .. } => KeyPrefix {
+                start,
+                ..KeyPrefix::causal(t)
+            },
+            // One token that sees every key of the buffer (but those before a window).
             CacheMask::None => KeyPrefix {
                 start: k.dims()[2] - 1,
-                period: 1,
+                ..KeyPrefix::causal(1)
             },
-        };
+        }
+        .with_window(step.window.unwrap_or(usize::MAX));
         let mask = step.mask_tensor.clone();
         let y = kernels::prefix_attention(q, k, v, prefix, |q, k, v| {
             let options = AttentionModuleOptions {

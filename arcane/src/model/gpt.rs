@@ -61,8 +61,7 @@ impl ModelConfig {
             wte: init::embedding(v, c, std, device),
             wpe: (self.positions == PositionEncoding::Learned)
                 .then(|| init::embedding(self.max_seq_len, c, std, device)),
-            rope: (self.positions == PositionEncoding::Rope)
-                .then(|| Rope::new(self.max_seq_len, self.head_dim(), self.rope_theta, device)),
+            rope: (self.positions == PositionEncoding::Rope).then(|| self.rope_tables(device)),
             blocks: (0..self.n_layers)
                 .map(|_| Block::new(self, device))
                 .collect(),
@@ -73,6 +72,20 @@ impl ModelConfig {
             lora: None,
             precision: Precision::F32,
         })
+    }
+}
+
+impl ModelConfig {
+    /// The RoPE tables of this config.
+    fn rope_tables<B: Backend>(&self, device: &B::Device) -> Rope<B> {
+        let scaling = self.rope_scaling.as_ref();
+        Rope::new(
+            self.max_seq_len,
+            self.head_dim(),
+            self.rope_theta,
+            scaling,
+            device,
+        )
     }
 }
 
@@ -168,9 +181,15 @@ impl<B: Backend> Gpt<B> {
             let positions = Tensor::arange(start as i64..(start + t) as i64, &device);
             x = x + wpe.forward(positions.unsqueeze::<2>()); // [1, T, C] broadcast
         }
+        if self.config.embedding_scale {
+            // Gemma: `x · sqrt(C)` in f32, the factor rounded to f32 first, as transformers'
+            // `GemmaTextScaledWordEmbedding` (an f32 buffer) does.
+            x = x.mul_scalar((self.config.d_model as f64).sqrt());
+        }
         x = self.dropout.forward(x).cast(self.precision.dtype());
         let groups = self.config.n_heads / self.config.kv_heads();
-        let mut step = cache.map(|cache| CachedForward::new(cache, t, groups, &device));
+        let window = self.config.sliding_window;
+        let mut step = cache.map(|cache| CachedForward::new(cache, t, groups, window, &device));
         for (layer, block) in self.blocks.iter().enumerate() {
             let layer_cache = step.as_mut().map(|s| (s, layer));
             x = block.forward(x, self.rope.as_ref(), layer_cache, start);

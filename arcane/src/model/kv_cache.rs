@@ -174,23 +174,35 @@ pub struct CachedForward<'a, B: Backend> {
     pub mask: CacheMask,
     /// The mask as a tensor, for [`CacheMask::Explicit`]: `[1, 1, groups·T, Cap]`.
     pub mask_tensor: Option<Tensor<B, 4, Bool>>,
+    /// The sliding window of the model's attention, if any (see `ModelConfig::sliding_window`).
+    pub window: Option<usize>,
 }
 
 impl<'a, B: Backend> CachedForward<'a, B> {
     /// The view of `cache` for `t` new tokens whose queries come in `groups` query heads per
-    /// key/value head (folded into the query axis, see `attention.rs`).
-    pub fn new(cache: &'a mut KvCache<B>, t: usize, groups: usize, device: &B::Device) -> Self {
+    /// key/value head (folded into the query axis, see `attention.rs`), for attention with an
+    /// optional sliding `window`.
+    pub fn new(
+        cache: &'a mut KvCache<B>,
+        t: usize,
+        groups: usize,
+        window: Option<usize>,
+        device: &B::Device,
+    ) -> Self {
+        let (start, cap) = (cache.len(), cache.capacity_for(cache.len() + t));
         let mask = match cache.mask_for(t) {
             // The causal mask aligns queries and keys one to one; folded query groups need
-            // it spelled out.
-            CacheMask::Causal if groups > 1 => CacheMask::Explicit { start: 0, cap: t },
+            // it spelled out, and so does a window that hides keys.
+            CacheMask::Causal if groups > 1 => CacheMask::Explicit { start, cap },
+            _ if window.is_some_and(|w| w < start + t) => CacheMask::Explicit { start, cap },
             mask => mask,
         };
-        let mask_tensor = mask.tensor(t, groups, device);
+        let mask_tensor = mask.tensor(t, groups, window, device);
         Self {
             cache,
             mask,
             mask_tensor,
+            window,
         }
     }
 }
@@ -202,7 +214,8 @@ pub enum CacheMask {
     None,
     /// Keys and queries are the same span: `is_causal`.
     Causal,
-    /// Query `i` (at `start + i`) sees key `j` iff `j <= start + i`, over `cap` keys.
+    /// Query `i` (at `start + i`) sees key `j` iff `j <= start + i` (and, with a sliding
+    /// window `W`, `start + i - j < W`), over `cap` keys.
     Explicit {
         /// Position of the first query.
         start: usize,
@@ -214,7 +227,8 @@ pub enum CacheMask {
 impl CacheMask {
     /// The boolean mask of [`CacheMask::Explicit`] for `t` queries (`true` = hidden, Burn's
     /// convention), repeated `groups` times along the query axis for grouped-query heads
-    /// folded into it; `None` for the other cases.
+    /// folded into it, with keys before a sliding `window` hidden too; `None` for the other
+    /// cases.
     ///
     /// # Shapes
     /// - output: `[1, 1, groups·T, Cap]`
@@ -222,13 +236,18 @@ impl CacheMask {
         &self,
         t: usize,
         groups: usize,
+        window: Option<usize>,
         device: &B::Device,
     ) -> Option<Tensor<B, 4, Bool>> {
         let CacheMask::Explicit { start, cap } = *self else {
             return None;
         };
+        let w = window.unwrap_or(usize::MAX);
         let values: Vec<bool> = (0..groups * t)
-            .flat_map(|r| (0..cap).map(move |j| j > start + r % t))
+            .flat_map(|r| {
+                let p = start + r % t; // the query's position
+                (0..cap).map(move |j| j > p || p - j >= w)
+            })
             .collect();
         Some(Tensor::from_data(
             TensorData::new(values, [1, 1, groups * t, cap]),

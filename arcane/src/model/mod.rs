@@ -29,7 +29,9 @@ mod rope;
 pub use adapter::{LoraConfig, LoraTarget};
 pub use attention::CausalSelfAttention;
 pub use block::Block;
-pub use config::{MlpKind, ModelConfig, NormKind, PositionEncoding, PRESETS};
+pub use config::{
+    HfTokenIds, MlpKind, ModelConfig, NormKind, PositionEncoding, RopeScaling, PRESETS,
+};
 pub use gpt::Gpt;
 pub use kv_cache::{CacheMask, CachedForward, KvCache, LayerCache, DEFAULT_BUCKET};
 pub use linear::{Linear, LoraAdapter};

@@ -5,6 +5,7 @@
 
 use burn::prelude::*;
 
+use super::config::RopeScaling;
 use crate::kernels;
 
 /// Precomputed cos/sin tables for positions `0..max_seq_len`. Not a parameter.
@@ -18,17 +19,26 @@ pub struct Rope<B: Backend> {
 }
 
 impl<B: Backend> Rope<B> {
-    /// Tables for a head width `head_dim` (even) and base `theta`.
-    pub fn new(max_seq_len: usize, head_dim: usize, theta: f64, device: &B::Device) -> Self {
+    /// Tables for a head width `head_dim` (even), base `theta` and optional rescaled
+    /// frequencies. A rescaling changes only these tables, not the kernels that apply them.
+    pub fn new(
+        max_seq_len: usize,
+        head_dim: usize,
+        theta: f64,
+        scaling: Option<&RopeScaling>,
+        device: &B::Device,
+    ) -> Self {
         assert!(head_dim % 2 == 0, "RoPE needs an even head dimension");
         let half = head_dim / 2;
+        // θ_i = theta^(-2i/D), then rescaled; in f64 so long contexts keep their precision.
+        let inv_freq: Vec<f64> = (0..half)
+            .map(|i| theta.powf(-((2 * i) as f64) / head_dim as f64))
+            .map(|f| scaling.map_or(f, |s| s.scale(f)))
+            .collect();
         let mut cos = Vec::with_capacity(max_seq_len * head_dim);
         let mut sin = Vec::with_capacity(max_seq_len * head_dim);
         for p in 0..max_seq_len {
-            // θ_i = theta^(-2i/D); angles in f64 so long contexts keep their precision.
-            let angles: Vec<f64> = (0..half)
-                .map(|i| p as f64 * theta.powf(-((2 * i) as f64) / head_dim as f64))
-                .collect();
+            let angles: Vec<f64> = inv_freq.iter().map(|f| p as f64 * f).collect();
             for half_index in 0..2 {
                 for a in &angles {
                     cos.push(a.cos() as f32);

@@ -1,7 +1,10 @@
 //! Hugging Face checkpoints in and out: a directory with `config.json` and `model.safetensors`
-//! (or a sharded `model.safetensors.index.json`) of `GPT2LMHeadModel` or `LlamaForCausalLM`.
+//! (or a sharded `model.safetensors.index.json`) of one of the [`HfArchitecture`]s (GPT-2,
+//! Llama, Mistral, Qwen2, Qwen3, Gemma, Phi-3).
 
+mod arch;
 mod config;
+mod config_json;
 mod keys;
 
 use std::collections::HashMap;
@@ -10,7 +13,9 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use serde_json::Value;
 
-pub use config::{hf_config_json, hf_special_ids, read_hf_config, HfArchitecture};
+pub use arch::{HfArchitecture, ARCHITECTURES};
+pub use config::{hf_eos_ids, hf_special_ids, read_hf_config};
+pub use config_json::hf_config_json;
 pub use keys::{is_buffer, key_table, KeyMap, Layout};
 
 use crate::error::{ArcaneError, Result};
@@ -93,8 +98,9 @@ pub fn save_hf<B: Backend>(model: &Gpt<B>, dir: &Path) -> Result<HfArchitecture>
     let arch = HfArchitecture::for_config(config).ok_or_else(|| {
         ArcaneError::InvalidConfig(
             "this architecture has no Hugging Face equivalent (GPT-2 needs learned positions, \
-             LayerNorm with bias, GELU and biases; Llama needs RoPE, RMSNorm and SwiGLU); \
-             save it in the Arcane format instead"
+             LayerNorm with bias, GELU and biases; Llama, Mistral, Qwen2, Qwen3 and Phi-3 need \
+             RoPE, RMSNorm and SwiGLU; Gemma RoPE, (1 + w) RMSNorm, GeGLU and scaled \
+             embeddings); save it in the Arcane format instead"
                 .into(),
         )
     })?;
@@ -129,8 +135,30 @@ fn to_arcane(row: &KeyMap, tensor: HostTensor) -> Vec<HostTensor> {
     match row.layout {
         Layout::Same => vec![tensor],
         Layout::Transpose => vec![tensor.transpose()],
-        Layout::SplitLast => tensor.split_last(row.arcane.len()),
+        Layout::SplitLast => split_last(&tensor, &row.split),
+        Layout::TransposeSplit => split_last(&tensor.transpose(), &row.split),
     }
+}
+
+/// Splits the last dimension of `tensor` into consecutive parts of `widths`.
+fn split_last(tensor: &HostTensor, widths: &[usize]) -> Vec<HostTensor> {
+    let last = tensor.shape.last().copied().unwrap_or(1);
+    let rows = tensor.values.len() / last.max(1);
+    let mut begin = 0;
+    widths
+        .iter()
+        .map(|&width| {
+            let mut values = Vec::with_capacity(rows * width);
+            for r in 0..rows {
+                let at = r * last + begin;
+                values.extend_from_slice(&tensor.values[at..at + width]);
+            }
+            begin += width;
+            let mut shape = tensor.shape.clone();
+            *shape.last_mut().expect("a split tensor has a dimension") = width;
+            HostTensor { shape, values }
+        })
+        .collect()
 }
 
 /// Arcane layout to Hugging Face layout (the inverse of [`to_arcane`]).
@@ -139,6 +167,7 @@ fn to_hf(row: &KeyMap, mut parts: Vec<HostTensor>) -> HostTensor {
         Layout::Same => parts.remove(0),
         Layout::Transpose => parts[0].transpose(),
         Layout::SplitLast => HostTensor::concat_last(&parts),
+        Layout::TransposeSplit => HostTensor::concat_last(&parts).transpose(),
     }
 }
 

@@ -280,7 +280,7 @@ fn build_model<B: AutodiffBackend>(config: &TrainingConfig, device: &B::Device) 
         None => config.model.init::<B>(device)?,
         Some(finetune) => {
             let base = crate::checkpoint::load_model::<B>(&finetune.base, device)?;
-            if base.config() != &config.model {
+            if !base.config().same_model(&config.model) {
                 return Err(ArcaneError::InvalidConfig(format!(
                     "the run's model config differs from the base model in {}; fine-tune runs take the base's config",
                     finetune.base.display()

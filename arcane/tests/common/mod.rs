@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests: the CPU backend, fixtures and comparisons.
 #![allow(dead_code)]
 
+pub mod parity;
+
 use std::path::PathBuf;
 
 use burn::prelude::*;

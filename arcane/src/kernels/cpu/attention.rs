@@ -57,15 +57,19 @@ impl Heads {
     }
 }
 
-/// Which keys each query row sees: row `r` sees keys `0..=start + r % period`. Causal
-/// attention over one span is `start = 0, period = T`; `T` new tokens after `start` cached
-/// ones, with the query heads of a group folded into the rows, is `period = T`.
+/// Which keys each query row sees: row `r` sees keys `0..=start + r % period`, or with a
+/// sliding window of `W` only the last `W` of them (`p - W < j <= p` for `p = start + r %
+/// period`, Mistral's and transformers' rule). Causal attention over one span is `start = 0,
+/// period = T`; `T` new tokens after `start` cached ones, with the query heads of a group
+/// folded into the rows, is `period = T`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyPrefix {
     /// Keys before the first query's own position.
     pub start: usize,
     /// Rows after which the pattern repeats (the tokens per folded query group).
     pub period: usize,
+    /// The sliding window `W`: how many keys a row sees at most (`usize::MAX`: all).
+    pub window: usize,
 }
 
 impl KeyPrefix {
@@ -74,6 +78,15 @@ impl KeyPrefix {
         Self {
             start: 0,
             period: t.max(1),
+            window: usize::MAX,
+        }
+    }
+
+    /// The same rows seeing at most the last `window` keys each (`usize::MAX`: all).
+    pub fn with_window(self, window: usize) -> Self {
+        Self {
+            window: window.max(1),
+            ..self
         }
     }
 
@@ -81,6 +94,12 @@ impl KeyPrefix {
     #[inline(always)]
     fn seen(self, r: usize) -> usize {
         self.start + r % self.period + 1
+    }
+
+    /// The first key row `r` sees (0 without a window).
+    #[inline(always)]
+    fn first(self, r: usize) -> usize {
+        self.seen(r).saturating_sub(self.window)
     }
 
     /// How many keys the rows `r0..r1` need at most.
@@ -110,7 +129,10 @@ multiversion! {
     fn softmax_rows(s: &mut [f32], keys: usize, r0: usize, prefix: KeyPrefix, scale: f32, lse: &mut [f32]) {
         for (i, row) in s.chunks_exact_mut(keys).enumerate() {
             let seen = prefix.seen(r0 + i).min(keys);
-            let (vis, hidden) = row.split_at_mut(seen);
+            let (head, hidden) = row.split_at_mut(seen);
+            // Keys before the window get 0, like those after the row's own position.
+            let (before, vis) = head.split_at_mut(prefix.first(r0 + i).min(seen));
+            before.fill(0.0);
             let m = max(vis) * scale;
             // Exponentials first, then their sum: one loop doing both would not vectorise.
             for x in vis.iter_mut() {

@@ -13,12 +13,16 @@ use super::simd::multiversion;
 
 multiversion! {
     /// From scores `s` (`[rows, keys]`) and `dP` in `dp`: `P` into `s` and `dS·scale` into `dp`,
-    /// with `dS = P ∘ (dP - δ)`, `δ` per row; hidden keys get 0.
-    fn softmax_grad_rows(s: &mut [f32], dp: &mut [f32], keys: usize, first: usize, scale: f32, lse: &[f32], delta: &[f32]) {
+    /// with `dS = P ∘ (dP - δ)`, `δ` per row; hidden keys (after the row's position, or
+    /// before its sliding window of `window` keys) get 0.
+    fn softmax_grad_rows(s: &mut [f32], dp: &mut [f32], keys: usize, first: usize, window: usize, scale: f32, lse: &[f32], delta: &[f32]) {
         for (i, (srow, dprow)) in s.chunks_exact_mut(keys).zip(dp.chunks_exact_mut(keys)).enumerate() {
             let seen = (first + i + 1).min(keys);
+            let lo = (first + i + 1).saturating_sub(window).min(seen);
             let (l, dl) = (lse[i], delta[i]);
-            for j in 0..seen {
+            srow[..lo].fill(0.0);
+            dprow[..lo].fill(0.0);
+            for j in lo..seen {
                 let p = math::exp(srow[j] * scale - l);
                 srow[j] = p;
                 dprow[j] = p * (dprow[j] - dl) * scale;
@@ -48,7 +52,7 @@ pub struct Saved<'a> {
 pub fn backward(
     data: (&[f32], &[f32], &[f32]),
     views: (Heads, Heads, Heads),
-    scale: f32,
+    (scale, window): (f32, usize),
     saved: Saved,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (q, k, _) = views;
@@ -63,6 +67,7 @@ pub fn backward(
         data,
         views,
         scale,
+        window,
         saved: &saved,
         delta: &delta,
         dq: Shared(dq.as_mut_ptr()),
@@ -103,6 +108,8 @@ struct Ctx<'a> {
     data: (&'a [f32], &'a [f32], &'a [f32]),
     views: (Heads, Heads, Heads),
     scale: f32,
+    /// The sliding window (`usize::MAX`: none).
+    window: usize,
     saved: &'a Saved<'a>,
     delta: &'a [f32],
     dq: Shared,
@@ -161,7 +168,7 @@ impl Ctx<'_> {
             &self.saved.lse[row..row + rows],
             &self.delta[row..row + rows],
         );
-        softmax_grad_rows(s, dp, r1, r0, self.scale, lse, delta);
+        softmax_grad_rows(s, dp, r1, r0, self.window, self.scale, lse, delta);
         let (dkp, dvp) = (self.dk.at(kv.at(bi, gi, 0)), self.dv.at(kv.at(bi, gi, 0)));
         let (s, dp) = (s.as_ptr(), dp.as_ptr());
         matmul_raw(
@@ -231,7 +238,7 @@ mod tests {
             grad: &gd,
             grad_view: qv,
         };
-        let (dq, dk, dv) = backward((&qd, &kd, &vd), (qv, kv, kv), scale, saved);
+        let (dq, dk, dv) = backward((&qd, &kd, &vd), (qv, kv, kv), (scale, usize::MAX), saved);
         let (mut rdq, mut rdk, mut rdv) = (
             vec![0f64; dq.len()],
             vec![0f64; dk.len()],
