@@ -6,8 +6,10 @@
 mod align_args;
 mod allocator;
 mod backend;
+mod bundled_evals;
 mod cli;
 mod cli_align;
+mod cli_eval;
 mod commands;
 mod kernel_cache;
 mod model_arg;

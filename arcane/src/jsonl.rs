@@ -67,3 +67,8 @@ pub fn open(path: &Path) -> Result<Box<dyn BufRead>> {
         Box::new(std::io::BufReader::new(file))
     })
 }
+
+/// A buffered reader of gzipped bytes (data bundled with `include_bytes!`).
+pub fn gunzip(bytes: &[u8]) -> impl BufRead + '_ {
+    std::io::BufReader::new(flate2::read::MultiGzDecoder::new(bytes))
+}

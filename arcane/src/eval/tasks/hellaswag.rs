@@ -9,16 +9,9 @@ use serde_json::Value;
 use super::{check_gold, choices, index_field, text, texts, Doc};
 
 pub(super) fn doc(index: usize, v: &Value) -> Result<Doc, String> {
-    let ctx = format!(
-        "{} {}",
-        text(v, "ctx_a")?,
-        capitalize(text(v, "ctx_b")?)
-    );
+    let ctx = format!("{} {}", text(v, "ctx_a")?, capitalize(text(v, "ctx_b")?));
     let query = preprocess(&format!("{}: {ctx}", text(v, "activity_label")?));
-    let endings: Vec<String> = texts(v, "endings")?
-        .iter()
-        .map(|e| preprocess(e))
-        .collect();
+    let endings: Vec<String> = texts(v, "endings")?.iter().map(|e| preprocess(e)).collect();
     if endings.len() != 4 {
         return Err(format!("{} endings instead of 4", endings.len()));
     }
@@ -36,7 +29,10 @@ pub(super) fn doc(index: usize, v: &Value) -> Result<Doc, String> {
 fn capitalize(s: &str) -> String {
     let mut chars = s.chars();
     match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars.as_str().to_lowercase().chars()).collect(),
+        Some(first) => first
+            .to_uppercase()
+            .chain(chars.as_str().to_lowercase().chars())
+            .collect(),
         None => String::new(),
     }
 }

@@ -12,6 +12,7 @@
 //! | `hellaswag` | `hellaswag` | 4: preprocessed `{activity}: {ctx}` + ` {ending}` | acc, acc_norm |
 
 mod arc;
+mod core;
 mod hellaswag;
 mod lambada;
 mod mmlu;
@@ -27,7 +28,8 @@ use serde_json::Value;
 use crate::error::{ArcaneError, Result};
 use crate::jsonl::{self, BadLine};
 
-pub use score::{evaluate, Prediction, SubjectScore, TaskReport, TaskResult};
+pub use core::{core_subset, CoreSubset};
+pub use score::{evaluate, report, Prediction, SubjectScore, TaskReport, TaskResult};
 
 /// A task of the suite.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -153,9 +155,8 @@ impl Task {
         source: &Path,
         skip_bad: bool,
     ) -> Result<(Vec<Doc>, Vec<BadLine>)> {
-        let (docs, bad) = jsonl::parse_lines(reader, source, skip_bad, |i, v| {
-            self.parse_doc(i, v)
-        })?;
+        let (docs, bad) =
+            jsonl::parse_lines(reader, source, skip_bad, |i, v| self.parse_doc(i, v))?;
         if docs.is_empty() {
             return Err(ArcaneError::format(
                 source,
