@@ -201,11 +201,11 @@ mod tests {
 
     #[test]
     fn long_requests_keep_the_last_window_plus_one_tokens() {
-        // 6 context + 3 continuation tokens, window 5: keep [4..9], input [4..8].
+        // 6 context + 3 continuation tokens, window 5: keep tokens 3..9, input 3..8.
         let (input, first) = input_of(&request(&[0, 1, 2, 3, 4, 5], &[6, 7, 8]), 5).unwrap();
-        assert_eq!(input, vec![4, 5, 6, 7]);
-        // Positions 1, 2, 3 (tokens 5, 6, 7) predict 6, 7, 8.
-        assert_eq!(first, 1);
+        assert_eq!(input, vec![3, 4, 5, 6, 7]);
+        // Positions 2, 3, 4 (tokens 5, 6, 7) predict 6, 7, 8.
+        assert_eq!(first, 2);
         let (input, first) = input_of(&request(&[0, 1], &[2]), 5).unwrap();
         assert_eq!((input, first), (vec![0, 1], 1));
     }
