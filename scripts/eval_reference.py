@@ -3,7 +3,7 @@
 
     python3 scripts/eval_reference.py                       # writes arcane/tests/fixtures/eval_reference.json
     python3 scripts/eval_reference.py --save-random-gpt2-124m DIR   # a random GPT-2 124M in HF format
-    BENCH_THREADS=2 python3 scripts/eval_reference.py --model DIR --limit 20 --time   # the timing side
+    BENCH_THREADS=2 python3 scripts/eval_reference.py --model DIR --limit 20 [--predictions OUT]  # timing side
 
 Follows lm-evaluation-harness's code for each task, written out here so that CI needs no
 Python and no lm-eval (read at EleutherAI/lm-evaluation-harness 4e7e0d4):
@@ -268,13 +268,20 @@ def fixtures():
     print("wrote", FIXTURES / "eval_reference.json")
 
 
-def timing(model_dir, limit, tasks):
+def timing(model_dir, limit, tasks, predictions=None):
     torch.set_num_threads(THREADS)
     model, max_length, encode = load(model_dir)
     docs = {t: read_jsonl(ROOT / BUNDLED[t], limit) for t in tasks}
     start = time.perf_counter()
-    results = {t: score_task(t, docs[t], model, max_length, encode)["metrics"] for t in tasks}
+    scored = {t: score_task(t, docs[t], model, max_length, encode) for t in tasks}
     seconds = time.perf_counter() - start
+    results = {t: s["metrics"] for t, s in scored.items()}
+    if predictions:
+        os.makedirs(predictions, exist_ok=True)
+        for t, s in scored.items():
+            with open(os.path.join(predictions, f"{t}.jsonl"), "w") as f:
+                for row in s["docs"]:
+                    f.write(json.dumps(row) + "\n")
     print(json.dumps({"engine": "torch-eager (lm-eval's HFLM scoring)", "model": str(model_dir),
                       "limit": limit, "tasks": {t: {"acc": m["acc"]} for t, m in results.items()},
                       "seconds": round(seconds, 3), "threads": THREADS, "torch": torch.__version__}))
@@ -293,12 +300,12 @@ def main():
     ap.add_argument("--model", help="time scoring the bundled sets on this HF model directory")
     ap.add_argument("--limit", type=int, default=20)
     ap.add_argument("--tasks", default=",".join(TASKS))
-    ap.add_argument("--time", action="store_true")
+    ap.add_argument("--predictions", metavar="DIR", help="with --model: per-document rows, DIR/<task>.jsonl")
     args = ap.parse_args()
     if args.save_random_gpt2_124m:
         save_random_gpt2(args.save_random_gpt2_124m)
     elif args.model:
-        timing(args.model, args.limit, args.tasks.split(","))
+        timing(args.model, args.limit, args.tasks.split(","), args.predictions)
     else:
         fixtures()
 

@@ -146,6 +146,9 @@ pub struct TrainArgs {
     /// Score the first N HellaSwag examples (default: all).
     #[arg(long, allow_negative_numbers = true, requires = "hellaswag")]
     pub hellaswag_limit: Option<usize>,
+    /// The lm-eval task suite during training (--eval-suite TASKS).
+    #[command(flatten)]
+    pub suite: crate::cli_eval::TrainSuiteArgs,
     /// Print the resolved training config as JSON and exit (a starting point for your own).
     #[arg(long)]
     pub print_config: bool,

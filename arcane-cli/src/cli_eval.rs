@@ -59,3 +59,18 @@ pub struct EvalSuiteArgs {
     #[arg(long, value_name = "DIR")]
     pub predictions: Option<PathBuf>,
 }
+
+/// `train --eval-suite TASKS`: the lm-eval suite on the bundled data during training.
+#[derive(Debug, Args)]
+pub struct TrainSuiteArgs {
+    /// Run these lm-eval tasks (comma-separated, or `all`) on their bundled data during
+    /// training; figures in metrics.jsonl (`eval_suite` records) and the loss picture.
+    #[arg(long, value_name = "TASKS")]
+    pub eval_suite: Option<String>,
+    /// Steps between suite evaluations (default: eval_every).
+    #[arg(long, allow_negative_numbers = true, requires = "eval_suite")]
+    pub eval_suite_every: Option<usize>,
+    /// Documents scored per task (default: 500).
+    #[arg(long, allow_negative_numbers = true, requires = "eval_suite")]
+    pub eval_suite_limit: Option<usize>,
+}

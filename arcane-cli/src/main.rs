@@ -6,7 +6,6 @@
 mod align_args;
 mod allocator;
 mod backend;
-mod bundled_evals;
 mod cli;
 mod cli_align;
 mod cli_eval;

@@ -23,8 +23,7 @@ pub fn run(args: EvalSuiteArgs, backend: BackendKind) -> Result<()> {
         .iter()
         .map(|&t| Ok((t, load_docs(t, None, common)?)))
         .collect::<Result<Vec<_>>>()?;
-    let start = std::time::Instant::now();
-    let results = backend::run(
+    let (results, seconds) = backend::run(
         backend,
         Scoring {
             model: common.model.clone(),
@@ -34,7 +33,6 @@ pub fn run(args: EvalSuiteArgs, backend: BackendKind) -> Result<()> {
             shapes: backend.shapes(),
         },
     )?;
-    let seconds = start.elapsed().as_secs_f64();
     if let Some(dir) = &args.predictions {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         for r in &results {
@@ -89,6 +87,6 @@ fn table(reports: &[TaskReport], core: Option<&CoreSubset>, seconds: f64) -> Str
     if let Some(c) = core {
         out.push_str(&format!("CORE subset {:.4} ({})\n", c.value, c.note));
     }
-    out.push_str(&format!("{seconds:.1} s\n"));
+    out.push_str(&format!("{seconds:.1} s scoring\n"));
     out
 }

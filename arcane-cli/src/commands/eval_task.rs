@@ -11,7 +11,6 @@ use arcane::{Gpt, ModelTokenizer};
 use burn::prelude::*;
 
 use crate::backend::{self, BackendKind};
-use crate::bundled_evals::bundled;
 use crate::cli_eval::{EvalModelArgs, EvalTaskArgs};
 use crate::model_arg::{load_model, load_tokenizer};
 use crate::progress;
@@ -30,6 +29,7 @@ pub fn run(task: Task, args: EvalTaskArgs, backend: BackendKind) -> Result<()> {
             shapes: backend.shapes(),
         },
     )?
+    .0
     .remove(0);
     if let Some(path) = &args.predictions {
         write_predictions(&result, path)?;
@@ -51,10 +51,8 @@ pub fn load_docs(task: Task, data: Option<&Path>, common: &EvalModelArgs) -> Res
             (docs, bad, path.display().to_string())
         }
         None => {
-            let (name, bytes) = bundled(task);
-            let reader = arcane::jsonl::gunzip(bytes);
-            let (docs, bad) = task.parse_docs(reader, Path::new(name), common.skip_bad)?;
-            (docs, bad, name.to_string())
+            let (docs, bad) = task.bundled_docs(common.skip_bad)?;
+            (docs, bad, arcane::eval::tasks::bundled(task).0.to_string())
         }
     };
     for b in &bad {
@@ -85,15 +83,19 @@ pub struct Scoring {
 }
 
 impl backend::Task for Scoring {
-    type Output = Vec<TaskResult>;
+    /// The results, and the seconds spent scoring (the model loaded).
+    type Output = (Vec<TaskResult>, f64);
 
-    fn run<B: Backend>(self, device: B::Device) -> Result<Vec<TaskResult>> {
+    fn run<B: Backend>(self, device: B::Device) -> Result<(Vec<TaskResult>, f64)> {
         let tokenizer = load_tokenizer(&self.model)?;
         let model = load_model::<B>(&self.model, self.adapter.as_deref(), &device)?;
-        self.tasks
+        let start = std::time::Instant::now();
+        let results = self
+            .tasks
             .iter()
             .map(|(task, docs)| score_one(&model, &tokenizer, *task, docs, self.batch, self.shapes))
-            .collect()
+            .collect::<Result<_>>()?;
+        Ok((results, start.elapsed().as_secs_f64()))
     }
 }
 

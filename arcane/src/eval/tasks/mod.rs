@@ -12,6 +12,7 @@
 //! | `hellaswag` | `hellaswag` | 4: preprocessed `{activity}: {ctx}` + ` {ending}` | acc, acc_norm |
 
 mod arc;
+mod bundled;
 mod core;
 mod hellaswag;
 mod lambada;
@@ -28,6 +29,7 @@ use serde_json::Value;
 use crate::error::{ArcaneError, Result};
 use crate::jsonl::{self, BadLine};
 
+pub use bundled::bundled;
 pub use core::{core_subset, CoreSubset};
 pub use score::{evaluate, report, Prediction, SubjectScore, TaskReport, TaskResult};
 

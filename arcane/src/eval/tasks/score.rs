@@ -10,7 +10,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{Doc, Kind, Task};
-use crate::error::Result;
+use crate::error::{ArcaneError, Result};
 use crate::eval::loglik::{adds_bos, encode_pair, score_requests, Loglik, Request};
 use crate::eval::metrics::{argmax, mean, mean_stderr, perplexity, pooled_stderr};
 use crate::model::Gpt;
@@ -108,6 +108,7 @@ pub fn evaluate<B: Backend>(
         .flat_map(|d| d.requests.iter())
         .map(|(context, continuation)| encode_pair(tokenizer, context, continuation))
         .collect::<Result<_>>()?;
+    check_fits(task, docs, &requests, model.config().max_seq_len)?;
     let total = requests.len();
     let answers = score_requests(model, &requests, batch, shapes, |done| {
         progress(done, total)
@@ -122,6 +123,26 @@ pub fn evaluate<B: Backend>(
         report,
         predictions,
     })
+}
+
+/// lm-eval asserts that every continuation fits the model's window; say which does not.
+fn check_fits(task: Task, docs: &[Doc], requests: &[Request], window: usize) -> Result<()> {
+    let doc_of = docs
+        .iter()
+        .flat_map(|d| std::iter::repeat_n(d.index, d.requests.len()));
+    for (r, line) in requests.iter().zip(doc_of) {
+        if r.continuation.len() > window {
+            return Err(ArcaneError::InvalidInput(format!(
+                "{} document on line {}: its continuation is {} tokens, more than the \
+                 model's {window}-token window (lm-eval refuses such \
+                 requests too); use a model with a longer context or leave the task out",
+                task.name(),
+                line + 1,
+                r.continuation.len()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn predict(task: Task, doc: &Doc, answers: Vec<Loglik>) -> Prediction {
