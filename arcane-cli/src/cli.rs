@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::backend::BackendKind;
 use crate::cli_align::{DpoArgs, EvalRewardArgs, RewardCommand, RlArgs};
 use crate::sampling_args::SamplingArgs;
+use crate::cli_eval::{EvalSuiteArgs, EvalTaskArgs};
 
 /// Train, sample, evaluate and benchmark GPT-2-class language models on Burn.
 #[derive(Debug, Parser)]
@@ -149,6 +150,9 @@ pub struct TrainArgs {
     /// Score the first N HellaSwag examples (default: all).
     #[arg(long, allow_negative_numbers = true, requires = "hellaswag")]
     pub hellaswag_limit: Option<usize>,
+    /// The lm-eval task suite during training (--eval-suite TASKS).
+    #[command(flatten)]
+    pub suite: crate::cli_eval::TrainSuiteArgs,
     /// Print the resolved training config as JSON and exit (a starting point for your own).
     #[arg(long)]
     pub print_config: bool,
@@ -326,6 +330,20 @@ pub enum EvalCommand {
     Hellaswag(EvalHellaswagArgs),
     /// Reward of a policy's samples on prompts, and their KL to the model without the adapter.
     Reward(EvalRewardArgs),
+    /// PIQA (validation) as lm-evaluation-harness scores it: acc, acc_norm.
+    Piqa(EvalTaskArgs),
+    /// ARC-Easy (test) as lm-evaluation-harness scores it: acc, acc_norm.
+    ArcEasy(EvalTaskArgs),
+    /// ARC-Challenge (test) as lm-evaluation-harness scores it: acc, acc_norm.
+    ArcChallenge(EvalTaskArgs),
+    /// WinoGrande (validation, partial scoring) as lm-evaluation-harness scores it: acc.
+    Winogrande(EvalTaskArgs),
+    /// LAMBADA (OpenAI's test set) as lm-evaluation-harness scores it: acc, perplexity.
+    Lambada(EvalTaskArgs),
+    /// MMLU (test, zero-shot) as lm-evaluation-harness scores it: acc, per subject.
+    Mmlu(EvalTaskArgs),
+    /// Every lm-eval task in one run: a table, one JSON document, a CORE-subset average.
+    Suite(EvalSuiteArgs),
 }
 
 /// `eval hellaswag`
@@ -356,6 +374,19 @@ pub struct EvalHellaswagArgs {
     /// Print one JSON object {"n", "acc", "acc_norm", "acc_stderr", "acc_norm_stderr"}.
     #[arg(long)]
     pub json: bool,
+    /// `nanogpt`: build-nanogpt's scoring (raw `ctx`, acc_norm by mean loss per token);
+    /// `lm-eval`: lm-evaluation-harness's (preprocessed text, acc_norm per character).
+    #[arg(long, value_enum, default_value_t = HellaswagScoring::Nanogpt)]
+    pub scoring: HellaswagScoring,
+}
+
+/// How `eval hellaswag` scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HellaswagScoring {
+    /// build-nanogpt's `hellaswag.py`.
+    Nanogpt,
+    /// lm-evaluation-harness's `hellaswag` task.
+    LmEval,
 }
 
 /// `eval loss`

@@ -8,6 +8,7 @@ mod allocator;
 mod backend;
 mod cli;
 mod cli_align;
+mod cli_eval;
 mod commands;
 mod hub_model;
 mod kernel_cache;

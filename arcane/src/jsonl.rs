@@ -55,3 +55,20 @@ pub fn parse_lines<T>(
     }
     Ok((items, bad))
 }
+
+/// A buffered reader of `path`, decompressed when its name ends in `.gz`.
+pub fn open(path: &Path) -> Result<Box<dyn BufRead>> {
+    let file = std::fs::File::open(path).map_err(|e| ArcaneError::io(path, e))?;
+    Ok(if path.to_string_lossy().ends_with(".gz") {
+        Box::new(std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
+            file,
+        )))
+    } else {
+        Box::new(std::io::BufReader::new(file))
+    })
+}
+
+/// A buffered reader of gzipped bytes (data bundled with `include_bytes!`).
+pub fn gunzip(bytes: &[u8]) -> impl BufRead + '_ {
+    std::io::BufReader::new(flate2::read::MultiGzDecoder::new(bytes))
+}

@@ -3,17 +3,22 @@
 use std::io::Write;
 
 use anyhow::{Context, Result};
+use arcane::eval::tasks::Task as EvalTask;
 use arcane::eval::{load_hellaswag, score_hellaswag_with, HellaswagExample, HellaswagScore};
 use burn::prelude::*;
 use serde_json::json;
 
 use crate::backend::{self, BackendKind, Task};
-use crate::cli::EvalHellaswagArgs;
+use crate::cli::{EvalHellaswagArgs, HellaswagScoring};
+use crate::cli_eval::{EvalModelArgs, EvalTaskArgs};
 use crate::model_arg::{load_model, load_tokenizer};
 use crate::progress;
 
 /// Reads the examples, then scores them on the chosen backend.
 pub fn run(args: EvalHellaswagArgs, backend: BackendKind) -> Result<()> {
+    if args.scoring == HellaswagScoring::LmEval {
+        return super::eval_task::run(EvalTask::Hellaswag, lm_eval_args(args), backend);
+    }
     let (mut examples, bad) = load_hellaswag(&args.data, args.skip_bad)?;
     for b in &bad {
         eprintln!("skipped line {}: {}", b.line, b.reason);
@@ -98,5 +103,21 @@ impl Task for EvalHellaswag {
             );
         }
         Ok(())
+    }
+}
+
+/// `eval hellaswag --scoring lm-eval` as `eval <task>` arguments.
+fn lm_eval_args(args: EvalHellaswagArgs) -> EvalTaskArgs {
+    EvalTaskArgs {
+        common: EvalModelArgs {
+            model: args.model,
+            adapter: args.adapter,
+            limit: args.limit,
+            batch: args.batch,
+            skip_bad: args.skip_bad,
+            json: args.json,
+        },
+        data: Some(args.data),
+        predictions: args.predictions,
     }
 }

@@ -8,6 +8,8 @@ mod dpo;
 mod eval_hellaswag;
 mod eval_loss;
 mod eval_reward;
+mod eval_suite;
+mod eval_task;
 mod finetune;
 mod generate;
 mod info;
@@ -22,6 +24,7 @@ mod train;
 use anyhow::Result;
 
 use arcane::align::Algo;
+use arcane::eval::tasks::Task;
 
 use crate::cli::{Cli, Command, EvalCommand, LoraCommand};
 use crate::cli_align::RewardCommand;
@@ -43,6 +46,17 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Chat(args) => chat::run(args, backend),
         Command::Eval(EvalCommand::Loss(args)) => eval_loss::run(args, backend),
         Command::Eval(EvalCommand::Hellaswag(args)) => eval_hellaswag::run(args, backend),
+        Command::Eval(EvalCommand::Piqa(args)) => eval_task::run(Task::Piqa, args, backend),
+        Command::Eval(EvalCommand::ArcEasy(args)) => eval_task::run(Task::ArcEasy, args, backend),
+        Command::Eval(EvalCommand::ArcChallenge(args)) => {
+            eval_task::run(Task::ArcChallenge, args, backend)
+        }
+        Command::Eval(EvalCommand::Winogrande(args)) => {
+            eval_task::run(Task::Winogrande, args, backend)
+        }
+        Command::Eval(EvalCommand::Lambada(args)) => eval_task::run(Task::Lambada, args, backend),
+        Command::Eval(EvalCommand::Mmlu(args)) => eval_task::run(Task::Mmlu, args, backend),
+        Command::Eval(EvalCommand::Suite(args)) => eval_suite::run(args, backend),
         Command::Bench(args) => bench::run(args, backend),
         Command::Convert(args) => convert::run(args, backend),
         Command::Reward(RewardCommand::Train(args)) => reward_train::run(args, backend),

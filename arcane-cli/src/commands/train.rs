@@ -218,6 +218,19 @@ fn apply_flags(config: &mut TrainingConfig, args: &TrainArgs) {
     if let Some(precision) = args.precision {
         config.precision = precision;
     }
+    if let Some(tasks) = &args.suite.eval_suite {
+        let tasks: Vec<String> = match tasks.trim() {
+            "all" => Vec::new(),
+            list => list.split(',').map(|t| t.trim().to_string()).collect(),
+        };
+        let defaults = arcane::training::EvalSuiteEval::default();
+        config.eval_suite = Some(arcane::training::EvalSuiteEval {
+            tasks,
+            every: args.suite.eval_suite_every.unwrap_or(config.eval_every),
+            limit: args.suite.eval_suite_limit.or(defaults.limit),
+            ..defaults
+        });
+    }
     if let Some(data) = &args.hellaswag {
         config.hellaswag = Some(arcane::training::HellaswagEval {
             data: data.clone(),

@@ -8,10 +8,10 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::rows::{score_positions, Scored};
 use crate::error::{ArcaneError, Result};
 use crate::jsonl;
 pub use crate::jsonl::BadLine;
@@ -248,53 +248,35 @@ pub fn score_hellaswag_with<B: Backend>(
 }
 
 /// The log-probability of every ending token of `rendered` (in row order), from one forward
-/// pass over a `[R, T]` batch of the rows, right-padded.
+/// pass over a `[R, T]` batch of the rows, right-padded (see [`score_positions`]).
 fn ending_log_probs<B: Backend>(
     model: &Gpt<B>,
     rendered: &[Rendered],
-    [n_rows, t]: [usize; 2],
+    shape: [usize; 2],
     shapes: FixedShapes,
 ) -> Vec<f32> {
-    let device = model.device();
-    // Right padding never changes the logits of earlier positions in a causal model, and
-    // padding rows are never read.
-    let mut ids = vec![0i64; n_rows * t];
-    for (k, row) in rendered.iter().flat_map(|r| r.rows.iter()).enumerate() {
-        for (j, &id) in row.iter().enumerate() {
-            ids[k * t + j] = id as i64;
-        }
-    }
-    // Only the positions that predict an ending token go through the vocabulary head
-    // (a quarter of them, typically): the [C, V] matmul and the softmax dominate otherwise.
-    let mut positions = Vec::new(); // flat index of the predicting position
-    let mut targets = Vec::new(); // the ending token it predicts
+    let rows: Vec<&[u32]> = rendered
+        .iter()
+        .flat_map(|r| r.rows.iter().map(Vec::as_slice))
+        .collect();
+    let mut scored = Vec::new();
     for (e, r) in rendered.iter().enumerate() {
         for i in 0..4 {
-            let k = 4 * e + i;
+            let row = 4 * e + i;
             let (start, n) = r.ends[i];
             for p in start..start + n {
-                positions.push((k * t + p - 1) as i64);
-                targets.push(ids[k * t + p]);
+                scored.push(Scored {
+                    row,
+                    position: p - 1,
+                    token: r.rows[i][p],
+                });
             }
         }
     }
-    // Padding positions (row 0, target 0) only round the head's input to a fixed shape.
-    positions.resize(shapes.seq_len(positions.len(), usize::MAX), 0);
-    targets.resize(positions.len(), 0);
-    let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n_rows, t]), &device);
-    let c = model.config().d_model;
-    let hidden = model.forward_hidden(tokens, None).reshape([n_rows * t, c]); // [R·T, C]
-    let n = positions.len();
-    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(positions, [n]), &device);
-    let picked_hidden = hidden.select(0, index).reshape([1, n, c]); // [1, N, C]
-    let log_probs = log_softmax(model.head(picked_hidden), 2); // [1, N, V]
-    let target = Tensor::<B, 1, Int>::from_data(TensorData::new(targets, [n]), &device);
-    let picked = log_probs.gather(2, target.reshape([1, n, 1])); // [1, N, 1]
-    picked
-        .into_data()
-        .convert::<f32>()
-        .to_vec()
-        .expect("f32 log-probs")
+    score_positions(model, &rows, shape, &scored, shapes, false)
+        .into_iter()
+        .map(|s| s.log_prob)
+        .collect()
 }
 
 /// Summed and mean losses of each ending, and the predictions they make.

@@ -3,6 +3,7 @@
 //! The loop itself is in `strategy.rs`; one optimizer step in `stepping.rs`, its report in
 //! `report.rs`, evaluations in `evaluate.rs`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -26,6 +27,13 @@ pub type ArcaneComponents<B> =
 /// `Some((n, acc, acc_norm))` when it ran, `None` when it is not due.
 pub type EvalHook<B> =
     Arc<dyn Fn(&Gpt<B>, usize) -> crate::Result<Option<(usize, f64, f64)>> + Send + Sync>;
+
+/// The lm-eval suite offered after every step with the step number: returns `Some((n,
+/// values))` (documents per task, `<task>/<metric>` and `core_subset`) when it ran, `None`
+/// when it is not due.
+pub type SuiteHook<B> = Arc<
+    dyn Fn(&Gpt<B>, usize) -> crate::Result<Option<(usize, BTreeMap<String, f64>)>> + Send + Sync,
+>;
 
 /// A callback run once when the loop starts (after burn-train's dashboard has set up the
 /// terminal).
@@ -54,6 +62,8 @@ pub struct ArcaneLoop<B: AutodiffBackend> {
     pub peak_flops: Option<f64>,
     /// Extra evaluation offered after every step (it decides when it runs).
     pub eval_hook: Option<EvalHook<B::InnerBackend>>,
+    /// The lm-eval suite offered after every step (it decides when it runs).
+    pub suite_hook: Option<SuiteHook<B::InnerBackend>>,
     /// How sampling shapes are rounded (GPU backends: bucketed).
     pub shapes: crate::shapes::FixedShapes,
     /// Called once when the loop starts.

@@ -111,6 +111,32 @@ impl Default for HellaswagEval {
     }
 }
 
+/// The lm-eval task suite (`eval suite`) during training, on the bundled data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalSuiteEval {
+    /// Task names (`piqa`, `arc_easy`, `arc_challenge`, `winogrande`, `hellaswag`, `lambada`,
+    /// `mmlu`); empty: all.
+    pub tasks: Vec<String>,
+    /// Steps between evaluations (independent of `eval_every`).
+    pub every: usize,
+    /// Score only the first N documents of each task (`None`: all).
+    pub limit: Option<usize>,
+    /// Distinct model inputs per forward pass.
+    pub batch: usize,
+}
+
+impl Default for EvalSuiteEval {
+    fn default() -> Self {
+        Self {
+            tasks: Vec::new(),
+            every: 250,
+            limit: Some(500),
+            batch: 1,
+        }
+    }
+}
+
 /// Fine-tuning with LoRA: the base model to start from and the adapters to train on it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -181,6 +207,8 @@ pub struct TrainingConfig {
     pub peak_flops: Option<f64>,
     /// HellaSwag during training (`None`: off).
     pub hellaswag: Option<HellaswagEval>,
+    /// The lm-eval task suite during training (`None`: off).
+    pub eval_suite: Option<EvalSuiteEval>,
     /// LoRA fine-tuning of a base model instead of pre-training from scratch.
     pub finetune: Option<FinetuneConfig>,
 }
@@ -245,6 +273,7 @@ impl TrainingConfig {
             precision: Precision::Auto,
             peak_flops: None,
             hellaswag: None,
+            eval_suite: None,
             finetune: None,
         }
     }
@@ -424,6 +453,17 @@ impl TrainingConfig {
                     "hellaswag.every, hellaswag.batch and hellaswag.limit must be at least 1"
                         .into(),
                 );
+            }
+        }
+        if let Some(e) = &self.eval_suite {
+            if e.every == 0 || e.batch == 0 || e.limit == Some(0) {
+                return fail(
+                    "eval_suite.every, eval_suite.batch and eval_suite.limit must be at least 1"
+                        .into(),
+                );
+            }
+            for task in &e.tasks {
+                crate::eval::tasks::Task::parse(task)?;
             }
         }
         if self.schedule.horizon == Some(0) {

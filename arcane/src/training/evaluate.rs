@@ -67,6 +67,7 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
             })?;
         }
         let hellaswag = self.extra_eval(&model, processor, log, at)?;
+        self.suite_eval(&model, log, at)?;
         let figures = EvalFigures {
             val_loss,
             sample,
@@ -91,11 +92,12 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
         at: EvalPoint,
     ) -> crate::Result<()> {
         let model = learner.model().valid();
-        let Some(hellaswag) = self.extra_eval(&model, processor, log, at)? else {
+        let hellaswag = self.extra_eval(&model, processor, log, at)?;
+        let suite = self.suite_eval(&model, log, at)?;
+        if hellaswag.is_none() && !suite {
             return Ok(());
-        };
-        if self.plain {
-            let (n, acc_norm) = hellaswag;
+        }
+        if let (true, Some((n, acc_norm))) = (self.plain, hellaswag) {
             let max = self.config.max_steps;
             println!(
                 "step {:>6}/{max} | HellaSwag acc_norm {acc_norm:.4} on {n} examples",
@@ -220,6 +222,43 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
             None,
         )));
         Ok(Some((n, acc_norm)))
+    }
+
+    /// The lm-eval suite, when it is due: logged, and one plain line. Whether it ran.
+    fn suite_eval(
+        &self,
+        model: &Gpt<B::InnerBackend>,
+        log: &MetricsLog,
+        at: EvalPoint,
+    ) -> crate::Result<bool> {
+        let Some(hook) = &self.suite_hook else {
+            return Ok(false);
+        };
+        let Some((n, values)) = hook(model, at.step)? else {
+            return Ok(false);
+        };
+        if self.plain {
+            let accs: Vec<String> = values
+                .iter()
+                .filter_map(|(k, v)| Some(format!("{} {v:.3}", k.strip_suffix("/acc")?)))
+                .collect();
+            let core = values
+                .get("core_subset")
+                .map_or(String::new(), |c| format!("CORE subset {c:.4}; "));
+            println!(
+                "step {:>6}/{} | eval suite (≤{n} docs each): {core}acc {}",
+                at.step,
+                self.config.max_steps,
+                accs.join(", ")
+            );
+        }
+        log.append(&MetricRecord::EvalSuite {
+            step: at.step,
+            tokens: at.tokens,
+            n,
+            values,
+        })?;
+        Ok(true)
     }
 
     /// The plain log lines of an evaluation.

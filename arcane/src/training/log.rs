@@ -65,6 +65,18 @@ pub enum MetricRecord {
         /// Accuracy by mean loss per token.
         acc_norm: f64,
     },
+    /// The lm-eval task suite: `<task>/acc`, `<task>/acc_norm`, `lambada/perplexity`,
+    /// `core_subset` (see `eval::tasks::core_subset`).
+    EvalSuite {
+        /// Steps completed.
+        step: usize,
+        /// Tokens trained on so far.
+        tokens: u64,
+        /// Documents scored per task.
+        n: usize,
+        /// Metric name to value.
+        values: std::collections::BTreeMap<String, f64>,
+    },
     /// A step of an alignment run (reward model, DPO, PPO, RLOO) under TRL's metric names.
     Align {
         /// `reward`, `dpo`, `ppo` or `rloo`.
@@ -84,6 +96,7 @@ impl MetricRecord {
             | Self::Val { step, .. }
             | Self::Sample { step, .. }
             | Self::Hellaswag { step, .. }
+            | Self::EvalSuite { step, .. }
             | Self::Align { step, .. } => *step,
         }
     }

@@ -24,13 +24,14 @@ mod schedule;
 mod step;
 mod stepping;
 mod strategy;
+mod suite;
 
 pub use checkpoint::{checkpoint_steps, read_state, DataTokens, TrainState};
 pub use clip::clip_global_norm;
-pub use components::{ArcaneComponents, ArcaneLoop, EvalHook, LoopStart};
+pub use components::{ArcaneComponents, ArcaneLoop, EvalHook, LoopStart, SuiteHook};
 pub use config::{
-    FinetuneConfig, HellaswagEval, OptimizerConfig, ScheduleConfig, ScheduleKind, TrainingConfig,
-    TRAINING_PRESETS,
+    EvalSuiteEval, FinetuneConfig, HellaswagEval, OptimizerConfig, ScheduleConfig, ScheduleKind,
+    TrainingConfig, TRAINING_PRESETS,
 };
 pub use finetune::FinetuneRecipe;
 pub use loader::{BatchSource, LmDataLoader};

@@ -47,7 +47,7 @@ pub fn plot_runs(runs: &[PlotRun], stem: &Path) -> Result<()> {
     let fail = |path: &Path, e: String| {
         ArcaneError::format(path, format!("cannot draw the loss picture: {e}"))
     };
-    let panels = if has_hellaswag(runs) { 3 } else { 2 };
+    let panels = 2 + has(runs, is_hellaswag) as usize + has(runs, is_suite) as usize;
     let size = (560 * panels as u32, 440);
     {
         let root = BitMapBackend::new(&png, size).into_drawing_area();
@@ -59,19 +59,25 @@ pub fn plot_runs(runs: &[PlotRun], stem: &Path) -> Result<()> {
     root.present().map_err(|e| fail(&svg, e.to_string()))
 }
 
-fn has_hellaswag(runs: &[PlotRun]) -> bool {
-    runs.iter().any(|r| {
-        r.records
-            .iter()
-            .any(|m| matches!(m, MetricRecord::Hellaswag { .. }))
-    })
+fn has(runs: &[PlotRun], kind: fn(&MetricRecord) -> bool) -> bool {
+    runs.iter().any(|r| r.records.iter().any(kind))
 }
 
-/// Training loss, validation loss and HellaSwag points of a run, x as steps or tokens.
+fn is_hellaswag(m: &MetricRecord) -> bool {
+    matches!(m, MetricRecord::Hellaswag { .. })
+}
+
+fn is_suite(m: &MetricRecord) -> bool {
+    matches!(m, MetricRecord::EvalSuite { values, .. } if values.contains_key("core_subset"))
+}
+
+/// Training loss, validation loss, HellaSwag and CORE-subset points of a run, x as steps or
+/// tokens.
 struct Series {
     train: Vec<(f64, f64)>,
     val: Vec<(f64, f64)>,
     hellaswag: Vec<(f64, f64)>,
+    core: Vec<(f64, f64)>,
 }
 
 fn series(records: &[MetricRecord], by_tokens: bool) -> Series {
@@ -86,6 +92,7 @@ fn series(records: &[MetricRecord], by_tokens: bool) -> Series {
         train: vec![],
         val: vec![],
         hellaswag: vec![],
+        core: vec![],
     };
     for r in records {
         match r {
@@ -101,6 +108,16 @@ fn series(records: &[MetricRecord], by_tokens: bool) -> Series {
                 acc_norm,
                 ..
             } => s.hellaswag.push((x(*step, *tokens), *acc_norm)),
+            MetricRecord::EvalSuite {
+                step,
+                tokens,
+                values,
+                ..
+            } => {
+                if let Some(core) = values.get("core_subset") {
+                    s.core.push((x(*step, *tokens), *core));
+                }
+            }
             _ => {}
         }
     }
@@ -119,8 +136,27 @@ where
     let areas = root.split_evenly((1, panels));
     draw_loss(&areas[0], runs, false)?;
     draw_loss(&areas[1], runs, true)?;
-    if panels == 3 {
-        draw_hellaswag(&areas[2], runs)?;
+    let mut next = 2;
+    if has(runs, is_hellaswag) {
+        let curve = Curve {
+            caption: "HellaSwag acc_norm vs step",
+            y_desc: "acc_norm",
+            y_range: 0.2..0.6,
+            chance: 0.25, // four endings
+            points: |s| &s.hellaswag,
+        };
+        draw_points(&areas[next], runs, &curve)?;
+        next += 1;
+    }
+    if has(runs, is_suite) {
+        let curve = Curve {
+            caption: "CORE subset (lm-eval tasks) vs step",
+            y_desc: "mean centred accuracy",
+            y_range: -0.1..0.5,
+            chance: 0.0,
+            points: |s| &s.core,
+        };
+        draw_points(&areas[next], runs, &curve)?;
     }
     Ok(())
 }
@@ -196,10 +232,21 @@ where
     Ok(())
 }
 
-/// HellaSwag acc_norm of every run against steps, with the chance level.
-fn draw_hellaswag<DB: DrawingBackend>(
+/// A panel of one evaluation figure against steps.
+struct Curve {
+    caption: &'static str,
+    y_desc: &'static str,
+    y_range: std::ops::Range<f64>,
+    /// The figure of random guessing, drawn as a grey line.
+    chance: f64,
+    points: fn(&Series) -> &Vec<(f64, f64)>,
+}
+
+/// `curve` of every run against steps, with the chance level.
+fn draw_points<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     runs: &[PlotRun],
+    curve: &Curve,
 ) -> std::result::Result<(), String>
 where
     DB::ErrorType: 'static,
@@ -207,34 +254,32 @@ where
     let all: Vec<Series> = runs.iter().map(|r| series(r.records, false)).collect();
     let x_max = all
         .iter()
-        .flat_map(|s| &s.hellaswag)
+        .flat_map(|s| (curve.points)(s))
         .fold(1.0f64, |m, p| m.max(p.0));
     let mut chart = ChartBuilder::on(area)
-        .caption("HellaSwag acc_norm vs step", ("sans-serif", 20))
+        .caption(curve.caption, ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(52)
-        .build_cartesian_2d(0f64..x_max, 0.2f64..0.6f64)
+        .build_cartesian_2d(0f64..x_max, curve.y_range.clone())
         .map_err(|e| e.to_string())?;
     chart
         .configure_mesh()
         .x_desc("step")
-        .y_desc("acc_norm")
+        .y_desc(curve.y_desc)
         .draw()
         .map_err(|e| e.to_string())?;
-    // Chance level with four endings.
     chart
         .draw_series(LineSeries::new(
-            [(0.0, 0.25), (x_max, 0.25)],
+            [(0.0, curve.chance), (x_max, curve.chance)],
             BLACK.mix(0.3),
         ))
         .map_err(|e| e.to_string())?;
     for (k, s) in all.iter().enumerate() {
         let color = COLORS[k % COLORS.len()];
+        let points = (curve.points)(s).iter().copied();
         chart
-            .draw_series(
-                LineSeries::new(s.hellaswag.iter().copied(), color.stroke_width(3)).point_size(3),
-            )
+            .draw_series(LineSeries::new(points, color.stroke_width(3)).point_size(3))
             .map_err(|e| e.to_string())?;
     }
     Ok(())

@@ -24,7 +24,7 @@ use crate::error::{ArcaneError, Result};
 
 /// Fields that may differ between a checkpoint and the run that resumes it: they decide what
 /// is measured and saved, not the weights.
-const REPORTING_FIELDS: [&str; 10] = [
+const REPORTING_FIELDS: [&str; 11] = [
     "eval_every",
     "eval_tokens",
     "checkpoint_every",
@@ -35,6 +35,7 @@ const REPORTING_FIELDS: [&str; 10] = [
     "activation_checkpointing",
     "peak_flops",
     "hellaswag",
+    "eval_suite",
 ];
 
 /// The newest complete checkpoint of `run_dir`, checked against `config` and the size of the

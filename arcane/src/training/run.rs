@@ -137,6 +137,14 @@ pub fn train_data_parallel<B: AutodiffBackend>(
         (None, Some(h)) => Some(hellaswag_hook::<B>(h, &tokenizer, options.shapes)?),
         (None, None) => None,
     };
+    let suite_hook = match &config.eval_suite {
+        Some(e) => Some(super::suite::suite_hook::<B::InnerBackend>(
+            e,
+            &tokenizer,
+            options.shapes,
+        )?),
+        None => None,
+    };
     let dashboard = options
         .dashboard
         .unwrap_or_else(|| std::io::stdout().is_terminal());
@@ -152,6 +160,7 @@ pub fn train_data_parallel<B: AutodiffBackend>(
         plain: !dashboard,
         peak_flops: options.peak_flops.or(config.peak_flops),
         eval_hook,
+        suite_hook,
         shapes: options.shapes,
         on_start: options.on_start.clone(),
         outcome: outcome.clone(),

@@ -178,7 +178,7 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
             (None, _) => false,
             (Some(_), Some(h)) => step % h.every == 0,
             (Some(_), None) => true,
-        };
+        } || c.eval_suite.as_ref().is_some_and(|e| step % e.every == 0);
         pending >= c.log_every
             || step % c.eval_every == 0
             || step % c.checkpoint_every == 0
@@ -254,7 +254,7 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
             if figures.sample.is_some() {
                 state.out.sample = figures.sample;
             }
-        } else if self.eval_hook.is_some() {
+        } else if self.eval_hook.is_some() || self.suite_hook.is_some() {
             self.evaluate_extra(learner, processor, &state.log, point)?;
         }
         if at.step % c.checkpoint_every == 0 || last {
