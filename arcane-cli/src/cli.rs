@@ -6,8 +6,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::backend::BackendKind;
 use crate::cli_align::{DpoArgs, EvalRewardArgs, RewardCommand, RlArgs};
-use crate::sampling_args::SamplingArgs;
 use crate::cli_eval::{EvalSuiteArgs, EvalTaskArgs};
+use crate::sampling_args::SamplingArgs;
 
 /// Train, sample, evaluate and benchmark GPT-2-class language models on Burn.
 #[derive(Debug, Parser)]
