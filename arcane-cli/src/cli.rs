@@ -6,8 +6,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::backend::BackendKind;
 use crate::cli_align::{DpoArgs, EvalRewardArgs, RewardCommand, RlArgs};
-use crate::sampling_args::SamplingArgs;
 use crate::cli_eval::{EvalSuiteArgs, EvalTaskArgs};
+use crate::sampling_args::SamplingArgs;
 
 /// Train, sample, evaluate and benchmark GPT-2-class language models on Burn.
 #[derive(Debug, Parser)]
@@ -135,7 +135,9 @@ pub struct TrainArgs {
     /// Peak TFLOP/s of one device for MFU (default: looked up for known GPUs).
     #[arg(long, allow_negative_numbers = true)]
     pub peak_tflops: Option<f64>,
-    /// Device indices for data-parallel training, e.g. 0,1,2,3 (GPU backends).
+    /// Device indices for data-parallel training, e.g. 0,1,2,3 (GPU backends). A `cuda-ddp`
+    /// build trains them with NCCL data parallel (one device is a valid run); other builds
+    /// gather the gradients on the first device.
     #[arg(long, allow_negative_numbers = true, value_delimiter = ',')]
     pub devices: Option<Vec<usize>>,
     /// Plain log lines even on a terminal (no dashboard).
