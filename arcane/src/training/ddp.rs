@@ -134,7 +134,7 @@ pub(crate) struct Ddp<B: AutodiffBackend> {
 }
 
 impl<B: AutodiffBackend> Ddp<B> {
-    /// A run over `devices` devices, before its ranks start.
+    /// A run split by `plan`, before its secondary ranks start.
     pub(crate) fn new(plan: DdpPlan) -> Self {
         Self {
             plan,

@@ -134,7 +134,7 @@ where
 }
 
 /// [`train_data_parallel`], or with `ddp` Burn's NCCL data parallel.
-fn train_on<B: AutodiffBackend>(
+pub(super) fn train_on<B: AutodiffBackend>(
     config: TrainingConfig,
     options: TrainOptions<B>,
     devices: Vec<B::Device>,
