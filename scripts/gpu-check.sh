@@ -8,8 +8,9 @@
 #   bash scripts/gpu-check.sh correctness      # parity tests, greedy ids vs the CPU (~5 min)
 #   bash scripts/gpu-check.sh speed            # decode, eval, train cold/warm, batch sweep (~10 min)
 #   bash scripts/gpu-check.sh decode train_cold  # single steps by name
+#   bash scripts/gpu-check.sh ddp              # NCCL data parallel on all GPUs vs one (~5 min)
 #
-# Steps: env, tests, greedy, decode, hellaswag, train_cold, train_warm, sweep.
+# Steps: env, tests, greedy, decode, hellaswag, train_cold, train_warm, sweep, ddp.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-out}
@@ -42,7 +43,7 @@ unpack() {
   for f in "$G"/*.xz "$G"/tests/*.xz; do
     [ -e "$f" ] && xz -dkf "$f"
   done
-  chmod +x "$CLI" "$G"/tests/* 2>/dev/null
+  chmod +x "$CLI" "$G"/arcane-cli-ddp "$G"/tests/* 2>/dev/null
   [ -x "$CLI" ] || { log "no $CLI: run scripts/gpu-build.sh on a build machine and carry .gpu"; exit 2; }
 }
 
@@ -113,14 +114,58 @@ sweep() {
     --seq-len 1024 --precision f32 --repeats 5
 }
 
+# figures RUN FIELD: the FIELD of each training step in RUN's metrics, one per line.
+figures() {
+  grep '"kind":"train"' "$OUT/run_$1/metrics.jsonl" 2>/dev/null | grep -o "\"$2\":[-0-9.eE+]*" | cut -d: -f2
+}
+
+# compare FIELD N A B TOL1 TOL: the FIELD of runs A and B step by step, relative difference at
+# most TOL1 at step 1 and TOL after; fails when a run has fewer than 5 steps.
+compare() {
+  paste <(figures "$3" "$1") <(figures "$4" "$1") | awk -v f="$1" -v n="$2" -v t1="$5" -v t="$6" '
+    NF == 2 {
+      r = ($1 - $2) / $1; if (r < 0) r = -r; tol = (NR == 1) ? t1 : t
+      printf "step %d %s: 1 device %s, %d GPU(s) %s, relative difference %.2e (limit %.0e)\n", NR, f, $1, n, $2, r, tol
+      if (r > tol) bad = 1; rows++
+    }
+    END { exit (bad || rows < 5) }' | tee -a "$summary"
+  return "${PIPESTATUS[1]}"
+}
+
+ddp() {
+  # NCCL data parallel (the cuda-ddp build, .gpu/arcane-cli-ddp) on every GPU of this machine
+  # (one is a valid, degenerate run) against the same binary's single-device path: same
+  # global batch (2 micro-batches of 8 x 1024 tokens per GPU per step), seed and f32
+  # precision. Step 1 runs identical weights on identical micro-batches, so its loss and its
+  # gradient norm (of the all-reduced gradient: a wrong scaling shows as a factor N) must
+  # agree to float summation order (1e-4 relative); steps 2-5 within 1e-2, since the
+  # gradients agree only up to summation order, which Adam's first steps amplify.
+  local cli=$G/arcane-cli-ddp
+  [ -x "$cli" ] || { log "ddp: no $cli; scripts/gpu-build.sh builds it"; return 2; }
+  local n
+  n=$(nvidia-smi -L | grep -c '^GPU ')
+  [ "$n" -ge 1 ] || { log "ddp: nvidia-smi lists no GPU"; return 2; }
+  local args=(--backend cuda train --config gpt2-124m --max-steps 5 --micro-batch 8
+    --tokens-per-step $((n * 2 * 8 * 1024)) --precision f32 --eval-every 1000
+    --checkpoint-every 1000 --log-every 1 --no-dashboard)
+  rm -rf "$OUT/run_ddp_single" "$OUT/run_ddp_all"
+  step ddp_single 420 "$cli" "${args[@]}" --out "$OUT/run_ddp_single"
+  step ddp_all 420 "$cli" "${args[@]}" --devices "$(seq -s, 0 $((n - 1)))" --out "$OUT/run_ddp_all"
+  if compare loss "$n" ddp_single ddp_all 1e-4 1e-2 && compare grad_norm "$n" ddp_single ddp_all 1e-4 5e-2; then
+    log "ddp: $n GPU(s) match the single-device path"
+  else
+    log "ddp: $n GPU(s) DIFFER from the single-device path (or a run failed: see ddp_*.log)"
+  fi
+}
+
 unpack
 [ $# -eq 0 ] && set -- correctness speed
 for what in "$@"; do
   case $what in
     correctness) env_info; tests; greedy ;;
-    speed) decode; hellaswag; train_cold; train_warm; sweep ;;
+    speed) decode; hellaswag; train_cold; train_warm; sweep; ddp ;;
     env) env_info ;;
-    tests | greedy | decode | hellaswag | train_cold | train_warm | sweep) $what ;;
+    tests | greedy | decode | hellaswag | train_cold | train_warm | sweep | ddp) $what ;;
     *) log "unknown step $what"; exit 2 ;;
   esac
 done

@@ -47,12 +47,32 @@ impl BackendKind {
     }
 }
 
+// Burn's `distributed` feature would leave the CPU backend unable to train (see `TrainBackend`).
+#[cfg(all(feature = "cuda-ddp", feature = "flex"))]
+compile_error!(
+    "`cuda-ddp` is a CUDA-only build: build it with \
+     `cargo build --release -p arcane-cli --no-default-features --features cuda-ddp`"
+);
+
+/// The backends a command can train on (take `Autodiff` of): every backend, except in a
+/// `cuda-ddp` build, where Burn's `distributed` feature makes `Autodiff<B>` an
+/// `AutodiffBackend` only for `B: DistributedBackend` (the GPU backends, not the CPU ones).
+#[cfg(not(feature = "cuda-ddp"))]
+pub trait TrainBackend: Backend {}
+#[cfg(not(feature = "cuda-ddp"))]
+impl<B: Backend> TrainBackend for B {}
+/// The backends a command can train on: those Burn's NCCL data parallel supports.
+#[cfg(feature = "cuda-ddp")]
+pub trait TrainBackend: burn::tensor::backend::distributed::DistributedBackend {}
+#[cfg(feature = "cuda-ddp")]
+impl<B: burn::tensor::backend::distributed::DistributedBackend> TrainBackend for B {}
+
 /// Work that can run on any backend.
 pub trait Task {
     /// What the work returns.
     type Output;
     /// Runs the work on backend `B` and `device`.
-    fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output>;
+    fn run<B: TrainBackend>(self, device: B::Device) -> Result<Self::Output>;
 }
 
 /// Work that runs on several devices of one backend (data-parallel training).
@@ -60,7 +80,7 @@ pub trait DevicesTask {
     /// What the work returns.
     type Output;
     /// Runs the work on backend `B` and `devices` (at least one).
-    fn run<B: Backend>(self, devices: Vec<B::Device>) -> Result<Self::Output>;
+    fn run<B: TrainBackend>(self, devices: Vec<B::Device>) -> Result<Self::Output>;
 }
 
 /// Runs `task` on the backend named by `kind`, on its default device.
@@ -74,7 +94,7 @@ struct OnFirst<T>(T);
 impl<T: Task> DevicesTask for OnFirst<T> {
     type Output = T::Output;
 
-    fn run<B: Backend>(self, mut devices: Vec<B::Device>) -> Result<T::Output> {
+    fn run<B: TrainBackend>(self, mut devices: Vec<B::Device>) -> Result<T::Output> {
         self.0.run::<B>(devices.swap_remove(0))
     }
 }
@@ -124,7 +144,7 @@ pub fn run_on_devices<T: DevicesTask>(
 
 /// Probes GPU `device_of(i)` for every index, then runs `task` on all of them.
 #[allow(dead_code)]
-fn on_gpus<B: Backend, T: DevicesTask>(
+fn on_gpus<B: TrainBackend, T: DevicesTask>(
     task: T,
     indices: &[usize],
     kind: BackendKind,

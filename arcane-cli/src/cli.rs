@@ -135,7 +135,9 @@ pub struct TrainArgs {
     /// Peak TFLOP/s of one device for MFU (default: looked up for known GPUs).
     #[arg(long, allow_negative_numbers = true)]
     pub peak_tflops: Option<f64>,
-    /// Device indices for data-parallel training, e.g. 0,1,2,3 (GPU backends).
+    /// Device indices for data-parallel training, e.g. 0,1,2,3 (GPU backends). A `cuda-ddp`
+    /// build trains them with NCCL data parallel (one device is a valid run); other builds
+    /// gather the gradients on the first device.
     #[arg(long, allow_negative_numbers = true, value_delimiter = ',')]
     pub devices: Option<Vec<usize>>,
     /// Plain log lines even on a terminal (no dashboard).

@@ -17,7 +17,7 @@ use burn::backend::Autodiff;
 use burn::prelude::*;
 use serde_json::{json, Map, Value};
 
-use crate::backend::{self, BackendKind, Task};
+use crate::backend::{self, BackendKind, Task, TrainBackend};
 use crate::cli::{BenchArgs, BenchKind};
 use crate::model_arg::resolve_config;
 
@@ -55,7 +55,7 @@ pub(super) struct Bench {
 impl Task for Bench {
     type Output = Value;
 
-    fn run<B: Backend>(self, device: B::Device) -> Result<Value> {
+    fn run<B: TrainBackend>(self, device: B::Device) -> Result<Value> {
         match self.args.kind {
             BenchKind::Hellaswag => self.hellaswag::<B>(device),
             BenchKind::Train if self.args.activation_checkpointing => {

@@ -6,14 +6,13 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use arcane::align::{train_dpo, AlignLog, DpoConfig, DpoLossKind, OptimSettings, TokenPair};
 use burn::backend::Autodiff;
-use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde_json::{json, Map, Value};
 
 use crate::align_args::{
     lora_config, note_long_pairs, progress, read_pairs, save_policy, start_run,
 };
-use crate::backend::{self, BackendKind, Task};
+use crate::backend::{self, BackendKind, Task, TrainBackend};
 use crate::cli_align::DpoArgs;
 use crate::model_arg::load_model;
 
@@ -63,7 +62,7 @@ struct Dpo {
 impl Task for Dpo {
     type Output = ();
 
-    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+    fn run<B: TrainBackend>(self, device: B::Device) -> Result<()> {
         self.train::<Autodiff<B>>(device)
     }
 }

@@ -43,6 +43,7 @@ pub fn run(args: FinetuneArgs, backend_kind: BackendKind) -> Result<()> {
         write_run_file(&run_dir, &data, backend_kind)?
     };
     let task = TrainTask {
+        ddp: false,
         config,
         run_dir: run_dir.clone(),
         data,

@@ -12,12 +12,11 @@ use arcane::align::{
 use arcane::Tokenizer;
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
-use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde_json::{json, Map, Value};
 
 use crate::align_args::{lora_config, progress, read_prompts, save_policy, start_run, RewardSpec};
-use crate::backend::{self, BackendKind, Task};
+use crate::backend::{self, BackendKind, Task, TrainBackend};
 use crate::cli_align::RlArgs;
 use crate::model_arg::load_model;
 
@@ -89,7 +88,7 @@ struct Rl {
 impl Task for Rl {
     type Output = ();
 
-    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+    fn run<B: TrainBackend>(self, device: B::Device) -> Result<()> {
         self.train::<Autodiff<B>>(device)
     }
 }

@@ -10,12 +10,11 @@ use arcane::align::{
 };
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
-use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde_json::json;
 
 use crate::align_args::{lora_config, note_long_pairs, progress, read_pairs, start_run};
-use crate::backend::{self, BackendKind, Task};
+use crate::backend::{self, BackendKind, Task, TrainBackend};
 use crate::cli_align::RewardTrainArgs;
 use crate::model_arg::load_model;
 
@@ -62,7 +61,7 @@ struct RewardTrain {
 impl Task for RewardTrain {
     type Output = ();
 
-    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+    fn run<B: TrainBackend>(self, device: B::Device) -> Result<()> {
         self.train::<Autodiff<B>>(device)
     }
 }

@@ -14,11 +14,10 @@ use arcane::training::{
 use arcane::ModelTokenizer;
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::Autodiff;
-use burn::prelude::*;
 use burn::train::Interrupter;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{self, BackendKind, DevicesTask};
+use crate::backend::{self, BackendKind, DevicesTask, TrainBackend};
 use crate::cli::TrainArgs;
 use crate::commands::prepare::prepare_default;
 use crate::signals::{signal_name, SignalStop, Stopped};
@@ -84,7 +83,9 @@ pub fn run(args: TrainArgs, backend_kind: BackendKind) -> Result<()> {
         run.config.tokens_per_step,
         run.dir.display()
     );
+    let ddp = use_ddp(backend_kind, args.devices.is_some(), devices.len());
     let task = TrainTask {
+        ddp,
         config: run.config,
         run_dir: run.dir.clone(),
         data,
@@ -242,6 +243,8 @@ fn apply_flags(config: &mut TrainingConfig, args: &TrainArgs) {
 }
 
 pub(crate) struct TrainTask {
+    /// Train with Burn's NCCL data parallel (`use_ddp`).
+    pub(crate) ddp: bool,
     pub(crate) config: TrainingConfig,
     pub(crate) run_dir: PathBuf,
     pub(crate) data: PathBuf,
@@ -258,7 +261,7 @@ pub(crate) struct Trained {
 }
 
 impl TrainTask {
-    fn train<B: burn::tensor::backend::AutodiffBackend>(
+    fn train<B: burn::tensor::backend::AutodiffBackend + TrainBackend>(
         self,
         devices: Vec<B::Device>,
     ) -> Result<Trained> {
@@ -284,7 +287,7 @@ impl TrainTask {
                 }
             }
         }));
-        let outcome = train_data_parallel::<B>(self.config, options, devices)?;
+        let outcome = train_run::<B>(self.config, options, devices, self.ddp)?;
         Ok(Trained {
             outcome,
             signal: signals.caught(),
@@ -292,10 +295,41 @@ impl TrainTask {
     }
 }
 
+/// Whether a run trains with Burn's NCCL data parallel: in a `cuda-ddp` build, on CUDA with
+/// `--devices` given (one device is a valid, degenerate run). Otherwise several devices
+/// gather their gradients on the first one.
+fn use_ddp(kind: BackendKind, devices_given: bool, devices: usize) -> bool {
+    let ddp = cfg!(feature = "cuda-ddp") && kind == BackendKind::Cuda && devices_given;
+    if !ddp && kind == BackendKind::Cuda && devices > 1 {
+        eprintln!(
+            "note: the {devices} GPUs gather their gradients on the first one; for NCCL data \
+             parallel build with `cargo build --release -p arcane-cli --no-default-features \
+             --features cuda-ddp`"
+        );
+    }
+    ddp
+}
+
+/// Trains with Burn's NCCL data parallel when `ddp` (only a `cuda-ddp` build sets it), else
+/// on one device or gathering the gradients of several on the first.
+fn train_run<B: burn::tensor::backend::AutodiffBackend + TrainBackend>(
+    config: TrainingConfig,
+    options: TrainOptions<B>,
+    devices: Vec<B::Device>,
+    ddp: bool,
+) -> arcane::Result<LoopOutcome> {
+    #[cfg(feature = "cuda-ddp")]
+    if ddp {
+        return arcane::training::train_ddp::<B>(config, options, devices);
+    }
+    let _ = ddp;
+    train_data_parallel::<B>(config, options, devices)
+}
+
 impl DevicesTask for TrainTask {
     type Output = Trained;
 
-    fn run<B: Backend>(self, devices: Vec<B::Device>) -> Result<Trained> {
+    fn run<B: TrainBackend>(self, devices: Vec<B::Device>) -> Result<Trained> {
         // Each choice is another copy of the generic training code: two per backend.
         if self.config.activation_checkpointing {
             self.train::<Autodiff<B, BalancedCheckpointing>>(devices)

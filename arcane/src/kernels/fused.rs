@@ -11,9 +11,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
-pub use super::cpu::adamw::AdamWStep;
-pub use super::cpu::attention::KeyPrefix;
-pub use super::cpu::xent::HeadLayout;
+pub use super::params::{AdamWStep, HeadLayout, KeyPrefix};
 
 /// Backends with fused kernels for the forward pass.
 pub trait FusedOps: Backend {

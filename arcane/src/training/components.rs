@@ -12,6 +12,7 @@ use burn::train::{LearningComponentsMarker, SupervisedTrainingEventProcessor};
 
 use super::checkpoint::{DataTokens, TrainState};
 use super::config::TrainingConfig;
+use super::ddp::Ddp;
 use super::optimizer::GroupedAdamW;
 use super::outcome::LoopOutcome;
 use super::schedule::LrSchedule;
@@ -70,6 +71,9 @@ pub struct ArcaneLoop<B: AutodiffBackend> {
     pub on_start: Option<LoopStart>,
     /// Where the outcome is reported.
     pub outcome: Arc<Mutex<Option<LoopOutcome>>>,
+    /// NCCL data parallelism (`ddp.rs`): `None` gathers the gradients of all devices on the
+    /// first one.
+    pub(crate) ddp: Option<Arc<Ddp<B>>>,
 }
 
 /// burn-train's event processor of an Arcane run (dashboard, metric files).

@@ -7,6 +7,8 @@ mod checkpointer;
 mod clip;
 mod components;
 mod config;
+mod ddp;
+mod ddp_step;
 mod evaluate;
 mod finetune;
 mod loader;
@@ -33,6 +35,7 @@ pub use config::{
     EvalSuiteEval, FinetuneConfig, HellaswagEval, OptimizerConfig, ScheduleConfig, ScheduleKind,
     TrainingConfig, TRAINING_PRESETS,
 };
+pub use ddp::DdpPlan;
 pub use finetune::FinetuneRecipe;
 pub use loader::{BatchSource, LmDataLoader};
 pub use log::{read_metrics, MetricRecord, MetricsLog, METRICS_FILE};
@@ -41,6 +44,8 @@ pub use optimizer::{FusedAdamW, GroupedAdamW, GroupedAdamWRecord, ParamGroups};
 pub use outcome::{LoopOutcome, StopReason};
 pub use plot::{plot_runs, PlotRun};
 pub use resume::config_changes;
+#[cfg(feature = "ddp")]
+pub use run::train_ddp;
 pub use run::{read_run_config, train, train_data_parallel, TrainOptions, RUN_CONFIG};
 pub use schedule::LrSchedule;
 pub use step::{lm_loss, LmBatch, LmOutput};

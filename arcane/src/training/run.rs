@@ -11,6 +11,7 @@ use burn::train::{Interrupter, Learner, SupervisedTraining, TrainingStrategy};
 use super::checkpoint::{self, DataTokens, TrainState};
 use super::components::{ArcaneComponents, ArcaneLoop, EvalHook, LoopStart};
 use super::config::{HellaswagEval, TrainingConfig};
+use super::ddp::{Ddp, DdpPlan};
 use super::loader::{BatchSource, LmDataLoader};
 use super::metrics::{StepMetric, StepMetricKind};
 use super::optimizer::GroupedAdamW;
@@ -102,10 +103,51 @@ pub fn train_data_parallel<B: AutodiffBackend>(
     options: TrainOptions<B>,
     devices: Vec<B::Device>,
 ) -> Result<LoopOutcome> {
+    train_on(config, options, devices, false)
+}
+
+/// [`train`] over several GPUs with Burn's NCCL data parallel (see `ddp.rs` for the
+/// arithmetic): one rank per device, gradients all-reduced (summed) during the backward pass.
+/// One device is a valid, degenerate run. CUDA only: it needs a build with the `ddp` feature
+/// (which the CPU backends cannot be part of).
+#[cfg(feature = "ddp")]
+pub fn train_ddp<B>(
+    config: TrainingConfig,
+    options: TrainOptions<B>,
+    devices: Vec<B::Device>,
+) -> Result<LoopOutcome>
+where
+    B: AutodiffBackend + burn::tensor::backend::distributed::DistributedBackend,
+{
+    use burn::tensor::backend::distributed::{DistributedConfig, ReduceOperation};
+    let Some(first) = devices.first().cloned() else {
+        return Err(ArcaneError::InvalidInput("no training device given".into()));
+    };
+    // Sum, not Mean: each micro-batch's loss is already scaled by 1/P (`DdpPlan::loss_scale`).
+    let all_reduce = DistributedConfig {
+        all_reduce_op: ReduceOperation::Sum,
+    };
+    B::start_communication_server(&devices, all_reduce);
+    let outcome = train_on(config, options, devices, true);
+    B::close_communication_server(&first);
+    outcome
+}
+
+/// [`train_data_parallel`], or with `ddp` Burn's NCCL data parallel.
+pub(super) fn train_on<B: AutodiffBackend>(
+    config: TrainingConfig,
+    options: TrainOptions<B>,
+    devices: Vec<B::Device>,
+    ddp: bool,
+) -> Result<LoopOutcome> {
     let Some(device) = devices.first().cloned() else {
         return Err(ArcaneError::InvalidInput("no training device given".into()));
     };
     config.validate(devices.len())?;
+    let ddp = match ddp {
+        true => Some(Arc::new(Ddp::new(DdpPlan::of(&config, devices.len())?))),
+        false => None,
+    };
     let data = RunData::<B>::open(&config, &options.data_dir, devices.len(), &device)?;
     let resume = prepare_run_dir(&config, &options, data.tokens)?;
     let tokenizer = match &config.finetune {
@@ -164,6 +206,7 @@ pub fn train_data_parallel<B: AutodiffBackend>(
         shapes: options.shapes,
         on_start: options.on_start.clone(),
         outcome: outcome.clone(),
+        ddp: ddp.clone(),
     };
     launch(
         strategy,
@@ -172,6 +215,9 @@ pub fn train_data_parallel<B: AutodiffBackend>(
         dashboard,
         options.interrupter.clone(),
     );
+    if let Some(ddp) = ddp {
+        ddp.shutdown()?;
+    }
     let outcome = outcome.lock().unwrap_or_else(|e| e.into_inner()).take();
     outcome_result(outcome.ok_or_else(|| {
         ArcaneError::InvalidInput("the training loop did not report an outcome".into())

@@ -22,6 +22,9 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
         loader: &TrainLoader<ArcaneComponents<B>>,
         step: usize,
     ) -> PendingStep<B::InnerBackend> {
+        if let Some(ddp) = &self.ddp {
+            return self.ddp_step(ddp, learner, loader, step);
+        }
         let c = &self.config;
         let n_devices = self.devices.len();
         let main = self.devices[0].clone();

@@ -9,24 +9,7 @@ use rayon::prelude::*;
 use super::par::{chunk_len, MIN_PARALLEL};
 use super::simd::multiversion;
 
-/// The scalars of one AdamW step.
-#[derive(Clone, Copy, Debug)]
-pub struct AdamWStep {
-    /// `β₁`.
-    pub beta_1: f32,
-    /// `β₂`.
-    pub beta_2: f32,
-    /// `ε`, added to `sqrt(v̂)`.
-    pub epsilon: f32,
-    /// The learning rate.
-    pub lr: f32,
-    /// `1 - lr·weight_decay`, the decoupled decay factor.
-    pub decay: f32,
-    /// `1 - β₁ᵗ`, the first moment's bias correction at this step `t`.
-    pub correction_1: f32,
-    /// `1 - β₂ᵗ`.
-    pub correction_2: f32,
-}
+pub use crate::kernels::params::AdamWStep;
 
 /// One element: the new parameter, with the moments updated in place.
 #[inline(always)]

@@ -21,14 +21,7 @@ const CHUNK_ELEMS: usize = 1 << 25;
 /// Rows per rayon task inside a chunk.
 const ROWS_PER_TASK: usize = 8;
 
-/// How the head weight is stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HeadLayout {
-    /// `[V, C]`: the token embedding table of a tied head.
-    VocabMajor,
-    /// `[C, V]`: a `Linear` head in Burn's `[in, out]` layout.
-    ChannelMajor,
-}
+pub use crate::kernels::params::HeadLayout;
 
 /// The result of [`linear_cross_entropy`].
 pub struct XentResult {
