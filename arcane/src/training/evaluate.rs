@@ -211,6 +211,7 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
                 hellaswag: Some(acc_norm),
                 ..StepStats::default()
             },
+            token_metrics: None,
         };
         processor.process_valid(LearnerEvent::ProcessedItem(TrainingItem::new(
             item,

@@ -21,6 +21,8 @@ mod report;
 mod resume;
 mod run;
 mod schedule;
+mod sft_recipe;
+mod sft_source;
 mod step;
 mod stepping;
 mod strategy;
@@ -29,8 +31,8 @@ pub use checkpoint::{checkpoint_steps, read_state, DataTokens, TrainState};
 pub use clip::clip_global_norm;
 pub use components::{ArcaneComponents, ArcaneLoop, EvalHook, LoopStart};
 pub use config::{
-    FinetuneConfig, HellaswagEval, OptimizerConfig, ScheduleConfig, ScheduleKind, TrainingConfig,
-    TRAINING_PRESETS,
+    FinetuneConfig, HellaswagEval, OptimizerConfig, ScheduleConfig, ScheduleKind, SftRunConfig,
+    TrainingConfig, TRAINING_PRESETS,
 };
 pub use finetune::FinetuneRecipe;
 pub use loader::{BatchSource, LmDataLoader};
@@ -42,4 +44,6 @@ pub use plot::{plot_runs, PlotRun};
 pub use resume::config_changes;
 pub use run::{read_run_config, train, train_data_parallel, TrainOptions, RUN_CONFIG};
 pub use schedule::LrSchedule;
-pub use step::{lm_loss, LmBatch, LmOutput};
+pub use sft_recipe::{SftPrepared, SftRecipe};
+pub use sft_source::{sft_batch, SftSampler, SftSet, SFT_TRAIN_FILE, SFT_VAL_FILE};
+pub use step::{lm_loss, masked_lm_loss, token_metrics, LmBatch, LmOutput};

@@ -198,7 +198,9 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
         for (figures, seconds) in figures {
             let at = &mut state.at;
             at.step += 1;
-            at.tokens += c.tokens_per_step as u64;
+            // Supervised fine-tuning counts the tokens that are not padding (TRL's
+            // `num_tokens`); pre-training windows have none.
+            at.tokens += figures.sft.map_or(c.tokens_per_step, |s| s.real_tokens) as u64;
             at.elapsed_s += seconds;
             let mfu = self
                 .peak_flops
@@ -330,11 +332,19 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
     /// adapters alone for a fine-tune run.
     fn write_model_files(&self, learner: &Learner<ArcaneComponents<B>>) -> crate::Result<()> {
         let model = learner.model().valid();
+        let c = &self.config;
         match &self.config.finetune {
             // A fine-tune run keeps only its adapters: a small file beside the checkpoints.
             Some(f) => {
                 crate::lora::save_adapter(&model, &self.run_dir, &f.base.display().to_string())
             }
+            // A full fine-tune keeps its base's tokenizer (with ChatML's tokens when it added
+            // them), so the run folder is a model of its own.
+            None if c.init.is_some() => crate::checkpoint::save_model_with_tokenizer(
+                &model,
+                &self.run_dir,
+                Some(&self.tokenizer),
+            ),
             None => crate::checkpoint::save_model(&model, &self.run_dir),
         }
     }

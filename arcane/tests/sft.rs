@@ -1,0 +1,364 @@
+//! Supervised fine-tuning: which tokens carry loss in each of TRL's formats (exact ids on
+//! hand-made examples), EOS, padding, the refusal of a template without the prefix property,
+//! the masked loss against its formula, and a tiny model that learns an assistant reply
+//! through the training loop while user tokens carry no loss.
+
+mod common;
+
+use std::path::Path;
+
+use arcane::chat::{chatml, ChatTemplate, Conversation, Message, RenderOptions};
+use arcane::sft::{read_sft_rows, SftEncoder, SftExample, SftFormat, SftRow};
+use arcane::training::{
+    masked_lm_loss, read_metrics, sft_batch, train, MetricRecord, SftRecipe, TrainOptions,
+};
+use arcane::{load_tokenizer, ModelConfig, ModelTokenizer};
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+use common::*;
+
+const IM_START: u32 = 50257;
+const IM_END: u32 = 50258;
+const EOT: u32 = 50256;
+
+fn chatml_encoder(max_length: usize) -> (ModelTokenizer, SftEncoder) {
+    let tokenizer = ModelTokenizer::gpt2().with_chatml().unwrap();
+    let encoder = SftEncoder::new(tokenizer.clone(), Some(chatml()), max_length);
+    (tokenizer, encoder)
+}
+
+fn llama_encoder() -> (ModelTokenizer, SftEncoder) {
+    let tokenizer = load_tokenizer(&fixture("llama")).unwrap();
+    (tokenizer.clone(), SftEncoder::new(tokenizer, None, 1024))
+}
+
+fn msgs(pairs: &[(&str, &str)]) -> Vec<Message> {
+    pairs.iter().map(|(r, c)| Message::new(*r, *c)).collect()
+}
+
+#[test]
+fn text_rows_carry_loss_on_every_token_and_end_with_eos() {
+    let (tokenizer, encoder) = llama_encoder();
+    let e = encoder
+        .encode(&SftRow::Text("The sky is blue.".into()))
+        .unwrap()
+        .unwrap();
+    // Llama's tokenizer adds <s> (1), as `tokenizer(text)` does; EOS </s> (2) is appended.
+    let body = tokenizer.encode("The sky is blue.").unwrap();
+    let mut expected = vec![1];
+    expected.extend(&body);
+    expected.push(2);
+    assert_eq!(e.ids, expected);
+    assert_eq!(e.loss_ids(), expected[1..].to_vec());
+    assert!(!e.loss[0]);
+    // GPT-2: no BOS, <|endoftext|> appended once (not twice when the text ends with it).
+    let gpt2 = SftEncoder::new(ModelTokenizer::gpt2(), None, 1024);
+    let e = gpt2.encode(&SftRow::Text("Hi".into())).unwrap().unwrap();
+    assert_eq!(e.ids, vec![17250, EOT]);
+    assert_eq!(e.loss_ids(), vec![EOT]);
+}
+
+#[test]
+fn prompt_completion_rows_carry_loss_on_the_completion_and_eos() {
+    let (tokenizer, encoder) = llama_encoder();
+    let row = SftRow::PromptCompletion {
+        prompt: "The sky is".into(),
+        completion: " blue.".into(),
+    };
+    let e = encoder.encode(&row).unwrap().unwrap();
+    let prompt = tokenizer.encode_prompt("The sky is").unwrap();
+    let mut whole = tokenizer.encode_prompt("The sky is blue.").unwrap();
+    whole.push(2);
+    assert_eq!(e.ids, whole);
+    assert!(whole.starts_with(&prompt));
+    assert_eq!(e.loss_ids(), whole[prompt.len()..].to_vec());
+    assert_eq!(e.loss_ids().last(), Some(&2));
+    assert_eq!(e.loss_tokens(), whole.len() - prompt.len());
+}
+
+#[test]
+fn conversations_carry_loss_on_assistant_turns_only() {
+    let (tokenizer, encoder) = chatml_encoder(1024);
+    let row = SftRow::Messages(msgs(&[
+        ("system", "Be brief."),
+        ("user", "Hi"),
+        ("assistant", "Hello there"),
+        ("user", "Bye"),
+        ("assistant", "Ciao"),
+    ]));
+    let e = encoder.encode(&row).unwrap().unwrap();
+    let text = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n\
+                <|im_start|>assistant\nHello there<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n\
+                <|im_start|>assistant\nCiao<|im_end|>\n";
+    assert_eq!(e.ids, tokenizer.encode(text).unwrap());
+    // Each assistant turn: its content and the template's close of the turn.
+    let mut expected = tokenizer.encode("Hello there").unwrap();
+    expected.extend([IM_END, 198]);
+    expected.extend(tokenizer.encode("Ciao").unwrap());
+    expected.extend([IM_END, 198]);
+    assert_eq!(e.loss_ids(), expected);
+    assert_eq!(&expected[..2], &[15496, 612]); // "Hello", " there"
+                                               // The tokens before each span are the generation prompt `<|im_start|>assistant\n`.
+    let first = e.loss.iter().position(|&l| l).unwrap();
+    let header = [vec![IM_START], tokenizer.encode("assistant\n").unwrap()].concat();
+    assert_eq!(header, vec![IM_START, 562, 10167, 198]); // "ass", "istant", "\n"
+    assert_eq!(&e.ids[first - 4..first], &header[..]);
+    // No conversation appends EOS (TRL appends none; the template closes the turn).
+    assert!(!e.ids.contains(&EOT));
+}
+
+#[test]
+fn conversational_prompt_completion_carries_loss_on_the_completion() {
+    let (tokenizer, encoder) = chatml_encoder(1024);
+    let row = SftRow::ChatPromptCompletion {
+        prompt: msgs(&[("user", "Hi")]),
+        completion: msgs(&[("assistant", "Hello")]),
+    };
+    let e = encoder.encode(&row).unwrap().unwrap();
+    let mut expected = tokenizer.encode("Hello").unwrap();
+    expected.extend([IM_END, 198]);
+    assert_eq!(e.loss_ids(), expected);
+    let prompt = tokenizer
+        .encode("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+        .unwrap();
+    assert!(e.ids.starts_with(&prompt));
+    assert_eq!(
+        e.loss.iter().filter(|&&l| l).count(),
+        e.len() - prompt.len()
+    );
+}
+
+#[test]
+fn truncation_keeps_the_start_and_drops_examples_without_loss() {
+    let (tokenizer, _) = chatml_encoder(8);
+    let prompt = tokenizer
+        .encode("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+        .unwrap();
+    let n = prompt.len();
+    let row = SftRow::Messages(msgs(&[("user", "Hi"), ("assistant", "Hello there")]));
+    // Cut to the prompt alone: no token carries loss, the example is dropped.
+    assert_eq!(chatml_encoder(n).1.encode(&row).unwrap(), None);
+    // One more token: the start is kept, "Hello" is the only loss token.
+    let e = chatml_encoder(n + 1).1.encode(&row).unwrap().unwrap();
+    assert_eq!(e.ids[..n], prompt[..]);
+    assert_eq!(e.len(), n + 1);
+    assert_eq!(e.loss_ids(), tokenizer.encode("Hello").unwrap());
+}
+
+#[test]
+fn a_template_without_the_prefix_property_is_refused() {
+    // Brackets the last message: rendering a prefix never is the start of the longer one.
+    let template = ChatTemplate::new(
+        "{% for m in messages %}{% if loop.last %}[{{ m.content }}]{% else %}{{ m.content }}{% endif %}{% endfor %}",
+        "brackets.jinja",
+    );
+    let encoder = SftEncoder::new(ModelTokenizer::gpt2(), Some(template), 1024);
+    let row = SftRow::Messages(msgs(&[("user", "Hi"), ("assistant", "Hello")]));
+    let err = encoder.encode(&row).unwrap_err().to_string();
+    assert!(
+        err.contains("brackets.jinja") && err.contains("growing prefixes"),
+        "{err}"
+    );
+    // And with --skip-bad it is still an error: no row of such a file can be encoded.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rows.jsonl");
+    std::fs::write(
+        &path,
+        r#"{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}"#,
+    )
+    .unwrap();
+    let rows = read_sft_rows(&path, true).unwrap();
+    assert!(encoder.encode_rows(&rows, true, &path).is_err());
+}
+
+#[test]
+fn files_name_bad_lines_and_refuse_mixed_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rows.jsonl");
+    let write = |text: &str| std::fs::write(&path, text).unwrap();
+    write("{\"prompt\": \"a\", \"completion\": \"b\"}\n\n{\"text\": \"c\"}\n");
+    let err = read_sft_rows(&path, false).unwrap_err().to_string();
+    assert!(
+        err.contains("line 3") && err.contains("one format"),
+        "{err}"
+    );
+    write("{\"messages\": [{\"role\": \"user\"}]}\nnot json\n{\"messages\": []}\n");
+    let err = read_sft_rows(&path, false).unwrap_err().to_string();
+    assert!(
+        err.contains("line 1") && err.contains("\"content\""),
+        "{err}"
+    );
+    let rows = read_sft_rows(&path, true).unwrap();
+    assert_eq!(rows.format, SftFormat::Messages);
+    assert_eq!(rows.lines, vec![3]);
+    let bad: Vec<usize> = rows.bad.iter().map(|b| b.line).collect();
+    assert_eq!(bad, vec![1, 2]);
+}
+
+#[test]
+fn padding_carries_no_loss_and_the_masked_loss_is_the_mean_over_loss_tokens() {
+    type B = TestBackend;
+    let device = Default::default();
+    let model = arcane::load_model::<B>(&fixture("llama"), &device).unwrap();
+    let a = SftExample {
+        ids: vec![1, 5, 9, 13, 2],
+        loss: vec![false, false, false, true, true],
+    };
+    let b = SftExample {
+        ids: vec![1, 7, 2],
+        loss: vec![false, true, true],
+    };
+    let batch = sft_batch::<B>(&[&a, &b], 0, 1.0, &device);
+    // T = 4 inputs per row; row 0 predicts 13 and 2 at positions 2, 3; row 1 predicts 7 and 2
+    // at positions 0, 1 (4 + 0, 4 + 1); its padding at positions 2, 3 is not a loss row.
+    let rows: Vec<i64> = batch
+        .loss_rows
+        .clone()
+        .unwrap()
+        .into_data()
+        .convert::<i64>()
+        .to_vec()
+        .unwrap();
+    assert_eq!(rows, vec![2, 3, 4, 5]);
+    assert_eq!(batch.real_tokens, 8);
+    let (loss, _, _) = masked_lm_loss(
+        &model,
+        batch.inputs.clone(),
+        batch.targets.clone(),
+        batch.loss_rows.clone().unwrap(),
+    );
+    let loss = loss.into_scalar().elem::<f32>();
+    // The formula: mean over the four loss tokens of -log softmax(logits)[target], from the
+    // full logits of each example alone.
+    let nll = |ids: &[u32], at: usize| -> f32 {
+        let logits = model.forward(tokens(ids, &device));
+        let logp = log_softmax(logits, 2);
+        let v = logp
+            .slice([0..1, at - 1..at, ids[at] as usize..ids[at] as usize + 1])
+            .into_scalar()
+            .elem::<f32>();
+        -v
+    };
+    let expected = (nll(&a.ids, 3) + nll(&a.ids, 4) + nll(&b.ids, 1) + nll(&b.ids, 2)) / 4.0;
+    assert!((loss - expected).abs() < tol(1e-5), "{loss} vs {expected}");
+}
+
+/// A fresh tiny model with GPT-2's padded vocabulary, saved as an Arcane model.
+fn tiny_base(dir: &Path) {
+    let config = ModelConfig {
+        vocab_size: 50304,
+        max_seq_len: 32,
+        d_model: 32,
+        n_layers: 2,
+        n_heads: 2,
+        ..ModelConfig::tiny()
+    };
+    type B = TestBackend;
+    let model = arcane::weights::materialize(config.init::<B>(&Default::default()).unwrap());
+    arcane::save_model(&model, dir).unwrap();
+}
+
+/// Greedy reply of `model` to `prompt`, up to `<|im_end|>`.
+fn greedy<B: Backend>(model: &arcane::Gpt<B>, prompt: &[u32], max: usize) -> Vec<u32> {
+    let mut ids = prompt.to_vec();
+    let mut reply = Vec::new();
+    for _ in 0..max {
+        let logits = model.forward(tokens(&ids, &model.device()));
+        let t = ids.len();
+        let next = logits
+            .slice([0..1, t - 1..t])
+            .argmax(2)
+            .into_scalar()
+            .elem::<i64>() as u32;
+        if next == IM_END {
+            break;
+        }
+        reply.push(next);
+        ids.push(next);
+    }
+    reply
+}
+
+#[test]
+fn a_tiny_model_learns_an_assistant_reply_and_user_tokens_carry_no_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, run) = (dir.path().join("base"), dir.path().join("run"));
+    tiny_base(&base);
+    let base_files = std::fs::read(base.join("model.safetensors")).unwrap();
+    let data = dir.path().join("chat.jsonl");
+    std::fs::write(
+        &data,
+        r#"{"messages": [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "Paris is."}]}"#,
+    )
+    .unwrap();
+    let recipe = SftRecipe {
+        max_steps: Some(40),
+        lr: Some(1e-2),
+        micro_batch: 1,
+        eval_every: Some(20),
+        ..SftRecipe::new(&base, &data, None)
+    };
+    let (config, prepared) = recipe.prepare(&run).unwrap();
+    assert_eq!(prepared.format, Some(SftFormat::Messages));
+    assert_eq!(config.sft.as_ref().unwrap().tokenizer, "gpt2-chatml");
+    let device = Default::default();
+    let mut options = TrainOptions::<TestAutodiff>::new(&run, run.join("data"));
+    options.dashboard = Some(false);
+    train(config, options, device).unwrap();
+
+    // The run folder is a chat model of its own: ChatML tokenizer and template.
+    let tokenizer = load_tokenizer(&run).unwrap();
+    assert!(tokenizer.has_chatml());
+    let template = arcane::chat::model_template(&run, &tokenizer)
+        .unwrap()
+        .unwrap();
+    let conversation =
+        Conversation::from_messages(&msgs(&[("user", "What is the capital of France?")]));
+    let options = RenderOptions {
+        add_generation_prompt: true,
+        ..Default::default()
+    };
+    let prompt = tokenizer
+        .encode_chat(&template.render(&conversation, &options).unwrap())
+        .unwrap();
+    let model = arcane::load_model::<TestBackend>(&run, &Default::default()).unwrap();
+    let reply = greedy(&model, &prompt, 8);
+    assert_eq!(tokenizer.decode(&reply).unwrap(), "Paris is.");
+
+    // TRL's metrics: the loss and accuracy are over the assistant tokens only ("Paris is."
+    // <|im_end|> "\n": 5 tokens), and the first step's loss is their mean -log p under the
+    // initial model, about ln(50304) for a fresh model (the user's 9 tokens are not in it).
+    let records = read_metrics(&run.join("metrics.jsonl")).unwrap();
+    let sft: Vec<_> = records
+        .iter()
+        .filter_map(|r| match r {
+            MetricRecord::Sft { values, .. } => Some(values.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sft.len(), 40);
+    let last = sft.last().unwrap();
+    assert_eq!(last["mean_token_accuracy"], 1.0);
+    assert!(
+        sft[0]["loss"] > 10.0 && sft[0]["loss"] < 11.5,
+        "{}",
+        sft[0]["loss"]
+    );
+    assert!(last["loss"] < 0.5, "{}", last["loss"]);
+    let example_len = prompt.len() + 5;
+    assert_eq!(sft[0]["num_tokens"], example_len as f64);
+    assert_eq!(last["num_tokens"], (40 * example_len) as f64);
+    for key in ["entropy", "learning_rate", "grad_norm"] {
+        assert!(last[key].is_finite() && last[key] >= 0.0, "{key}");
+    }
+    // The base model's files are untouched.
+    assert_eq!(
+        std::fs::read(base.join("model.safetensors")).unwrap(),
+        base_files
+    );
+    let examples = std::fs::read_to_string(run.join("data/sft-train.jsonl")).unwrap();
+    let example: SftExample = serde_json::from_str(examples.lines().next().unwrap()).unwrap();
+    let mut loss_ids = tokenizer.encode("Paris is.").unwrap();
+    loss_ids.extend([IM_END, 198]);
+    assert_eq!(example.loss_ids(), loss_ids);
+}
