@@ -34,7 +34,7 @@ pub enum Command {
     Finetune(FinetuneArgs),
     /// Supervised fine-tuning on TRL's formats (text, prompt/completion, conversations);
     /// loss on completions and assistant turns only; LoRA by default.
-    Sft(crate::commands::SftArgs),
+    Sft(crate::cli_sft::SftArgs),
     /// LoRA adapter tools.
     #[command(subcommand)]
     Lora(LoraCommand),

@@ -8,6 +8,7 @@ mod allocator;
 mod backend;
 mod cli;
 mod cli_align;
+mod cli_sft;
 mod commands;
 mod kernel_cache;
 mod model_arg;

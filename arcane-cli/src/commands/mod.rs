@@ -28,7 +28,6 @@ use crate::cli::{Cli, Command, EvalCommand, LoraCommand};
 use crate::cli_align::RewardCommand;
 
 pub use chat::ChatArgs;
-pub use sft::SftArgs;
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {

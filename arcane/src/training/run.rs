@@ -298,7 +298,9 @@ impl<B: AutodiffBackend> RunData<B> {
         n_devices: usize,
         device: &B::Device,
     ) -> Result<Self> {
-        let pad = crate::align::eos_of(&config.model).unwrap_or(0);
+        // Padding follows each example's last token: causal attention keeps it from every real
+        // position and it is never a target, so any id in the vocabulary will do.
+        let pad = 0;
         let vocab = config.model.vocab_size;
         let train_set = Arc::new(SftSet::open(data_dir, SFT_TRAIN_FILE, pad)?);
         let val_set = Arc::new(SftSet::open(data_dir, SFT_VAL_FILE, pad)?);

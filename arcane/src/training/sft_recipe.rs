@@ -111,6 +111,8 @@ impl SftRecipe {
             ));
         }
         let rows = read_sft_rows(&self.data, self.skip_bad)?;
+        out.bad
+            .extend(rows.bad.iter().map(|b| (self.data.clone(), b.clone())));
         let (tokenizer, template) = self.tokenizer_and_template(rows.format, &mut out)?;
         let encoder = SftEncoder::new(tokenizer.clone(), template.clone(), max_length);
         let (mut train, stats, bad) = encoder.encode_rows(&rows, self.skip_bad, &self.data)?;
@@ -120,6 +122,8 @@ impl SftRecipe {
         let val = match &self.eval_data {
             Some(path) => {
                 let rows = read_sft_rows(path, self.skip_bad)?;
+                out.bad
+                    .extend(rows.bad.iter().map(|b| (path.clone(), b.clone())));
                 let (val, _, bad) = encoder.encode_rows(&rows, self.skip_bad, path)?;
                 out.bad.extend(bad.into_iter().map(|b| (path.clone(), b)));
                 val
