@@ -280,6 +280,63 @@ fn greedy<B: Backend>(model: &arcane::Gpt<B>, prompt: &[u32], max: usize) -> Vec
 }
 
 #[test]
+fn a_lora_run_learns_the_reply_on_a_frozen_base_and_chats_through_its_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, run) = (dir.path().join("base"), dir.path().join("run"));
+    tiny_base(&base);
+    let data = dir.path().join("chat.jsonl");
+    std::fs::write(
+        &data,
+        r#"{"prompt": [{"role": "user", "content": "Hi"}], "completion": [{"role": "assistant", "content": "Hello friend."}]}"#,
+    )
+    .unwrap();
+    let lora = arcane::lora::LoraConfig {
+        rank: 8,
+        alpha: 16.0,
+        dropout: 0.0,
+        // The CLI's default targets (a tied head cannot take an adapter).
+        targets: "q,k,v,o,mlp"
+            .split(',')
+            .map(|t| t.parse().unwrap())
+            .collect(),
+    };
+    let recipe = SftRecipe {
+        max_steps: Some(60),
+        lr: Some(2e-2),
+        micro_batch: 1,
+        eval_every: Some(30),
+        ..SftRecipe::new(&base, &data, Some(lora))
+    };
+    let (config, _) = recipe.prepare(&run).unwrap();
+    let mut options = TrainOptions::<TestAutodiff>::new(&run, run.join("data"));
+    options.dashboard = Some(false);
+    train(config, options, Default::default()).unwrap();
+    // The base has GPT-2's tokenizer and no template; the run brings both.
+    let base_tokenizer = load_tokenizer(&base).unwrap();
+    assert!(!base_tokenizer.has_chatml());
+    let (tokenizer, template) = arcane::training::sft_adapter_chat(&run, &base_tokenizer)
+        .unwrap()
+        .unwrap();
+    let conversation = Conversation::from_messages(&msgs(&[("user", "Hi")]));
+    let options = RenderOptions {
+        add_generation_prompt: true,
+        ..Default::default()
+    };
+    let prompt = tokenizer
+        .encode_chat(&template.render(&conversation, &options).unwrap())
+        .unwrap();
+    type B = TestBackend;
+    let model = arcane::load_model::<B>(&base, &Default::default()).unwrap();
+    let model = arcane::lora::load_adapter(model, &run).unwrap();
+    // The frozen embedding of a fresh model (std 0.02) caps the logits, so the loss stays
+    // near ln(50304) while the adapters make the reply and <|im_end|> the argmax at each step.
+    assert_eq!(
+        tokenizer.decode(&greedy(&model, &prompt, 8)).unwrap(),
+        "Hello friend."
+    );
+}
+
+#[test]
 fn a_tiny_model_learns_an_assistant_reply_and_user_tokens_carry_no_loss() {
     let dir = tempfile::tempdir().unwrap();
     let (base, run) = (dir.path().join("base"), dir.path().join("run"));

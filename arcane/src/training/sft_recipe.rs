@@ -276,3 +276,29 @@ fn held_out(train: &mut Vec<SftExample>, notes: &mut Vec<String>) -> Vec<SftExam
 fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).map_err(|e| ArcaneError::io(path, e))
 }
+
+/// The tokenizer and chat template to chat with a LoRA SFT run in `run_dir` on top of its
+/// base, whose tokenizer is `base_tokenizer`: the template the run trained with (written into
+/// the run folder) and the base's tokenizer with ChatML's tokens when the run added them.
+/// `None` when `run_dir` is not an SFT run of conversations.
+pub fn sft_adapter_chat(
+    run_dir: &Path,
+    base_tokenizer: &ModelTokenizer,
+) -> Result<Option<(ModelTokenizer, ChatTemplate)>> {
+    if !run_dir.join(super::run::RUN_CONFIG).is_file() {
+        return Ok(None);
+    }
+    let config = super::run::read_run_config(run_dir)?;
+    let Some(sft) = config.sft else {
+        return Ok(None);
+    };
+    let Some(template) = ChatTemplate::from_dir(run_dir)? else {
+        return Ok(None);
+    };
+    let tokenizer = if sft.tokenizer == crate::tokenizer::GPT2_CHATML_NAME {
+        base_tokenizer.with_chatml()?
+    } else {
+        base_tokenizer.clone()
+    };
+    Ok(Some((tokenizer, template)))
+}
