@@ -56,6 +56,10 @@ pub struct SftArgs {
     /// Seed of the data order and of the adapters [default: 1337].
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Pack several examples into each row of --max-length tokens (Best-Fit Decreasing);
+    /// attention stays inside each example and positions restart, so no example sees another.
+    #[arg(long)]
+    pub packing: bool,
     /// Skip malformed rows (each reported with its line number) instead of stopping.
     #[arg(long)]
     pub skip_bad: bool,

@@ -10,7 +10,8 @@ use std::path::Path;
 use arcane::chat::{chatml, ChatTemplate, Conversation, Message, RenderOptions};
 use arcane::sft::{read_sft_rows, SftEncoder, SftExample, SftFormat, SftRow};
 use arcane::training::{
-    masked_lm_loss, read_metrics, sft_batch, train, MetricRecord, SftRecipe, TrainOptions,
+    masked_lm_loss, read_metrics, sft_batch, sft_packed_batch, train, MetricRecord, SftRecipe,
+    SftSet, TrainOptions,
 };
 use arcane::{load_tokenizer, ModelConfig, ModelTokenizer};
 use burn::prelude::*;
@@ -226,6 +227,7 @@ fn padding_carries_no_loss_and_the_masked_loss_is_the_mean_over_loss_tokens() {
         batch.inputs.clone(),
         batch.targets.clone(),
         batch.loss_rows.clone().unwrap(),
+        None,
     );
     let loss = loss.into_scalar().elem::<f32>();
     // The formula: mean over the four loss tokens of -log softmax(logits)[target], from the
@@ -254,7 +256,9 @@ fn tiny_base(dir: &Path) {
         ..ModelConfig::tiny()
     };
     type B = TestBackend;
-    let model = arcane::weights::materialize(config.init::<B>(&Default::default()).unwrap());
+    let device = Default::default();
+    B::seed(&device, 7);
+    let model = arcane::weights::materialize(config.init::<B>(&device).unwrap());
     arcane::save_model(&model, dir).unwrap();
 }
 
@@ -418,4 +422,107 @@ fn a_tiny_model_learns_an_assistant_reply_and_user_tokens_carry_no_loss() {
     let mut loss_ids = tokenizer.encode("Paris is.").unwrap();
     loss_ids.extend([IM_END, 198]);
     assert_eq!(example.loss_ids(), loss_ids);
+}
+
+fn example(ids: &[u32], loss_from: usize) -> SftExample {
+    SftExample {
+        ids: ids.to_vec(),
+        loss: (0..ids.len()).map(|i| i >= loss_from).collect(),
+    }
+}
+
+/// Logits of packed rows equal those of each example alone: RoPE with grouped-query heads
+/// (the Llama fixture) and learned positions (the GPT-2 fixture).
+#[test]
+fn packing_never_crosses_examples() {
+    type B = TestBackend;
+    let device = Default::default();
+    for name in ["llama", "gpt2"] {
+        let model = arcane::load_model::<B>(&fixture(name), &device).unwrap();
+        let a = example(&[1, 5, 9, 13, 21], 2);
+        let b = example(&[1, 7, 30], 1);
+        let c = example(&[1, 8, 4, 44], 3);
+        let rows = vec![vec![&a, &b], vec![&c]];
+        let batch = sft_packed_batch::<B>(&rows, 0, 1.0, &device);
+        let packing = batch.packing.clone().unwrap();
+        let logits = model.head(model.forward_packed(batch.inputs.clone(), &packing)); // [2, 8, V]
+        let v = logits.dims()[2];
+        let _ = &batch.targets;
+        let alone = |e: &SftExample| values(model.forward(tokens(&e.ids, &device)));
+        let row = |r: usize, start: usize, n: usize| {
+            values(logits.clone().slice([r..r + 1, start..start + n, 0..v]))
+        };
+        for (got, want) in [
+            (row(0, 0, 5), alone(&a)),
+            (row(0, 5, 3), alone(&b)),
+            (row(1, 0, 4), alone(&c)),
+        ] {
+            let diff = got
+                .iter()
+                .zip(&want)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
+            assert!(diff < tol(1e-5), "{name}: packed logits differ by {diff}");
+        }
+        // Positions restart per example; padding (row 1, positions 4..8) is its own example.
+        let positions: Vec<i64> = packing
+            .positions
+            .into_data()
+            .convert::<i64>()
+            .to_vec()
+            .unwrap();
+        assert_eq!(
+            positions,
+            vec![0, 1, 2, 3, 4, 0, 1, 2, 0, 1, 2, 3, 0, 0, 0, 0]
+        );
+        // Loss rows: a predicts 9, 13, 21 from positions 1..3, b predicts 7, 30 from 5, 6
+        // (a's last token predicts nothing), c predicts 44 from position 2 of row 1.
+        let rows: Vec<i64> = batch
+            .loss_rows
+            .clone()
+            .unwrap()
+            .into_data()
+            .convert::<i64>()
+            .to_vec()
+            .unwrap();
+        assert_eq!(rows, vec![1, 2, 3, 5, 6, 8 + 2]);
+        // The packed loss is the unpacked one: the mean over the same six tokens.
+        let plain = sft_batch::<B>(&[&a, &b, &c], 0, 1.0, &device);
+        let (plain, _, _) = masked_lm_loss(
+            &model,
+            plain.inputs,
+            plain.targets,
+            plain.loss_rows.unwrap(),
+            None,
+        );
+        let packed = sft_packed_batch::<B>(&[vec![&a, &b], vec![&c]], 0, 1.0, &device);
+        let (packed, _, _) = masked_lm_loss(
+            &model,
+            packed.inputs,
+            packed.targets,
+            packed.loss_rows.unwrap(),
+            packed.packing.as_ref(),
+        );
+        let (plain, packed) = (
+            plain.into_scalar().elem::<f32>(),
+            packed.into_scalar().elem::<f32>(),
+        );
+        assert!(
+            (plain - packed).abs() < tol(1e-5),
+            "{name}: {plain} vs {packed}"
+        );
+    }
+}
+
+#[test]
+fn best_fit_decreasing_fills_the_fullest_row_that_fits() {
+    let lens = [5, 3, 4, 2, 7];
+    let set = SftSet {
+        examples: lens.iter().map(|&n| example(&vec![1; n], 1)).collect(),
+        pad: 0,
+        bins: None,
+    }
+    .packed(8);
+    // 7 opens row 0, 5 row 1, 4 row 2; 3 fits row 1 (free 3: the fullest that fits), 2 row 2.
+    assert_eq!(set.bins.unwrap(), vec![vec![4], vec![0, 1], vec![2, 3]]);
 }

@@ -84,6 +84,7 @@ fn resumed(args: &SftArgs, dir: &Path) -> Result<(TrainingConfig, PathBuf)> {
         ("--micro-batch", args.micro_batch.is_some()),
         ("--eval-every", args.eval_every.is_some()),
         ("--seed", args.seed.is_some()),
+        ("--packing", args.packing),
     ];
     let given: Vec<&str> = setup.iter().filter(|(_, s)| *s).map(|(f, _)| *f).collect();
     if !given.is_empty() {
@@ -139,6 +140,7 @@ fn new_run(args: &SftArgs) -> Result<(TrainingConfig, PathBuf)> {
         eval_every: args.eval_every,
         skip_bad: args.skip_bad,
         seed: args.seed.unwrap_or(defaults.seed),
+        packing: args.packing,
         ..defaults
     };
     let run_dir = args.out.clone().unwrap_or_else(|| free_run_dir("sft"));

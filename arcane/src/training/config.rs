@@ -194,6 +194,10 @@ pub struct SftRunConfig {
     /// The tokenizer the examples were encoded with (`gpt2-chatml` when Arcane's ChatML
     /// tokens were added).
     pub tokenizer: String,
+    /// Pack several examples into each row (Best-Fit Decreasing, block-diagonal attention,
+    /// positions restarting per example); off by default, as TRL.
+    #[serde(default)]
+    pub packing: bool,
 }
 
 impl Default for TrainingConfig {

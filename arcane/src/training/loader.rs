@@ -42,12 +42,9 @@ impl BatchSource {
                 loss_scale,
                 device,
             ),
-            Self::SftTrain(sampler) => sft_batch(
-                &sampler.batch(index as u64, batch_size),
-                sampler.pad(),
-                loss_scale,
-                device,
-            ),
+            Self::SftTrain(sampler) => {
+                sampler.lm_batch(index as u64, batch_size, loss_scale, device)
+            }
             Self::SftVal(set) => sft_batch(
                 &set.batch_in_order(index, batch_size),
                 set.pad,

@@ -45,5 +45,7 @@ pub use resume::config_changes;
 pub use run::{read_run_config, train, train_data_parallel, TrainOptions, RUN_CONFIG};
 pub use schedule::LrSchedule;
 pub use sft_recipe::{sft_adapter_chat, SftPrepared, SftRecipe};
-pub use sft_source::{sft_batch, SftSampler, SftSet, SFT_TRAIN_FILE, SFT_VAL_FILE};
+pub use sft_source::{
+    sft_batch, sft_packed_batch, SftSampler, SftSet, SFT_TRAIN_FILE, SFT_VAL_FILE,
+};
 pub use step::{lm_loss, masked_lm_loss, token_metrics, LmBatch, LmOutput};

@@ -302,7 +302,12 @@ impl<B: AutodiffBackend> RunData<B> {
         // position and it is never a target, so any id in the vocabulary will do.
         let pad = 0;
         let vocab = config.model.vocab_size;
-        let train_set = Arc::new(SftSet::open(data_dir, SFT_TRAIN_FILE, pad)?);
+        let sft = config.sft.as_ref().expect("an SFT run");
+        let mut train_set = SftSet::open(data_dir, SFT_TRAIN_FILE, pad)?;
+        if sft.packing {
+            train_set = train_set.packed(sft.max_length.min(config.model.max_seq_len));
+        }
+        let train_set = Arc::new(train_set);
         let val_set = Arc::new(SftSet::open(data_dir, SFT_VAL_FILE, pad)?);
         train_set.check_vocab(vocab)?;
         val_set.check_vocab(vocab)?;

@@ -51,6 +51,8 @@ pub struct SftRecipe {
     pub skip_bad: bool,
     /// Seed of the data order.
     pub seed: u64,
+    /// Pack several examples into each row (block-diagonal attention); off by default.
+    pub packing: bool,
 }
 
 impl SftRecipe {
@@ -73,6 +75,7 @@ impl SftRecipe {
             eval_every: None,
             skip_bad: false,
             seed: 1337,
+            packing: false,
         }
     }
 }
@@ -103,10 +106,12 @@ impl SftRecipe {
             lora.validate(&model)?;
         }
         let mut out = SftPrepared::default();
-        let max_length = self.max_length.min(model.max_seq_len + 1);
+        // Unpacked rows input all tokens but the last; packed rows input every token.
+        let context = model.max_seq_len + usize::from(!self.packing);
+        let max_length = self.max_length.min(context);
         if max_length < self.max_length {
             out.notes.push(format!(
-                "--max-length {} cut to {max_length}, the model's context plus the last target",
+                "--max-length {} cut to {max_length}, what the model's context holds",
                 self.max_length
             ));
         }
@@ -155,8 +160,19 @@ impl SftRecipe {
             max_length,
             template: template.map(|t| t.origin().to_string()),
             tokenizer: tokenizer.name(),
+            packing: self.packing,
         };
-        Ok((self.config(model, sft, train.len())?, out))
+        let rows = match self.packing {
+            true => SftSet {
+                examples: train,
+                pad: 0,
+                bins: None,
+            }
+            .packed(max_length)
+            .num_rows(),
+            false => train.len(),
+        };
+        Ok((self.config(model, sft, rows)?, out))
     }
 
     /// The base's tokenizer and, for conversations, its template, or ChatML for a GPT-2
@@ -205,7 +221,7 @@ impl SftRecipe {
         n_train: usize,
     ) -> Result<TrainingConfig> {
         let base = absolute(&self.base)?;
-        let t = sft.max_length - 1;
+        let t = (sft.max_length - usize::from(!sft.packing)).min(model.max_seq_len);
         let max_steps = self
             .max_steps
             .unwrap_or_else(|| (self.epochs * n_train).div_ceil(self.micro_batch))

@@ -18,6 +18,7 @@ use rand::SeedableRng;
 use super::step::LmBatch;
 use crate::data::DataPosition;
 use crate::error::{ArcaneError, Result};
+use crate::model::Packing;
 use crate::sft::SftExample;
 
 /// File names of the encoded examples in an SFT run's data folder.
@@ -32,6 +33,8 @@ pub struct SftSet {
     pub examples: Vec<SftExample>,
     /// The padding id (never a target).
     pub pad: u32,
+    /// Packed rows: the examples of each (see [`SftSet::packed`]); `None`: one example a row.
+    pub bins: Option<Vec<Vec<usize>>>,
 }
 
 impl SftSet {
@@ -52,7 +55,56 @@ impl SftSet {
         if examples.is_empty() {
             return Err(ArcaneError::format(&path, "holds no example"));
         }
-        Ok(Self { examples, pad })
+        Ok(Self {
+            examples,
+            pad,
+            bins: None,
+        })
+    }
+
+    /// The set packed into rows of at most `capacity` tokens by Best-Fit Decreasing (TRL's
+    /// default `packing_strategy="bfd"`): longest example first, each into the fullest row it
+    /// fits, a new row when none has room. Longer examples keep their first `capacity` tokens.
+    /// A function of the examples alone, so a resumed run packs the same rows.
+    pub fn packed(mut self, capacity: usize) -> Self {
+        for e in &mut self.examples {
+            e.ids.truncate(capacity);
+            e.loss.truncate(capacity);
+        }
+        let mut order: Vec<usize> = (0..self.examples.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(self.examples[i].len()));
+        let (mut bins, mut free): (Vec<Vec<usize>>, Vec<usize>) = (Vec::new(), Vec::new());
+        for i in order {
+            let n = self.examples[i].len();
+            let best = (0..bins.len())
+                .filter(|&b| free[b] >= n)
+                .min_by_key(|&b| free[b]);
+            match best {
+                Some(b) => {
+                    bins[b].push(i);
+                    free[b] -= n;
+                }
+                None => {
+                    bins.push(vec![i]);
+                    free.push(capacity - n);
+                }
+            }
+        }
+        self.bins = Some(bins);
+        self
+    }
+
+    /// Rows of training data: packed rows, or examples.
+    pub fn num_rows(&self) -> usize {
+        self.bins.as_ref().map_or(self.examples.len(), Vec::len)
+    }
+
+    /// The examples of row `i`.
+    fn row(&self, i: usize) -> Vec<&SftExample> {
+        match &self.bins {
+            Some(bins) => bins[i].iter().map(|&e| &self.examples[e]).collect(),
+            None => vec![&self.examples[i]],
+        }
     }
 
     /// Writes `examples` into `file` of `data_dir`.
@@ -106,10 +158,10 @@ impl SftSampler {
         Self { set, seed }
     }
 
-    /// Micro-batch `index` of `batch_size` examples: slots `index·B ..`, slot `k` being example
-    /// `perm_p[k mod n]` of pass `p = k / n`.
-    pub fn batch(&self, index: u64, batch_size: usize) -> Vec<&SftExample> {
-        let n = self.set.examples.len() as u64;
+    /// Micro-batch `index` of `batch_size` rows (examples, or packed rows): slots `index·B ..`,
+    /// slot `k` being row `perm_p[k mod n]` of pass `p = k / n`.
+    pub fn batch(&self, index: u64, batch_size: usize) -> Vec<Vec<&SftExample>> {
+        let n = self.set.num_rows() as u64;
         let first = index * batch_size as u64;
         let mut order: Option<(u64, Vec<usize>)> = None;
         (first..first + batch_size as u64)
@@ -119,7 +171,7 @@ impl SftSampler {
                     order = Some((pass, permutation(n as usize, self.seed, pass)));
                 }
                 let perm = &order.as_ref().expect("set above").1;
-                &self.set.examples[perm[(slot % n) as usize]]
+                self.set.row(perm[(slot % n) as usize])
             })
             .collect()
     }
@@ -127,7 +179,7 @@ impl SftSampler {
     /// The position after `micro_batches` micro-batches of `batch_size`.
     pub fn position(&self, micro_batches: u64, batch_size: usize) -> DataPosition {
         let examples = micro_batches * batch_size as u64;
-        let per_pass = self.set.examples.len() as u64;
+        let per_pass = self.set.num_rows() as u64;
         DataPosition {
             micro_batches,
             windows: examples,
@@ -136,9 +188,22 @@ impl SftSampler {
         }
     }
 
-    /// The padding id.
-    pub fn pad(&self) -> u32 {
-        self.set.pad
+    /// The batch of micro-batch `index`, packed when the set is.
+    pub fn lm_batch<B: Backend>(
+        &self,
+        index: u64,
+        batch_size: usize,
+        loss_scale: f64,
+        device: &B::Device,
+    ) -> LmBatch<B> {
+        let rows = self.batch(index, batch_size);
+        match self.set.bins {
+            Some(_) => sft_packed_batch(&rows, self.set.pad, loss_scale, device),
+            None => {
+                let examples: Vec<&SftExample> = rows.into_iter().flatten().collect();
+                sft_batch(&examples, self.set.pad, loss_scale, device)
+            }
+        }
     }
 }
 
@@ -182,5 +247,59 @@ pub fn sft_batch<B: Backend>(
         loss_scale,
         loss_rows: Some(Tensor::from_data(TensorData::new(rows, [n]), device)),
         real_tokens: examples.iter().map(|e| e.len()).sum(),
+        packing: None,
+    }
+}
+
+/// Packed rows as a training batch: each row is its examples one after another (all their
+/// tokens), right-padded to the longest row; token `p` of an example predicts its token
+/// `p + 1` (an example's last token predicts nothing: the next example is not its
+/// continuation). Positions restart at every example and attention stays inside it
+/// ([`Packing`]); each padding token is an example of its own.
+///
+/// # Shapes
+/// - inputs, targets: `[B, T]` with `T` = the longest row
+pub fn sft_packed_batch<B: Backend>(
+    rows: &[Vec<&SftExample>],
+    pad: u32,
+    loss_scale: f64,
+    device: &B::Device,
+) -> LmBatch<B> {
+    let b = rows.len();
+    let t = rows
+        .iter()
+        .map(|r| r.iter().map(|e| e.len()).sum::<usize>())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let (mut inputs, mut targets) = (Vec::with_capacity(b * t), Vec::with_capacity(b * t));
+    let (mut loss_rows, mut segments) = (Vec::new(), Vec::with_capacity(b));
+    for (r, row) in rows.iter().enumerate() {
+        let mut segment = Vec::with_capacity(t);
+        for (k, e) in row.iter().enumerate() {
+            for p in 0..e.len() {
+                if e.loss.get(p + 1).copied().unwrap_or(false) {
+                    loss_rows.push((r * t + segment.len()) as i64);
+                }
+                inputs.push(i64::from(e.ids[p]));
+                targets.push(i64::from(e.ids.get(p + 1).copied().unwrap_or(pad)));
+                segment.push(k as i64);
+            }
+        }
+        while segment.len() < t {
+            inputs.push(i64::from(pad));
+            targets.push(i64::from(pad));
+            segment.push(-1 - segment.len() as i64);
+        }
+        segments.push(segment);
+    }
+    let n = loss_rows.len();
+    LmBatch {
+        inputs: Tensor::from_data(TensorData::new(inputs, [b, t]), device),
+        targets: Tensor::from_data(TensorData::new(targets, [b, t]), device),
+        loss_scale,
+        loss_rows: Some(Tensor::from_data(TensorData::new(loss_rows, [n]), device)),
+        real_tokens: rows.iter().flatten().map(|e| e.len()).sum(),
+        packing: Some(Packing::from_segments(&segments, device)),
     }
 }

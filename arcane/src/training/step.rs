@@ -8,7 +8,7 @@ use burn::train::{InferenceStep, TrainOutput, TrainStep};
 
 use super::metrics::StepStats;
 use crate::data::Batch;
-use crate::model::Gpt;
+use crate::model::{Gpt, Packing};
 
 /// A batch of `B` sequences: inputs and the next tokens.
 #[derive(Clone, Debug)]
@@ -25,6 +25,9 @@ pub struct LmBatch<B: Backend> {
     pub loss_rows: Option<Tensor<B, 1, Int>>,
     /// Tokens the batch trains on that are not padding (TRL's `num_tokens` counts these).
     pub real_tokens: usize,
+    /// Packed rows (several examples a row, none attending to another); `None`: one sequence
+    /// a row, plain causal attention.
+    pub packing: Option<Packing<B>>,
 }
 
 impl<B: Backend> LmBatch<B> {
@@ -43,6 +46,7 @@ impl<B: Backend> LmBatch<B> {
             loss_scale,
             loss_rows: None,
             real_tokens: b * t,
+            packing: None,
         }
     }
 
@@ -57,6 +61,7 @@ impl<B: Backend> LmBatch<B> {
             inputs: self.inputs.to_device(device),
             targets: self.targets.to_device(device),
             loss_rows: self.loss_rows.map(|r| r.to_device(device)),
+            packing: self.packing.map(|p| p.to_device(device)),
             ..self
         }
     }
@@ -92,9 +97,13 @@ pub fn masked_lm_loss<B: Backend>(
     inputs: Tensor<B, 2, Int>,
     targets: Tensor<B, 2, Int>,
     rows: Tensor<B, 1, Int>,
+    packing: Option<&Packing<B>>,
 ) -> (Tensor<B, 1>, Tensor<B, 3>, Tensor<B, 2, Int>) {
     let [b, t] = inputs.dims();
-    let hidden = model.forward_hidden(inputs, None); // [B, T, C]
+    let hidden = match packing {
+        Some(packing) => model.forward_packed(inputs, packing),
+        None => model.forward_hidden(inputs, None),
+    }; // [B, T, C]
     let c = hidden.dims()[2];
     let n = rows.dims()[0];
     let picked = hidden.reshape([b * t, c]).select(0, rows.clone()); // [N, C]
@@ -147,7 +156,13 @@ fn batch_loss<B: Backend>(
         None => (lm_loss(model, batch.inputs, batch.targets), None),
         Some(rows) => {
             let n = rows.dims()[0];
-            let (loss, hidden, targets) = masked_lm_loss(model, batch.inputs, batch.targets, rows);
+            let (loss, hidden, targets) = masked_lm_loss(
+                model,
+                batch.inputs,
+                batch.targets,
+                rows,
+                batch.packing.as_ref(),
+            );
             let metrics = token_metrics(model, hidden.detach(), targets);
             (loss, Some((metrics, n)))
         }
