@@ -526,3 +526,69 @@ fn best_fit_decreasing_fills_the_fullest_row_that_fits() {
     // 7 opens row 0, 5 row 1, 4 row 2; 3 fits row 1 (free 3: the fullest that fits), 2 row 2.
     assert_eq!(set.bins.unwrap(), vec![vec![4], vec![0, 1], vec![2, 3]]);
 }
+
+/// Packing through the training loop: two conversations in one packed row, each learned.
+#[test]
+fn a_packed_run_learns_both_replies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, run) = (dir.path().join("base"), dir.path().join("run"));
+    tiny_base(&base);
+    let data = dir.path().join("chat.jsonl");
+    std::fs::write(
+        &data,
+        concat!(
+            r#"{"messages": [{"role": "user", "content": "Red?"}, {"role": "assistant", "content": "Apple."}]}"#,
+            "\n",
+            r#"{"messages": [{"role": "user", "content": "Yellow?"}, {"role": "assistant", "content": "Banana."}]}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let eval = dir.path().join("eval.jsonl");
+    std::fs::copy(&data, &eval).unwrap();
+    let recipe = SftRecipe {
+        max_steps: Some(80),
+        lr: Some(1e-2),
+        micro_batch: 1,
+        eval_every: Some(40),
+        packing: true,
+        eval_data: Some(eval),
+        ..SftRecipe::new(&base, &data, None)
+    };
+    let (config, prepared) = recipe.prepare(&run).unwrap();
+    assert_eq!((prepared.train, prepared.val), (2, 2));
+    let mut options = TrainOptions::<TestAutodiff>::new(&run, run.join("data"));
+    options.dashboard = Some(false);
+    train(config, options, Default::default()).unwrap();
+    // One packed row of both examples a step: num_tokens grows by both lengths.
+    let records = read_metrics(&run.join("metrics.jsonl")).unwrap();
+    let tokens: Vec<f64> = records
+        .iter()
+        .filter_map(|r| match r {
+            MetricRecord::Sft { values, .. } => Some(values["num_tokens"]),
+            _ => None,
+        })
+        .collect();
+    let tokenizer = load_tokenizer(&run).unwrap();
+    let template = arcane::chat::model_template(&run, &tokenizer)
+        .unwrap()
+        .unwrap();
+    let model = arcane::load_model::<TestBackend>(&run, &Default::default()).unwrap();
+    let mut both = 0;
+    for (question, answer) in [("Red?", "Apple."), ("Yellow?", "Banana.")] {
+        let conversation = Conversation::from_messages(&msgs(&[("user", question)]));
+        let options = RenderOptions {
+            add_generation_prompt: true,
+            ..Default::default()
+        };
+        let prompt = tokenizer
+            .encode_chat(&template.render(&conversation, &options).unwrap())
+            .unwrap();
+        both += prompt.len() + tokenizer.encode(answer).unwrap().len() + 2;
+        assert_eq!(
+            tokenizer.decode(&greedy(&model, &prompt, 8)).unwrap(),
+            answer
+        );
+    }
+    assert_eq!(tokens[0], both as f64);
+}
