@@ -146,11 +146,7 @@ impl SftRecipe {
         SftSet::save(&data_dir, SFT_TRAIN_FILE, &train)?;
         SftSet::save(&data_dir, SFT_VAL_FILE, &val)?;
         if let Some(t) = &template {
-            let source = t.source(&Default::default())?;
-            crate::io::write_atomic(
-                &run_dir.join(crate::chat::TEMPLATE_JINJA),
-                source.as_bytes(),
-            )?;
+            self.keep_template(t, run_dir)?;
         }
         (out.format, out.train, out.val) = (Some(rows.format), train.len(), val.len());
         let sft = SftRunConfig {
@@ -173,6 +169,24 @@ impl SftRecipe {
             false => train.len(),
         };
         Ok((self.config(model, sft, rows)?, out))
+    }
+
+    /// Writes the template into the run folder, with the base's `tokenizer_config.json` (the
+    /// special tokens a template reads, such as `bos_token`) for a full fine-tune, whose run
+    /// folder becomes a model of its own.
+    fn keep_template(&self, template: &ChatTemplate, run_dir: &Path) -> Result<()> {
+        let source = template.source(&Default::default())?;
+        crate::io::write_atomic(
+            &run_dir.join(crate::chat::TEMPLATE_JINJA),
+            source.as_bytes(),
+        )?;
+        let config = self.base.join(crate::tokenizer::TOKENIZER_CONFIG_FILE);
+        if self.lora.is_none() && config.is_file() {
+            let bytes = std::fs::read(&config).map_err(|e| ArcaneError::io(&config, e))?;
+            let target = run_dir.join(crate::tokenizer::TOKENIZER_CONFIG_FILE);
+            crate::io::write_atomic(&target, &bytes)?;
+        }
+        Ok(())
     }
 
     /// The base's tokenizer and, for conversations, its template, or ChatML for a GPT-2
@@ -294,9 +308,10 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 }
 
 /// The tokenizer and chat template to chat with a LoRA SFT run in `run_dir` on top of its
-/// base, whose tokenizer is `base_tokenizer`: the template the run trained with (written into
-/// the run folder) and the base's tokenizer with ChatML's tokens when the run added them.
-/// `None` when `run_dir` is not an SFT run of conversations.
+/// base, whose tokenizer is `base_tokenizer`: the base's tokenizer with ChatML's tokens and
+/// Arcane's ChatML when the run added them, else the base's own template (with the special
+/// tokens of its `tokenizer_config.json`). `None` when `run_dir` is not an SFT run of
+/// conversations. `chat --model BASE --adapter RUN` uses it.
 pub fn sft_adapter_chat(
     run_dir: &Path,
     base_tokenizer: &ModelTokenizer,
@@ -305,16 +320,14 @@ pub fn sft_adapter_chat(
         return Ok(None);
     }
     let config = super::run::read_run_config(run_dir)?;
-    let Some(sft) = config.sft else {
+    let (Some(sft), Some(finetune)) = (config.sft, config.finetune) else {
         return Ok(None);
     };
-    let Some(template) = ChatTemplate::from_dir(run_dir)? else {
+    if sft.template.is_none() {
         return Ok(None);
-    };
-    let tokenizer = if sft.tokenizer == crate::tokenizer::GPT2_CHATML_NAME {
-        base_tokenizer.with_chatml()?
-    } else {
-        base_tokenizer.clone()
-    };
-    Ok(Some((tokenizer, template)))
+    }
+    if sft.tokenizer == crate::tokenizer::GPT2_CHATML_NAME {
+        return Ok(Some((base_tokenizer.with_chatml()?, crate::chat::chatml())));
+    }
+    Ok(model_template(&finetune.base, base_tokenizer)?.map(|t| (base_tokenizer.clone(), t)))
 }
