@@ -160,6 +160,27 @@ fn a_template_without_the_prefix_property_is_refused() {
         err.contains("brackets.jinja") && err.contains("growing prefixes"),
         "{err}"
     );
+    // A template that rewrites an earlier assistant turn once more messages follow (as
+    // reasoning templates drop earlier thinking): each prefix pair alone is fine, but turn 1's
+    // rendering does not open the whole conversation's.
+    let rewrites = ChatTemplate::new(
+        "{% for m in messages %}{% if m.role == 'assistant' and not loop.last %}A:{% else %}{{ m.role }}:{{ m.content }}|{% endif %}{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}",
+        "rewrites.jinja",
+    );
+    let encoder2 = SftEncoder::new(ModelTokenizer::gpt2(), Some(rewrites), 1024);
+    let one_turn = SftRow::Messages(msgs(&[("user", "Hi"), ("assistant", "Hello")]));
+    assert!(encoder2.encode(&one_turn).unwrap().is_some());
+    let two_turns = SftRow::Messages(msgs(&[
+        ("user", "Hi"),
+        ("assistant", "Hello"),
+        ("user", "Bye"),
+        ("assistant", "Ciao"),
+    ]));
+    let err = encoder2.encode(&two_turns).unwrap_err().to_string();
+    assert!(
+        err.contains("rewrites.jinja") && err.contains("the whole conversation"),
+        "{err}"
+    );
     // And with --skip-bad it is still an error: no row of such a file can be encoded.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rows.jsonl");

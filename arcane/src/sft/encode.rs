@@ -238,17 +238,17 @@ impl SftEncoder {
                 "the conversation opens with an assistant message; the first message must be the user's (or a system message)".into(),
             ));
         }
-        let mut spans = Vec::with_capacity(turns.len());
-        let mut whole = Vec::new();
-        for &i in &turns {
-            let (start, ids) = self.prefix_pair(messages, i, i + 1)?;
-            spans.push((start, ids.len()));
-            whole = ids;
-        }
         let full = self.render(messages, false)?;
         let full_ids = self.tokenizer.encode_chat(&full)?;
-        if !full_ids.starts_with(&whole) {
-            return Err(self.not_prefix(messages.len() - 1, "the last assistant turn"));
+        let mut spans = Vec::with_capacity(turns.len());
+        for &i in &turns {
+            let (start, ids) = self.prefix_pair(messages, i, i + 1)?;
+            // Each turn's rendering must also open the whole conversation's: a template that
+            // re-renders earlier turns once later ones follow would move them.
+            if !full_ids.starts_with(&ids) {
+                return Err(self.not_prefix(i + 1, "the whole conversation"));
+            }
+            spans.push((start, ids.len()));
         }
         Ok(SftExample::spans(full_ids, &spans))
     }
