@@ -185,3 +185,71 @@ fn bad_rows_are_named_by_line_or_skipped() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("line 2"), "{stderr}");
 }
+
+/// `--full` with `--eval-data`: the run folder is a model of its own, which the reward model
+/// and DPO start from (and DPO takes as its reference policy).
+#[test]
+fn a_full_sft_run_is_the_starting_model_of_reward_and_dpo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = fixture("gpt2");
+    let base_bytes = std::fs::read(base.join("model.safetensors")).unwrap();
+    let (data, eval) = (tmp.path().join("rows.jsonl"), tmp.path().join("eval.jsonl"));
+    rows(&data, false);
+    rows(&eval, false);
+    let run = tmp.path().join("sft");
+    let err = ok(bin()
+        .args([
+            "sft",
+            "--no-dashboard",
+            "--full",
+            "--max-steps",
+            "4",
+            "--micro-batch",
+            "2",
+        ])
+        .args(["--lr", "1e-3", "--model"])
+        .arg(&base)
+        .arg("--data")
+        .arg(&data)
+        .arg("--eval-data")
+        .arg(&eval)
+        .arg("--out")
+        .arg(&run));
+    assert!(run.join("model.safetensors").is_file() && run.join("arcane.json").is_file());
+    assert!(!run.join("adapter.json").exists());
+    assert_eq!(records(&run, "sft").len(), 4);
+    assert_eq!(
+        std::fs::read(base.join("model.safetensors")).unwrap(),
+        base_bytes
+    );
+    let pairs = tmp.path().join("pairs.jsonl");
+    std::fs::write(
+        &pairs,
+        "{\"prompt\": \"The film was\", \"chosen\": \" wonderful.\", \"rejected\": \" dull.\"}\n\
+         {\"prompt\": \"It felt\", \"chosen\": \" warm.\", \"rejected\": \" cold.\"}\n",
+    )
+    .unwrap();
+    ok(bin()
+        .args([
+            "reward",
+            "train",
+            "--max-steps",
+            "2",
+            "--batch",
+            "2",
+            "--model",
+        ])
+        .arg(&run)
+        .arg("--data")
+        .arg(&pairs)
+        .arg("--out")
+        .arg(tmp.path().join("rm")));
+    ok(bin()
+        .args(["dpo", "--max-steps", "2", "--model"])
+        .arg(&run)
+        .arg("--data")
+        .arg(&pairs)
+        .arg("--out")
+        .arg(tmp.path().join("dpo")));
+    assert!(tmp.path().join("rm").is_dir() && tmp.path().join("dpo").is_dir());
+}
