@@ -411,14 +411,20 @@ fn a_tiny_model_learns_an_assistant_reply_and_user_tokens_carry_no_loss() {
     // <|im_end|> "\n": 5 tokens), and the first step's loss is their mean -log p under the
     // initial model, about ln(50304) for a fresh model (the user's 9 tokens are not in it).
     let records = read_metrics(&run.join("metrics.jsonl")).unwrap();
-    let sft: Vec<_> = records
+    let all: Vec<_> = records
         .iter()
         .filter_map(|r| match r {
             MetricRecord::Sft { values, .. } => Some(values.clone()),
             _ => None,
         })
         .collect();
+    let (sft, eval): (Vec<_>, Vec<_>) = all.into_iter().partition(|v| v.contains_key("loss"));
     assert_eq!(sft.len(), 40);
+    // Held-out figures at steps 20 and 40 under TRL's eval_ names (the one example is also
+    // the held-out set): the loss is the mean over its five assistant tokens.
+    assert_eq!(eval.len(), 2);
+    assert_eq!(eval[1]["eval_mean_token_accuracy"], 1.0);
+    assert!(eval[1]["eval_loss"] < 0.5 && eval[1]["eval_entropy"] >= 0.0);
     let last = sft.last().unwrap();
     assert_eq!(last["mean_token_accuracy"], 1.0);
     assert!(
@@ -586,7 +592,7 @@ fn a_packed_run_learns_both_replies() {
     let tokens: Vec<f64> = records
         .iter()
         .filter_map(|r| match r {
-            MetricRecord::Sft { values, .. } => Some(values["num_tokens"]),
+            MetricRecord::Sft { values, .. } => values.get("num_tokens").copied(),
             _ => None,
         })
         .collect();
