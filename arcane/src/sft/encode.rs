@@ -8,7 +8,8 @@
 //!   alone and takes its length as the boundary, warning when those ids are not a prefix of the
 //!   whole; so does Arcane ([`EncodeStats::boundary_mismatches`]);
 //! - conversations: the chat template's rendering, encoded without adding special tokens (the
-//!   template writes them); only assistant turns carry loss. Assistant spans come from the
+//!   template writes them); only assistant turns carry loss (TRL's `assistant_only_loss=True`;
+//!   its default trains conversations on every token). Assistant spans come from the
 //!   template itself, by prefix difference: for assistant message `i`, rendering
 //!   `messages[..i]` with the generation prompt must be a prefix of rendering
 //!   `messages[..=i]`, and both of the whole conversation's rendering; the turn is the tokens

@@ -45,11 +45,13 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
         r: &StepReport,
     ) -> crate::Result<()> {
         let c = &self.config;
-        let tokens_per_s = r.tokens_per_s(c.tokens_per_step);
         let f = r.figures;
+        // Supervised fine-tuning steps vary: their tokens without padding.
+        let step_tokens = f.sft.map_or(c.tokens_per_step, |s| s.real_tokens);
+        let tokens_per_s = r.tokens_per_s(step_tokens);
         let stats = StepStats {
             loss: f.loss,
-            tokens: c.tokens_per_step,
+            tokens: step_tokens,
             grad_norm: Some(f.grad_norm),
             tokens_per_s: Some(tokens_per_s),
             mfu: r.mfu,

@@ -200,12 +200,13 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
             at.step += 1;
             // Supervised fine-tuning counts the tokens that are not padding (TRL's
             // `num_tokens`); pre-training windows have none.
-            at.tokens += figures.sft.map_or(c.tokens_per_step, |s| s.real_tokens) as u64;
+            let step_tokens = figures.sft.map_or(c.tokens_per_step, |s| s.real_tokens);
+            at.tokens += step_tokens as u64;
             at.elapsed_s += seconds;
             let mfu = self
                 .peak_flops
-                .map(|peak| flops_per_token * c.tokens_per_step as f64 / seconds / peak);
-            state.totals.add(c.tokens_per_step, seconds, mfu);
+                .map(|peak| flops_per_token * step_tokens as f64 / seconds / peak);
+            state.totals.add(step_tokens, seconds, mfu);
             state.out.step = at.step;
             state.out.train_loss = Some(figures.loss);
             let report = StepReport {
