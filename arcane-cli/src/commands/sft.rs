@@ -150,7 +150,7 @@ fn new_run(args: &SftArgs) -> Result<(TrainingConfig, PathBuf)> {
             run_dir.display()
         );
     }
-    if arcane::training::checkpoint_steps(&run_dir)?.len() > 0 {
+    if !arcane::training::checkpoint_steps(&run_dir)?.is_empty() {
         bail!(
             "{} already holds checkpoints; continue it with --resume {0} or choose another --out",
             run_dir.display()
