@@ -3,6 +3,7 @@
 #
 #   1. pre-train tiny-cpu on the bundled corpus (Moby-Dick)            -> $RUNS/base
 #   2. fine-tune it on the training review sentences (LoRA, merged)    -> $RUNS/sft
+#      (`finetune` on 64-token windows; with SFT=sft, `arcane-cli sft` on TRL "text" rows)
 #   3. train a reward model on the training preference pairs           -> $RUNS/rm
 #   4. PPO and RLOO against that reward model (LoRA)                   -> $RUNS/ppo, $RUNS/rloo
 #   5. DPO on the training pairs (full fine-tuning)                    -> $RUNS/dpo
@@ -48,10 +49,20 @@ result() {
 stage pretrain "$RUNS/base/arcane.json" \
     "$BIN" train --no-dashboard --out "$RUNS/base"
 
-stage finetune "$RUNS/sft-adapter/adapter.json" \
-    "$BIN" finetune --no-dashboard --model "$RUNS/base" --data "$DATA/reviews_train.jsonl" \
-    --out "$RUNS/sft-adapter" --lora-rank 16 --lora-targets q,k,v,o,mlp \
-    --max-steps 200 --lr 2e-3 --seq-len 64 --eval-every 100
+# Stage 2 with SFT=sft (scripts/sft_pipeline.sh): `arcane-cli sft` on the same sentences as
+# TRL "text" rows (one review a row, EOS appended, loss on every token), padded per batch
+# instead of cut into 64-token windows; same adapters, steps and learning rate.
+if [ "${SFT:-finetune}" = sft ]; then
+    stage sft "$RUNS/sft-adapter/adapter.json" \
+        "$BIN" sft --no-dashboard --model "$RUNS/base" --data "$DATA/reviews_train.jsonl" \
+        --out "$RUNS/sft-adapter" --lora-rank 16 --lora-targets q,k,v,o,mlp \
+        --max-steps 200 --lr 2e-3 --micro-batch 8 --max-length 64 --eval-every 100
+else
+    stage finetune "$RUNS/sft-adapter/adapter.json" \
+        "$BIN" finetune --no-dashboard --model "$RUNS/base" --data "$DATA/reviews_train.jsonl" \
+        --out "$RUNS/sft-adapter" --lora-rank 16 --lora-targets q,k,v,o,mlp \
+        --max-steps 200 --lr 2e-3 --seq-len 64 --eval-every 100
+fi
 stage merge "$RUNS/sft/arcane.json" \
     "$BIN" lora merge --model "$RUNS/base" --adapter "$RUNS/sft-adapter" --out "$RUNS/sft"
 

@@ -34,6 +34,9 @@ pub enum Command {
     Train(TrainArgs),
     /// Fine-tune a model with LoRA adapters (base weights frozen).
     Finetune(FinetuneArgs),
+    /// Supervised fine-tuning on TRL's formats (text, prompt/completion, conversations);
+    /// loss on completions and assistant turns only; LoRA by default.
+    Sft(crate::cli_sft::SftArgs),
     /// LoRA adapter tools.
     #[command(subcommand)]
     Lora(LoraCommand),

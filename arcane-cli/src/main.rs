@@ -9,6 +9,7 @@ mod backend;
 mod cli;
 mod cli_align;
 mod cli_eval;
+mod cli_sft;
 mod commands;
 mod hub_model;
 mod kernel_cache;

@@ -34,6 +34,7 @@ pub mod kernels;
 pub mod lora;
 pub mod model;
 pub mod pretrained;
+pub mod sft;
 pub mod shapes;
 pub mod tokenizer;
 #[cfg(feature = "train")]

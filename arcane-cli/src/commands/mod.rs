@@ -19,6 +19,7 @@ mod ppo;
 mod prepare;
 mod reward_eval;
 mod reward_train;
+mod sft;
 mod train;
 
 use anyhow::Result;
@@ -39,6 +40,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Prepare(args) => prepare::run(args),
         Command::Train(args) => train::run(args, backend),
         Command::Finetune(args) => finetune::run(args, backend),
+        Command::Sft(args) => sft::run(args, backend),
         Command::Lora(LoraCommand::Merge(args)) => lora::merge(args, backend),
         Command::Plot(args) => plot::run(args),
         Command::Info(args) => info::run(args),

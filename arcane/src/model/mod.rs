@@ -23,6 +23,7 @@ mod kv_cache;
 mod linear;
 mod mlp;
 mod norm;
+mod packed;
 mod precision;
 mod rope;
 
@@ -37,5 +38,6 @@ pub use kv_cache::{CacheMask, CachedForward, KvCache, LayerCache, DEFAULT_BUCKET
 pub use linear::{Linear, LoraAdapter};
 pub use mlp::Mlp;
 pub use norm::Norm;
+pub use packed::Packing;
 pub use precision::Precision;
 pub use rope::Rope;

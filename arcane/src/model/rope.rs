@@ -75,6 +75,30 @@ impl<B: Backend> Rope<B> {
         })
     }
 
+    /// Rotates each token of `x` by its own position (packed rows, whose positions restart at
+    /// every example).
+    ///
+    /// # Shapes
+    /// - x: `[B, H, T, D]`; positions: `[B, T]`
+    /// - output: `[B, H, T, D]`
+    pub fn apply_at(&self, x: Tensor<B, 4>, positions: Tensor<B, 2, Int>) -> Tensor<B, 4> {
+        let [b, _, t, d] = x.dims();
+        let dtype = x.dtype();
+        let flat = positions.reshape([b * t]);
+        let table = |tab: &Tensor<B, 2>| {
+            tab.clone()
+                .select(0, flat.clone())
+                .cast(dtype)
+                .reshape([b, 1, t, d]) // [B, 1, T, D]
+        };
+        let (cos, sin) = (table(&self.cos), table(&self.sin_signed));
+        let half = d / 2;
+        let x1 = x.clone().narrow(3, 0, half);
+        let x2 = x.clone().narrow(3, half, half);
+        let swapped = Tensor::cat(vec![x2, x1], 3);
+        x * cos + swapped * sin
+    }
+
     /// `x · cos + swap_halves(x) · sin_signed` in tensor ops.
     fn apply_tables(&self, x: Tensor<B, 4>, start: usize) -> Tensor<B, 4> {
         let [_, _, t, d] = x.dims();

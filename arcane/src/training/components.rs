@@ -16,7 +16,6 @@ use super::ddp::Ddp;
 use super::optimizer::GroupedAdamW;
 use super::outcome::LoopOutcome;
 use super::schedule::LrSchedule;
-use crate::data::WindowSampler;
 use crate::model::Gpt;
 use crate::tokenizer::ModelTokenizer;
 
@@ -49,8 +48,8 @@ pub struct ArcaneLoop<B: AutodiffBackend> {
     /// The training devices; the first holds the model and the optimizer, the others compute
     /// gradients on copies of it (data parallelism).
     pub devices: Vec<B::Device>,
-    /// Training windows (for the data position in checkpoints).
-    pub sampler: Arc<WindowSampler>,
+    /// The training batches (for the data position in checkpoints).
+    pub sampler: super::loader::BatchSource,
     /// The size of the data, recorded in checkpoints.
     pub data_tokens: DataTokens,
     /// The tokenizer of the samples shown at evaluations.

@@ -211,6 +211,36 @@ pub struct TrainingConfig {
     pub eval_suite: Option<EvalSuiteEval>,
     /// LoRA fine-tuning of a base model instead of pre-training from scratch.
     pub finetune: Option<FinetuneConfig>,
+    /// Full fine-tuning: every parameter starts from this model's weights and trains (`None`:
+    /// a fresh model, or `finetune`'s frozen base).
+    pub init: Option<std::path::PathBuf>,
+    /// Supervised fine-tuning on chat or prompt/completion examples with a masked loss,
+    /// instead of token windows (see [`crate::sft`]).
+    pub sft: Option<SftRunConfig>,
+}
+
+/// What a supervised fine-tuning run trains on (recorded in its config, so that a resume on
+/// other data or with another template is refused).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftRunConfig {
+    /// The training file, as given.
+    pub data: std::path::PathBuf,
+    /// The held-out file (`--eval-data`), if one was given instead of a split.
+    pub eval_data: Option<std::path::PathBuf>,
+    /// Its format.
+    pub format: crate::sft::SftFormat,
+    /// Longest example in tokens (longer ones keep their start).
+    pub max_length: usize,
+    /// Where the chat template came from (conversational data).
+    pub template: Option<String>,
+    /// The tokenizer the examples were encoded with (`gpt2-chatml` when Arcane's ChatML
+    /// tokens were added).
+    pub tokenizer: String,
+    /// Pack several examples into each row (Best-Fit Decreasing, block-diagonal attention,
+    /// positions restarting per example); off by default, as TRL.
+    #[serde(default)]
+    pub packing: bool,
 }
 
 impl Default for TrainingConfig {
@@ -275,6 +305,8 @@ impl TrainingConfig {
             hellaswag: None,
             eval_suite: None,
             finetune: None,
+            init: None,
+            sft: None,
         }
     }
 
@@ -446,6 +478,9 @@ impl TrainingConfig {
         }
         if let Some(f) = &self.finetune {
             f.lora.validate(&self.model)?;
+            if self.init.is_some() {
+                return fail("finetune (LoRA on a frozen base) and init (full fine-tuning) exclude each other".into());
+            }
         }
         if let Some(h) = &self.hellaswag {
             if h.every == 0 || h.batch == 0 || h.limit == Some(0) {

@@ -53,12 +53,24 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
         at: EvalPoint,
     ) -> crate::Result<EvalFigures> {
         let model = learner.model().valid();
-        let val_loss = self.validation_loss(&model, processor, loader, at);
+        let (val_loss, token_metrics) = self.validation_loss(&model, processor, loader, at);
         log.append(&MetricRecord::Val {
             step: at.step,
             tokens: at.tokens,
             loss: val_loss,
         })?;
+        if let Some([accuracy, entropy]) = token_metrics {
+            // TRL's names of the held-out figures.
+            let values = [
+                ("eval_loss", val_loss),
+                ("eval_mean_token_accuracy", accuracy),
+                ("eval_entropy", entropy),
+            ];
+            log.append(&MetricRecord::Sft {
+                step: at.step,
+                values: values.iter().map(|&(k, v)| (k.to_string(), v)).collect(),
+            })?;
+        }
         let sample = self.sample(&model, at.step)?;
         if let Some(text) = &sample {
             log.append(&MetricRecord::Sample {
@@ -119,21 +131,35 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
         )
     }
 
-    /// Mean loss over the validation batches, each shown on the dashboard.
+    /// Mean loss over the validation tokens, each batch shown on the dashboard; with a masked
+    /// loss (supervised fine-tuning) the mean over the loss tokens, and their mean token
+    /// accuracy and entropy.
     fn validation_loss(
         &self,
         model: &Gpt<B::InnerBackend>,
         processor: &mut Processor<B>,
         loader: &ValidLoader<ArcaneComponents<B>>,
         at: EvalPoint,
-    ) -> f64 {
+    ) -> (f64, Option<[f64; 2]>) {
         let (mut sum, mut count) = (0.0, 0usize);
+        let mut token_sums: Option<[f64; 2]> = None;
         let mut batches = loader.iter();
         let mut index = 0;
         while let Some(batch) = batches.next() {
             index += 1;
             let output = InferenceStep::step(model, batch);
-            let n = output.stats.tokens;
+            let mut n = output.stats.tokens;
+            if let Some((metrics, loss_tokens)) = &output.token_metrics {
+                n = *loss_tokens;
+                let m: Vec<f64> = metrics
+                    .clone()
+                    .into_data()
+                    .convert::<f64>()
+                    .to_vec()
+                    .expect("f64");
+                let s = token_sums.get_or_insert([0.0; 2]);
+                (s[0], s[1]) = (s[0] + m[0], s[1] + m[1]);
+            }
             let loss = output.loss.clone().into_scalar().elem::<f64>();
             sum += loss * n as f64;
             count += n;
@@ -145,7 +171,8 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
                 None,
             )));
         }
-        sum / count.max(1) as f64
+        let n = count.max(1) as f64;
+        (sum / n, token_sums.map(|[a, e]| [a / n, e / n]))
     }
 
     /// A sample continuing `sample_prompt` (top-k 50, seeded by the step), if the prompt fits.
@@ -213,6 +240,7 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
                 hellaswag: Some(acc_norm),
                 ..StepStats::default()
             },
+            token_metrics: None,
         };
         processor.process_valid(LearnerEvent::ProcessedItem(TrainingItem::new(
             item,

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use burn::data::dataloader::{DataLoader, DataLoaderIterator, Progress};
 use burn::prelude::*;
 
+use super::sft_source::{sft_batch, SftSampler, SftSet};
 use super::step::LmBatch;
-use crate::data::{Batch, TokenData, WindowSampler};
+use crate::data::{DataPosition, TokenData, WindowSampler};
 
 /// Where batches come from.
 #[derive(Clone, Debug)]
@@ -18,13 +19,48 @@ pub enum BatchSource {
     Train(Arc<WindowSampler>),
     /// Validation batch `i`: windows `i·B .. (i+1)·B` in order.
     Val(Arc<TokenData>),
+    /// Micro-batch `i` of a supervised fine-tuning run (masked loss).
+    SftTrain(Arc<SftSampler>),
+    /// Validation batch `i` of supervised fine-tuning: examples `i·B .. (i+1)·B` in order.
+    SftVal(Arc<SftSet>),
 }
 
 impl BatchSource {
-    fn batch(&self, index: usize, batch_size: usize) -> Batch {
+    fn batch<B: Backend>(
+        &self,
+        index: usize,
+        batch_size: usize,
+        loss_scale: f64,
+        device: &B::Device,
+    ) -> LmBatch<B> {
         match self {
-            Self::Train(sampler) => sampler.batch(index as u64, batch_size),
-            Self::Val(data) => data.batch_in_order(index * batch_size, batch_size),
+            Self::Train(sampler) => {
+                LmBatch::new(&sampler.batch(index as u64, batch_size), loss_scale, device)
+            }
+            Self::Val(data) => LmBatch::new(
+                &data.batch_in_order(index * batch_size, batch_size),
+                loss_scale,
+                device,
+            ),
+            Self::SftTrain(sampler) => {
+                sampler.lm_batch(index as u64, batch_size, loss_scale, device)
+            }
+            Self::SftVal(set) => sft_batch(
+                &set.batch_in_order(index, batch_size),
+                set.pad,
+                loss_scale,
+                device,
+            ),
+        }
+    }
+
+    /// The position in the training data after `micro_batches` micro-batches (training
+    /// sources only).
+    pub fn position(&self, micro_batches: u64, batch_size: usize) -> DataPosition {
+        match self {
+            Self::Train(sampler) => sampler.position(micro_batches, batch_size),
+            Self::SftTrain(sampler) => sampler.position(micro_batches, batch_size),
+            Self::Val(_) | Self::SftVal(_) => unreachable!("validation sources have no position"),
         }
     }
 }
@@ -72,12 +108,8 @@ impl<B: Backend> Iterator for LmIter<'_, B> {
             return None;
         }
         self.next += 1;
-        let batch = self.loader.source.batch(index, self.loader.batch_size);
-        Some(LmBatch::new(
-            &batch,
-            self.loader.loss_scale,
-            &self.loader.device,
-        ))
+        let l = self.loader;
+        Some(l.source.batch(index, l.batch_size, l.loss_scale, &l.device))
     }
 }
 

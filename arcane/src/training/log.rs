@@ -77,6 +77,14 @@ pub enum MetricRecord {
         /// Metric name to value.
         values: std::collections::BTreeMap<String, f64>,
     },
+    /// A step of a supervised fine-tuning run under TRL's metric names (`loss`,
+    /// `mean_token_accuracy`, `entropy`, `num_tokens`, `learning_rate`, `grad_norm`).
+    Sft {
+        /// Steps completed (1-based).
+        step: usize,
+        /// Metric name to value.
+        values: std::collections::BTreeMap<String, f64>,
+    },
     /// A step of an alignment run (reward model, DPO, PPO, RLOO) under TRL's metric names.
     Align {
         /// `reward`, `dpo`, `ppo` or `rloo`.
@@ -97,6 +105,7 @@ impl MetricRecord {
             | Self::Sample { step, .. }
             | Self::Hellaswag { step, .. }
             | Self::EvalSuite { step, .. }
+            | Self::Sft { step, .. }
             | Self::Align { step, .. } => *step,
         }
     }

@@ -23,6 +23,8 @@ mod report;
 mod resume;
 mod run;
 mod schedule;
+mod sft_recipe;
+mod sft_source;
 mod step;
 mod stepping;
 mod strategy;
@@ -33,7 +35,7 @@ pub use clip::clip_global_norm;
 pub use components::{ArcaneComponents, ArcaneLoop, EvalHook, LoopStart, SuiteHook};
 pub use config::{
     EvalSuiteEval, FinetuneConfig, HellaswagEval, OptimizerConfig, ScheduleConfig, ScheduleKind,
-    TrainingConfig, TRAINING_PRESETS,
+    SftRunConfig, TrainingConfig, TRAINING_PRESETS,
 };
 pub use ddp::DdpPlan;
 pub use finetune::FinetuneRecipe;
@@ -48,4 +50,8 @@ pub use resume::config_changes;
 pub use run::train_ddp;
 pub use run::{read_run_config, train, train_data_parallel, TrainOptions, RUN_CONFIG};
 pub use schedule::LrSchedule;
-pub use step::{lm_loss, LmBatch, LmOutput};
+pub use sft_recipe::{sft_adapter_chat, SftPrepared, SftRecipe};
+pub use sft_source::{
+    sft_batch, sft_packed_batch, SftSampler, SftSet, SFT_TRAIN_FILE, SFT_VAL_FILE,
+};
+pub use step::{lm_loss, masked_lm_loss, token_metrics, LmBatch, LmOutput};

@@ -23,6 +23,19 @@ pub(crate) struct StepFigures {
     pub grad_norm: f64,
     /// The learning rate the update used.
     pub lr: f64,
+    /// Supervised fine-tuning's token figures.
+    pub sft: Option<SftFigures>,
+}
+
+/// TRL's per-step token figures of supervised fine-tuning.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SftFigures {
+    /// Share of loss tokens that are the argmax of the logits.
+    pub mean_token_accuracy: f64,
+    /// Mean entropy of the next-token distribution at the loss tokens.
+    pub entropy: f64,
+    /// Tokens of the step that are not padding.
+    pub real_tokens: usize,
 }
 
 /// A step whose figures are still on the device.
@@ -35,6 +48,9 @@ pub(crate) struct PendingStep<B: Backend> {
     pub loss: Tensor<B, 1>,
     /// Global gradient norm before clipping `[1]`.
     pub grad_norm: Tensor<B, 1>,
+    /// Supervised fine-tuning: `[correct, entropy]` summed over the step's loss tokens, their
+    /// number, and the step's tokens that are not padding.
+    pub token_metrics: Option<(Tensor<B, 1>, usize, usize)>,
 }
 
 /// A step whose loss or gradient norm was not finite.
@@ -96,10 +112,11 @@ impl<B: Backend> Pending<B> {
             .convert::<f64>()
             .to_vec()
             .expect("f64 figures");
+        let sft: Vec<Option<SftFigures>> = steps.iter().map(sft_figures).collect();
         let seconds = self.since.elapsed().as_secs_f64() / steps.len() as f64;
         self.since = Instant::now();
         let mut figures = Vec::with_capacity(steps.len());
-        for (s, pair) in steps.iter().zip(host.chunks_exact(2)) {
+        for ((s, pair), sft) in steps.iter().zip(host.chunks_exact(2)).zip(sft) {
             let (loss, grad_norm) = (pair[0], pair[1]);
             if !loss.is_finite() || !grad_norm.is_finite() {
                 let bad = NonFinite {
@@ -113,9 +130,27 @@ impl<B: Backend> Pending<B> {
                 loss,
                 grad_norm,
                 lr: s.lr,
+                sft,
             };
             figures.push((f, seconds));
         }
         (figures, None)
     }
+}
+
+/// Reads a step's token metrics (after its loss: the device has finished the step then).
+fn sft_figures<B: Backend>(s: &PendingStep<B>) -> Option<SftFigures> {
+    let (sums, n, real_tokens) = s.token_metrics.as_ref()?;
+    let sums: Vec<f64> = sums
+        .clone()
+        .into_data()
+        .convert::<f64>()
+        .to_vec()
+        .expect("f64 figures");
+    let n = (*n).max(1) as f64;
+    Some(SftFigures {
+        mean_token_accuracy: sums[0] / n,
+        entropy: sums[1] / n,
+        real_tokens: *real_tokens,
+    })
 }

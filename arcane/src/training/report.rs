@@ -45,11 +45,13 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
         r: &StepReport,
     ) -> crate::Result<()> {
         let c = &self.config;
-        let tokens_per_s = r.tokens_per_s(c.tokens_per_step);
         let f = r.figures;
+        // Supervised fine-tuning steps vary: their tokens without padding.
+        let step_tokens = f.sft.map_or(c.tokens_per_step, |s| s.real_tokens);
+        let tokens_per_s = r.tokens_per_s(step_tokens);
         let stats = StepStats {
             loss: f.loss,
-            tokens: c.tokens_per_step,
+            tokens: step_tokens,
             grad_norm: Some(f.grad_norm),
             tokens_per_s: Some(tokens_per_s),
             mfu: r.mfu,
@@ -61,6 +63,7 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
         let item = LmOutput {
             loss: Tensor::<B, 1>::from_floats([f.loss as f32], &self.devices[0]),
             stats,
+            token_metrics: None,
         };
         processor.process_train(LearnerEvent::ProcessedItem(TrainingItem::new(
             item,
@@ -79,6 +82,22 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
             mfu: r.mfu,
             elapsed_s: r.elapsed_s,
         })?;
+        if let Some(sft) = f.sft {
+            // TRL's names for the same figures (`num_tokens`: tokens seen so far, padding
+            // excluded; `grad_norm`: before clipping).
+            let values = [
+                ("loss", f.loss),
+                ("mean_token_accuracy", sft.mean_token_accuracy),
+                ("entropy", sft.entropy),
+                ("num_tokens", r.tokens as f64),
+                ("learning_rate", f.lr),
+                ("grad_norm", f.grad_norm),
+            ];
+            log.append(&MetricRecord::Sft {
+                step: r.step,
+                values: values.iter().map(|&(k, v)| (k.to_string(), v)).collect(),
+            })?;
+        }
         if self.plain && (r.step % c.log_every == 0 || r.step == 1) {
             let mfu = r
                 .mfu

@@ -19,6 +19,7 @@ use super::outcome::{LoopOutcome, StopReason};
 use super::renderer::QuietRenderer;
 use super::resume::{restore, resume_point};
 use super::schedule::LrSchedule;
+use super::sft_source::{SftSampler, SftSet, SFT_TRAIN_FILE, SFT_VAL_FILE};
 use crate::data::{TokenData, WindowSampler};
 use crate::error::{ArcaneError, Result};
 use crate::eval::{load_hellaswag, score_hellaswag_with, HellaswagScore};
@@ -150,10 +151,7 @@ pub(super) fn train_on<B: AutodiffBackend>(
     };
     let data = RunData::<B>::open(&config, &options.data_dir, devices.len(), &device)?;
     let resume = prepare_run_dir(&config, &options, data.tokens)?;
-    let tokenizer = match &config.finetune {
-        Some(f) => crate::checkpoint::load_tokenizer(&f.base)?,
-        None => ModelTokenizer::gpt2(),
-    };
+    let tokenizer = run_tokenizer(&config)?;
 
     B::seed(&device, config.seed);
     let adapters_only = config.finetune.is_some();
@@ -267,9 +265,27 @@ fn prepare_run_dir<B: AutodiffBackend>(
     Ok(resume)
 }
 
+/// The tokenizer of a run: its base's (with ChatML's tokens when its SFT data was encoded
+/// with them), or GPT-2's for pre-training.
+fn run_tokenizer(config: &TrainingConfig) -> Result<ModelTokenizer> {
+    let base = config
+        .finetune
+        .as_ref()
+        .map(|f| &f.base)
+        .or(config.init.as_ref());
+    let tokenizer = match base {
+        Some(base) => crate::checkpoint::load_tokenizer(base)?,
+        None => ModelTokenizer::gpt2(),
+    };
+    match &config.sft {
+        Some(sft) if sft.tokenizer == crate::tokenizer::GPT2_CHATML_NAME => tokenizer.with_chatml(),
+        _ => Ok(tokenizer),
+    }
+}
+
 /// The training windows and burn-train's loaders of a run.
 struct RunData<B: AutodiffBackend> {
-    sampler: Arc<WindowSampler>,
+    sampler: BatchSource,
     train: Arc<LmDataLoader<B>>,
     valid: Arc<LmDataLoader<B::InnerBackend>>,
     tokens: DataTokens,
@@ -285,6 +301,9 @@ impl<B: AutodiffBackend> RunData<B> {
         n_devices: usize,
         device: &B::Device,
     ) -> Result<Self> {
+        if config.sft.is_some() {
+            return Self::open_sft(config, data_dir, n_devices, device);
+        }
         let t = config.seq_len();
         let vocab = config.model.vocab_size;
         let train_data = TokenData::open(data_dir, "train", t)?;
@@ -319,6 +338,56 @@ impl<B: AutodiffBackend> RunData<B> {
             device.clone().into(),
         ));
         Ok(Self {
+            sampler: BatchSource::Train(sampler),
+            train,
+            valid,
+            tokens,
+        })
+    }
+
+    /// The encoded examples of a supervised fine-tuning run: every micro-batch of the run for
+    /// training, and every held-out example once for validation.
+    fn open_sft(
+        config: &TrainingConfig,
+        data_dir: &Path,
+        n_devices: usize,
+        device: &B::Device,
+    ) -> Result<Self> {
+        // Padding follows each example's last token: causal attention keeps it from every real
+        // position and it is never a target, so any id in the vocabulary will do.
+        let pad = 0;
+        let vocab = config.model.vocab_size;
+        let sft = config.sft.as_ref().expect("an SFT run");
+        let mut train_set = SftSet::open(data_dir, SFT_TRAIN_FILE, pad)?;
+        if sft.packing {
+            train_set = train_set.packed(sft.max_length.min(config.model.max_seq_len));
+        }
+        let train_set = Arc::new(train_set);
+        let val_set = Arc::new(SftSet::open(data_dir, SFT_VAL_FILE, pad)?);
+        train_set.check_vocab(vocab)?;
+        val_set.check_vocab(vocab)?;
+        let tokens = DataTokens {
+            train: train_set.num_tokens() as u64,
+            val: val_set.num_tokens() as u64,
+        };
+        let per_step = config.accumulation(n_devices)? * n_devices;
+        let sampler = BatchSource::SftTrain(Arc::new(SftSampler::new(train_set, config.seed)));
+        let val_batches = val_set.examples.len().div_ceil(config.micro_batch);
+        let train = Arc::new(LmDataLoader::<B>::new(
+            sampler.clone(),
+            0..config.max_steps * per_step,
+            config.micro_batch,
+            1.0 / per_step as f64,
+            device.clone(),
+        ));
+        let valid = Arc::new(LmDataLoader::<B::InnerBackend>::new(
+            BatchSource::SftVal(val_set),
+            0..val_batches,
+            config.micro_batch,
+            1.0,
+            device.clone().into(),
+        ));
+        Ok(Self {
             sampler,
             train,
             valid,
@@ -332,6 +401,17 @@ impl<B: AutodiffBackend> RunData<B> {
 /// data-parallel copy starts from the same weights.
 fn build_model<B: AutodiffBackend>(config: &TrainingConfig, device: &B::Device) -> Result<Gpt<B>> {
     let model = match &config.finetune {
+        None if config.init.is_some() => {
+            let init = config.init.as_ref().expect("checked");
+            let model = crate::checkpoint::load_model::<B>(init, device)?;
+            if model.config() != &config.model {
+                return Err(ArcaneError::InvalidConfig(format!(
+                    "the run's model config differs from the model in {}; fine-tune runs take its config",
+                    init.display()
+                )));
+            }
+            model
+        }
         None => config.model.init::<B>(device)?,
         Some(finetune) => {
             let base = crate::checkpoint::load_model::<B>(&finetune.base, device)?;

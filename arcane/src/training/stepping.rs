@@ -39,7 +39,9 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
         let block = loader.slice(step * per_step, (step + 1) * per_step);
         let mut accumulator = GradientsAccumulator::<Gpt<B>>::new();
         let mut loss_sum: Option<Tensor<B::InnerBackend, 1>> = None;
+        let mut metrics: Option<(Tensor<B::InnerBackend, 1>, usize, usize)> = None;
         let batches: Vec<_> = block.iter().collect();
+        let real_tokens: usize = batches.iter().map(|b| b.real_tokens).sum();
         for round in batches.chunks(n_devices) {
             for output in self.train_round(learner, round.to_vec()) {
                 let model = learner.model();
@@ -53,6 +55,13 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
                     Some(sum) => sum + loss,
                     None => loss,
                 });
+                if let Some((m, n)) = output.item.token_metrics {
+                    let m = m.inner().to_device(&main.clone().into());
+                    metrics = Some(match metrics {
+                        Some((sum, total, _)) => (sum + m, total + n, real_tokens),
+                        None => (m, n, real_tokens),
+                    });
+                }
                 accumulator.accumulate(&model, grads);
             }
         }
@@ -68,6 +77,7 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
             lr,
             loss,
             grad_norm,
+            token_metrics: metrics,
         }
     }
 
@@ -99,11 +109,7 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
                     let model = model.clone();
                     scope.spawn(move || {
                         let model = model.fork(device);
-                        let batch = LmBatch {
-                            inputs: batch.inputs.to_device(device),
-                            targets: batch.targets.to_device(device),
-                            loss_scale: batch.loss_scale,
-                        };
+                        let batch: LmBatch<B> = batch.to_device(device);
                         TrainStep::step(&model, batch)
                     })
                 })

@@ -198,12 +198,15 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
         for (figures, seconds) in figures {
             let at = &mut state.at;
             at.step += 1;
-            at.tokens += c.tokens_per_step as u64;
+            // Supervised fine-tuning counts the tokens that are not padding (TRL's
+            // `num_tokens`); pre-training windows have none.
+            let step_tokens = figures.sft.map_or(c.tokens_per_step, |s| s.real_tokens);
+            at.tokens += step_tokens as u64;
             at.elapsed_s += seconds;
             let mfu = self
                 .peak_flops
-                .map(|peak| flops_per_token * c.tokens_per_step as f64 / seconds / peak);
-            state.totals.add(c.tokens_per_step, seconds, mfu);
+                .map(|peak| flops_per_token * step_tokens as f64 / seconds / peak);
+            state.totals.add(step_tokens, seconds, mfu);
             state.out.step = at.step;
             state.out.train_loss = Some(figures.loss);
             let report = StepReport {
@@ -330,9 +333,17 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
     /// adapters alone for a fine-tune run.
     fn write_model_files(&self, learner: &Learner<ArcaneComponents<B>>) -> crate::Result<()> {
         let model = learner.model().valid();
+        let c = &self.config;
         match &self.config.finetune {
             // A fine-tune run keeps only its adapters: a small file beside the checkpoints.
             Some(f) => crate::lora::save_adapter(&model, &self.run_dir, &f.base_label()),
+            // A full fine-tune keeps its base's tokenizer (with ChatML's tokens when it added
+            // them), so the run folder is a model of its own.
+            None if c.init.is_some() => crate::checkpoint::save_model_with_tokenizer(
+                &model,
+                &self.run_dir,
+                Some(&self.tokenizer),
+            ),
             None => crate::checkpoint::save_model(&model, &self.run_dir),
         }
     }
