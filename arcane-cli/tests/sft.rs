@@ -263,3 +263,61 @@ fn a_full_sft_run_is_the_starting_model_of_reward_and_dpo() {
         .arg(tmp.path().join("dpo")));
     assert!(tmp.path().join("rm").is_dir() && tmp.path().join("dpo").is_dir());
 }
+
+/// A LoRA SFT run of conversations on a GPT-2-vocabulary model without a template gives the
+/// run ChatML; `chat --model BASE --adapter RUN` then renders ChatML and answers, while the
+/// base alone (whose files SFT never changes) still has no template.
+#[test]
+fn chat_with_an_sft_adapter_uses_the_runs_chatml() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    let config = arcane::ModelConfig {
+        vocab_size: 50304,
+        d_model: 16,
+        n_layers: 1,
+        n_heads: 2,
+        ..arcane::ModelConfig::tiny()
+    };
+    let model = config
+        .init::<burn::backend::Flex>(&Default::default())
+        .unwrap();
+    arcane::save_model(&model, &base).unwrap();
+    let manifest = std::fs::read(base.join("arcane.json")).unwrap();
+    let data = tmp.path().join("chats.jsonl");
+    let chat_row = |u: &str, a: &str| {
+        serde_json::json!({"messages": [{"role": "user", "content": u}, {"role": "assistant", "content": a}]})
+            .to_string()
+    };
+    let lines: Vec<String> = (0..4)
+        .map(|i| chat_row(&format!("Hello {i}"), "Hi there."))
+        .collect();
+    std::fs::write(&data, lines.join("\n") + "\n").unwrap();
+    let run = tmp.path().join("sft");
+    ok(&mut sft(&base, &data, &run));
+    assert_eq!(std::fs::read(base.join("arcane.json")).unwrap(), manifest);
+
+    let messages = tmp.path().join("m.json");
+    std::fs::write(&messages, r#"[{"role": "user", "content": "Hello!"}]"#).unwrap();
+    let chat = |adapter: bool| {
+        let mut cmd = bin();
+        cmd.arg("chat").arg("--model").arg(&base);
+        if adapter {
+            cmd.arg("--adapter").arg(&run);
+        }
+        cmd.arg("--messages").arg(&messages);
+        cmd
+    };
+    let err = fails(chat(false).arg("--print-prompt"));
+    assert!(err.contains("no ChatML"), "{err}");
+    let out = ok(chat(true).args(["--print-prompt", "--json"]));
+    let prompt: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        prompt["text"],
+        "<|im_start|>user\nHello!<|im_end|>\n<|im_start|>assistant\n"
+    );
+    assert_eq!(prompt["ids"][0], 50257, "{prompt}");
+    let reply = ok(chat(true).args(["--temperature", "0", "--max-new-tokens", "3", "--json"]));
+    let reply: serde_json::Value = serde_json::from_str(reply.trim()).unwrap();
+    let ids = reply["ids"].as_array().unwrap();
+    assert!(!ids.is_empty() && ids.len() <= 3, "{reply}");
+}

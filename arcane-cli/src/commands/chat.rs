@@ -21,9 +21,11 @@ use crate::cli::ChatArgs;
 use crate::model_arg::{load_model, load_tokenizer};
 
 /// Resolves the template and the opening conversation, then prints the prompt or chats.
-pub fn run(args: ChatArgs, backend: BackendKind) -> Result<()> {
-    let tokenizer = load_tokenizer(&args.model)?;
-    let template = resolve_template(&args, &tokenizer)?;
+pub fn run(mut args: ChatArgs, backend: BackendKind) -> Result<()> {
+    // A Hub id becomes its snapshot folder once, so the template, the stop ids and the weights
+    // all come from the same resolved commit.
+    args.model = crate::hub_model::model_dir(&args.model)?;
+    let (tokenizer, template) = resolve_tokenizer_and_template(&args)?;
     let mut opening = Conversation::new();
     if let Some(system) = &args.system {
         opening.push(Message::new("system", system));
@@ -54,6 +56,21 @@ pub fn run(args: ChatArgs, backend: BackendKind) -> Result<()> {
         return chat.print_prompt();
     }
     backend::run(backend, chat)
+}
+
+/// The model's tokenizer and template, or those of an SFT run given as `--adapter` (its
+/// ChatML tokens and template, or its base's template); an explicit `--template` still wins.
+fn resolve_tokenizer_and_template(args: &ChatArgs) -> Result<(ModelTokenizer, ChatTemplate)> {
+    let tokenizer = load_tokenizer(&args.model)?;
+    if let (Some(adapter), None) = (&args.adapter, &args.template) {
+        let sft = arcane::training::sft_adapter_chat(adapter, &tokenizer)
+            .context("cannot read the SFT run's chat settings")?;
+        if let Some(pair) = sft {
+            return Ok(pair);
+        }
+    }
+    let template = resolve_template(args, &tokenizer)?;
+    Ok((tokenizer, template))
 }
 
 /// `--template FILE` (with the model's special tokens, or those a JSON template file names

@@ -109,7 +109,8 @@ fn resumed(args: &SftArgs, dir: &Path) -> Result<(TrainingConfig, PathBuf)> {
 
 /// A new run: the rows encoded into RUN/data with the base's tokenizer and template.
 fn new_run(args: &SftArgs) -> Result<(TrainingConfig, PathBuf)> {
-    let base = args.model.clone().context("--model is required")?;
+    let model_arg = args.model.clone().context("--model is required")?;
+    let base = crate::hub_model::model_dir(&model_arg)?;
     let data = args.data.clone().context("--data is required")?;
     let lora = if args.full {
         None
@@ -141,6 +142,7 @@ fn new_run(args: &SftArgs) -> Result<(TrainingConfig, PathBuf)> {
         skip_bad: args.skip_bad,
         seed: args.seed.unwrap_or(defaults.seed),
         packing: args.packing,
+        hub: crate::hub_model::hub_source(&model_arg),
         ..defaults
     };
     let run_dir = args.out.clone().unwrap_or_else(|| free_run_dir("sft"));

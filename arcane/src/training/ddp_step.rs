@@ -135,6 +135,8 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
             lr: learner.lr_current(),
             loss: loss / ddp.plan.micro_batches_per_step() as f64,
             grad_norm,
+            // Pre-training only: SFT's per-token metrics are not gathered across ranks.
+            token_metrics: None,
         }
     }
 }

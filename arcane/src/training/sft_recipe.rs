@@ -53,6 +53,9 @@ pub struct SftRecipe {
     pub seed: u64,
     /// Pack several examples into each row (block-diagonal attention); off by default.
     pub packing: bool,
+    /// When the base came from the Hugging Face Hub: the repository, revision and commit it
+    /// resolved to, recorded in the run's config (`base` is then that commit's snapshot).
+    pub hub: Option<crate::hub::HubSource>,
 }
 
 impl SftRecipe {
@@ -76,6 +79,7 @@ impl SftRecipe {
             skip_bad: false,
             seed: 1337,
             packing: false,
+            hub: None,
         }
     }
 }
@@ -267,6 +271,7 @@ impl SftRecipe {
             finetune: self.lora.clone().map(|lora| FinetuneConfig {
                 base: base.clone(),
                 lora,
+                hub: self.hub.clone(),
             }),
             init: self.lora.is_none().then_some(base),
             sft: Some(sft),
