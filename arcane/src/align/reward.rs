@@ -237,14 +237,15 @@ pub fn check_reward_compatible(
     max_tokens: usize,
 ) -> Result<()> {
     let fail = |m: String| Err(ArcaneError::InvalidInput(m));
+    let sampled = vocab_limit_of(policy);
     if reward.tokenizer != policy_tokenizer {
         return fail(format!(
-            "the reward model reads {} tokens but the policy writes {policy_tokenizer} tokens; \
-             train the reward model on a base with the policy's tokenizer",
-            reward.tokenizer
+            "the reward model reads {} tokens (a vocabulary of {}) but the policy writes \
+             {policy_tokenizer} tokens (a vocabulary of {sampled}); train the reward model on a \
+             base with the policy's tokenizer",
+            reward.tokenizer, reward.base_config.vocab_size
         ));
     }
-    let sampled = vocab_limit_of(policy);
     if reward.base_config.vocab_size < sampled {
         return fail(format!(
             "the reward model's base has a vocabulary of {} tokens but the policy samples from \
