@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use arcane::align::{
-    check_reward_compatible, load_pairs, load_prompts, load_reward_model, tokenize_pairs, Lexicon,
-    LexiconReward, RewardFn, TokenPair,
+    check_reward_compatible, load_pairs, load_prompts, load_reward_model, prompt_ids,
+    tokenize_pairs, Lexicon, LexiconReward, RewardFn, TokenPair,
 };
 use arcane::eval::BadLine;
 use arcane::lora::{LoraConfig, LoraTarget};
 use arcane::model::ModelConfig;
 use arcane::training::{MetricRecord, MetricsLog};
-use arcane::{Gpt, Tokenizer};
+use arcane::{Gpt, ModelTokenizer};
 use burn::prelude::*;
 use serde::Serialize;
 
@@ -45,22 +45,32 @@ fn report_bad(path: &Path, bad: &[BadLine]) {
     }
 }
 
-/// Reads and tokenises preference pairs (GPT-2 BPE), reporting skipped lines.
-pub fn read_pairs(path: &Path, skip_bad: bool) -> Result<Vec<TokenPair>> {
+/// Reads preference pairs and tokenises them with the model's tokenizer, reporting skipped
+/// lines.
+pub fn read_pairs(
+    path: &Path,
+    skip_bad: bool,
+    tokenizer: &ModelTokenizer,
+) -> Result<Vec<TokenPair>> {
     let (pairs, bad) = load_pairs(path, skip_bad)?;
     report_bad(path, &bad);
-    Ok(tokenize_pairs(&pairs, &Tokenizer::gpt2()))
+    tokenize_pairs(&pairs, tokenizer).with_context(|| format!("tokenising {}", path.display()))
 }
 
-/// Reads and tokenises prompts, reporting skipped lines.
-pub fn read_prompts(path: &Path, skip_bad: bool) -> Result<Vec<Vec<u32>>> {
+/// Reads prompts and tokenises them with the model's tokenizer (without the opening BOS,
+/// which the rollouts put in front), reporting skipped lines.
+pub fn read_prompts(
+    path: &Path,
+    skip_bad: bool,
+    tokenizer: &ModelTokenizer,
+) -> Result<Vec<Vec<u32>>> {
     let (prompts, bad) = load_prompts(path, skip_bad)?;
     report_bad(path, &bad);
-    let tokenizer = Tokenizer::gpt2();
-    Ok(prompts
+    prompts
         .iter()
-        .map(|p| tokenizer.encode(&p.prompt))
-        .collect())
+        .map(|p| prompt_ids(tokenizer, &p.prompt))
+        .collect::<arcane::Result<_>>()
+        .with_context(|| format!("tokenising {}", path.display()))
 }
 
 /// Tells how many pairs exceed the context (they are cut: completion end first).

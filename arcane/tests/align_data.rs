@@ -9,7 +9,7 @@ use arcane::align::sentiment::{write_derived, DERIVED_FILES};
 use arcane::align::{
     check_reward_compatible, load_pairs, load_prompts, tokenize_pairs, RewardManifest,
 };
-use arcane::{ModelConfig, Tokenizer};
+use arcane::{ModelConfig, ModelTokenizer};
 
 fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/sentiment")
@@ -55,7 +55,7 @@ fn the_bundled_derived_files_are_up_to_date() {
     assert!(prompts
         .iter()
         .all(|p| p.prompt.split_whitespace().count() == 4));
-    let tokens = tokenize_pairs(&test[..1], &Tokenizer::gpt2());
+    let tokens = tokenize_pairs(&test[..1], &ModelTokenizer::gpt2()).unwrap();
     assert!(tokens[0].prompt.is_empty() && !tokens[0].chosen.is_empty());
 }
 

@@ -3,26 +3,9 @@
 
 mod common;
 
-use std::path::Path;
-
 use arcane::tokenizer::{ModelTokenizer, StreamDecoder};
 use arcane::{load_tokenizer, Tokenizer};
-use common::{fixture, ids};
-
-fn reference() -> serde_json::Value {
-    let text = std::fs::read_to_string(fixture("tokenizer_reference.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-/// A copy of fixture `name` with `edit` applied to the copy.
-fn edited_copy(name: &str, edit: impl FnOnce(&Path)) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixture(name)).unwrap().flatten() {
-        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
-    }
-    edit(dir.path());
-    dir
-}
+use common::{edited_copy, fixture, ids, tokenizer_reference as reference};
 
 #[test]
 fn a_llama_tokenizer_json_gives_the_python_ids() {

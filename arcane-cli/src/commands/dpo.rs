@@ -14,7 +14,7 @@ use crate::align_args::{
 };
 use crate::backend::{self, BackendKind, Task, TrainBackend};
 use crate::cli_align::DpoArgs;
-use crate::model_arg::load_model;
+use crate::model_arg::{load_model, load_tokenizer};
 
 /// Reads the pairs and the flags, then trains on the chosen backend.
 pub fn run(args: DpoArgs, backend_kind: BackendKind) -> Result<()> {
@@ -36,9 +36,10 @@ pub fn run(args: DpoArgs, backend_kind: BackendKind) -> Result<()> {
         eval_every: args.eval_every,
     };
     config.validate()?;
-    let train = read_pairs(&args.pairs.data, args.pairs.skip_bad)?;
+    let tokenizer = load_tokenizer(&args.model)?;
+    let train = read_pairs(&args.pairs.data, args.pairs.skip_bad, &tokenizer)?;
     let eval = match &args.eval_data {
-        Some(path) => read_pairs(path, args.pairs.skip_bad)?,
+        Some(path) => read_pairs(path, args.pairs.skip_bad, &tokenizer)?,
         None => Vec::new(),
     };
     backend::run(

@@ -4,10 +4,8 @@
 use std::io::Write;
 
 use anyhow::{bail, Context, Result};
-use arcane::align::{
-    check_ids, evaluate_reward, model_tokenizer, RewardEval, RewardEvalConfig, RolloutConfig,
-};
-use arcane::Tokenizer;
+use arcane::align::{check_ids, evaluate_reward, RewardEval, RewardEvalConfig, RolloutConfig};
+use arcane::ModelTokenizer;
 use burn::prelude::*;
 use serde_json::json;
 
@@ -21,7 +19,8 @@ pub fn run(args: EvalRewardArgs, backend_kind: BackendKind) -> Result<()> {
     if !(args.temperature > 0.0 && args.temperature.is_finite()) {
         bail!("--temperature must be positive: the KL is that of the sampling distribution");
     }
-    let prompts = read_prompts(&args.prompts, args.skip_bad)?;
+    let tokenizer = crate::model_arg::load_tokenizer(&args.model)?;
+    let prompts = read_prompts(&args.prompts, args.skip_bad, &tokenizer)?;
     let reward = RewardSpec::parse(&args.reward)?;
     backend::run(
         backend_kind,
@@ -29,6 +28,7 @@ pub fn run(args: EvalRewardArgs, backend_kind: BackendKind) -> Result<()> {
             args,
             prompts,
             reward,
+            tokenizer,
         },
     )
 }
@@ -37,6 +37,7 @@ struct EvalReward {
     args: EvalRewardArgs,
     prompts: Vec<Vec<u32>>,
     reward: RewardSpec,
+    tokenizer: ModelTokenizer,
 }
 
 impl Task for EvalReward {
@@ -53,7 +54,7 @@ impl Task for EvalReward {
         if reference.config().vocab_size != policy.config().vocab_size {
             bail!("the reference has another vocabulary than the policy; give a reference of the same base");
         }
-        let tokenizer = model_tokenizer(&crate::hub_model::model_dir(&args.model)?)?;
+        let tokenizer = self.tokenizer.identity()?;
         let rollout =
             RolloutConfig::for_model(policy.config(), args.response_tokens, args.temperature);
         for (i, p) in self.prompts.iter().enumerate() {
@@ -79,7 +80,7 @@ impl Task for EvalReward {
         )
         .context("sampling and scoring")?;
         if let Some(path) = &args.write_samples {
-            write_samples(path, &result)?;
+            write_samples(path, &result, &self.tokenizer)?;
         }
         if args.json {
             println!(
@@ -87,9 +88,10 @@ impl Task for EvalReward {
                 json!({"reward_mean": result.reward_mean, "reward_std": result.reward_std, "kl_mean": result.kl_mean, "n": result.n})
             );
         } else {
-            let tokenizer = Tokenizer::gpt2();
             for s in result.samples.iter().take(3) {
-                let text = tokenizer.decode(&[s.prompt.as_slice(), &s.response].concat())?;
+                let text = self
+                    .tokenizer
+                    .decode(&[s.prompt.as_slice(), &s.response].concat())?;
                 println!("[reward {:+.3}] {text:?}", s.reward);
             }
             println!(
@@ -101,8 +103,11 @@ impl Task for EvalReward {
     }
 }
 
-fn write_samples(path: &std::path::Path, result: &RewardEval) -> Result<()> {
-    let tokenizer = Tokenizer::gpt2();
+fn write_samples(
+    path: &std::path::Path,
+    result: &RewardEval,
+    tokenizer: &ModelTokenizer,
+) -> Result<()> {
     let mut file = std::io::BufWriter::new(
         std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
     );

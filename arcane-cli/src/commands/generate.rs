@@ -4,7 +4,7 @@ use std::io::Write;
 use std::time::Instant;
 
 use anyhow::Result;
-use arcane::generation::{generate, GenerateConfig};
+use arcane::generation::{eos_ids, generate, GenerateConfig};
 use arcane::tokenizer::StreamDecoder;
 use burn::prelude::*;
 use serde_json::json;
@@ -39,7 +39,9 @@ impl Task for Generate {
         let vocab = model.config().vocab_size;
         // A padded vocabulary (50304) must never yield an id the tokenizer cannot decode.
         self.config.vocab_limit = Some(vocab.min(tokenizer.vocab_size()));
-        self.config.stop_tokens = tokenizer.eos().into_iter().collect();
+        // Any of the model's end-of-sequence ids ends the text (Llama 3 lists three).
+        let dir = crate::hub_model::model_dir(&self.args.model)?;
+        self.config.stop_tokens = eos_ids(&tokenizer, Some(&dir));
         let prompt = tokenizer.encode_prompt(&self.args.prompt)?;
         model.check_tokens(&prompt)?;
         let start = Instant::now();

@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use arcane::align::{
-    evaluate_reward, model_tokenizer, Algo, AlignLog, OptimSettings, RewardEval, RewardEvalConfig,
-    RewardFn, RlConfig, RlTrainer,
+    evaluate_reward, Algo, AlignLog, OptimSettings, RewardEval, RewardEvalConfig, RewardFn,
+    RlConfig, RlTrainer,
 };
-use arcane::Tokenizer;
+use arcane::ModelTokenizer;
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
@@ -59,9 +59,10 @@ pub fn run(args: RlArgs, forced: Option<Algo>, backend_kind: BackendKind) -> Res
         ..base
     };
     config.validate()?;
-    let prompts = read_prompts(&args.prompts, args.skip_bad)?;
+    let tokenizer = crate::model_arg::load_tokenizer(&args.model)?;
+    let prompts = read_prompts(&args.prompts, args.skip_bad, &tokenizer)?;
     let eval_prompts = match &args.eval_prompts {
-        Some(path) => Some(read_prompts(path, args.skip_bad)?),
+        Some(path) => Some(read_prompts(path, args.skip_bad, &tokenizer)?),
         None => None,
     };
     let reward = RewardSpec::parse(&args.reward)?;
@@ -73,6 +74,7 @@ pub fn run(args: RlArgs, forced: Option<Algo>, backend_kind: BackendKind) -> Res
             prompts,
             eval_prompts,
             reward,
+            tokenizer,
         },
     )
 }
@@ -83,6 +85,7 @@ struct Rl {
     prompts: Vec<Vec<u32>>,
     eval_prompts: Option<Vec<Vec<u32>>>,
     reward: RewardSpec,
+    tokenizer: ModelTokenizer,
 }
 
 impl Task for Rl {
@@ -163,7 +166,7 @@ impl Rl {
         let (args, config) = (&self.args, &self.config);
         let algo = config.algo.name();
         let policy = load_model::<B>(&args.model, None, &device)?;
-        let tokenizer = model_tokenizer(&crate::hub_model::model_dir(&args.model)?)?;
+        let tokenizer = self.tokenizer.identity()?;
         let max_tokens = 1 + config.max_prompt_tokens + config.response_tokens;
         let mut reward = self.reward.load::<B::InnerBackend>(
             &device,
@@ -195,7 +198,6 @@ impl Rl {
             let values = [("env/reward_norm_mean", mean), ("env/reward_norm_std", std)];
             log.record(algo, 0, &values)?;
         }
-        let decoder = Tokenizer::gpt2();
         let mut last = Vec::new();
         for i in 0..config.iterations {
             let (stats, exp) = trainer
@@ -205,7 +207,7 @@ impl Rl {
             log.record(algo, stats.iteration, &last)?;
             if i % 10 == 0 || i + 1 == config.iterations {
                 let ids = [exp.prompts[0].as_slice(), &exp.responses[0]].concat();
-                log.sample(stats.iteration, decoder.decode(&ids)?)?;
+                log.sample(stats.iteration, self.tokenizer.decode(&ids)?)?;
             }
         }
         let step = config.iterations;

@@ -1,9 +1,10 @@
 //! `arcane-cli reward eval`: how often a reward model ranks the chosen completion of a pair
 //! above the rejected one.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use arcane::align::{
-    check_ids, evaluate_reward_model, load_reward_model, vocab_limit_of, TokenPair,
+    check_ids, evaluate_reward_model, load_reward_model, load_reward_tokenizer, vocab_limit_of,
+    TokenPair,
 };
 use burn::prelude::*;
 use serde_json::json;
@@ -14,7 +15,9 @@ use crate::cli_align::RewardEvalArgs;
 
 /// Reads the pairs, then scores them on the chosen backend.
 pub fn run(args: RewardEvalArgs, backend_kind: BackendKind) -> Result<()> {
-    let pairs = read_pairs(&args.pairs.data, args.pairs.skip_bad)?;
+    let tokenizer = load_reward_tokenizer(&args.model)
+        .with_context(|| format!("loading the reward model {}", args.model.display()))?;
+    let pairs = read_pairs(&args.pairs.data, args.pairs.skip_bad, &tokenizer)?;
     backend::run(backend_kind, RewardEval { args, pairs })
 }
 
@@ -28,14 +31,8 @@ impl Task for RewardEval {
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let args = &self.args;
-        let (model, manifest) = load_reward_model::<B>(&args.model, &device)
+        let (model, _) = load_reward_model::<B>(&args.model, &device)
             .with_context(|| format!("loading the reward model {}", args.model.display()))?;
-        if manifest.tokenizer != "gpt2" {
-            bail!(
-                "the reward model reads {} tokens; this command tokenizes pairs with GPT-2",
-                manifest.tokenizer
-            );
-        }
         let limit = vocab_limit_of(model.trunk.config());
         for (i, p) in self.pairs.iter().enumerate() {
             let ids: Vec<u32> = p.ids().collect();

@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use arcane::align::{
-    model_tokenizer, save_reward_model, train_reward_model, AlignLog, OptimSettings, RewardConfig,
-    TokenPair,
+    save_reward_model, train_reward_model, AlignLog, OptimSettings, RewardConfig, TokenPair,
 };
+use arcane::ModelTokenizer;
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
@@ -16,13 +16,14 @@ use serde_json::json;
 use crate::align_args::{lora_config, note_long_pairs, progress, read_pairs, start_run};
 use crate::backend::{self, BackendKind, Task, TrainBackend};
 use crate::cli_align::RewardTrainArgs;
-use crate::model_arg::load_model;
+use crate::model_arg::{load_model, load_tokenizer};
 
 /// Reads the pairs, then trains on the chosen backend.
 pub fn run(args: RewardTrainArgs, backend_kind: BackendKind) -> Result<()> {
-    let train = read_pairs(&args.pairs.data, args.pairs.skip_bad)?;
+    let tokenizer = load_tokenizer(&args.model)?;
+    let train = read_pairs(&args.pairs.data, args.pairs.skip_bad, &tokenizer)?;
     let eval = match &args.eval_data {
-        Some(path) => read_pairs(path, args.pairs.skip_bad)?,
+        Some(path) => read_pairs(path, args.pairs.skip_bad, &tokenizer)?,
         None => Vec::new(),
     };
     let config = RewardConfig {
@@ -47,6 +48,7 @@ pub fn run(args: RewardTrainArgs, backend_kind: BackendKind) -> Result<()> {
             config,
             train,
             eval,
+            tokenizer,
         },
     )
 }
@@ -56,6 +58,7 @@ struct RewardTrain {
     config: RewardConfig,
     train: Vec<TokenPair>,
     eval: Vec<TokenPair>,
+    tokenizer: ModelTokenizer,
 }
 
 impl Task for RewardTrain {
@@ -70,7 +73,6 @@ impl RewardTrain {
     fn train<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
         let (args, config) = (&self.args, &self.config);
         let base = load_model::<B>(&args.model, None, &device)?;
-        let tokenizer = model_tokenizer(&crate::hub_model::model_dir(&args.model)?)?;
         note_long_pairs(&self.train, base.config().max_seq_len, "training");
         let inputs = [("data", args.pairs.data.as_path())];
         let metrics = start_run(&args.out, "reward", &args.model, &inputs, config)?;
@@ -93,7 +95,7 @@ impl RewardTrain {
             model.valid(),
             &args.out,
             &args.model.display().to_string(),
-            &tokenizer,
+            &self.tokenizer,
         )
         .with_context(|| format!("writing the reward model to {}", args.out.display()))?;
         match (args.json, held_out) {

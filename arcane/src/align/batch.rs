@@ -12,10 +12,17 @@ use crate::error::{ArcaneError, Result};
 use crate::model::ModelConfig;
 use crate::tokenizer::Tokenizer;
 
-/// The token that opens every sequence: GPT-2's end-of-text, which `prepare` puts before
-/// every document, so a model trained by Arcane has seen it as a beginning. A model whose
-/// vocabulary is too small for it (the test models) uses id 0.
+/// The token that opens every sequence. A model imported from Hugging Face opens with its
+/// `bos_token_id` (Llama's `<s>`, which its tokenizer adds to a prompt; Qwen's
+/// `<|endoftext|>`, its document separator, which its tokenizer does not add), else its first
+/// `eos_token_id`. An Arcane model opens with GPT-2's end-of-text, which `prepare` puts before
+/// every document, so the model has seen it as a beginning. A model whose vocabulary is too
+/// small for it (the test models) uses id 0.
 pub fn bos_of(config: &ModelConfig) -> u32 {
+    let hf = config.hf_token_ids.as_ref();
+    if let Some(id) = hf.and_then(|t| t.bos.or(t.eos.first().copied())) {
+        return id;
+    }
     if config.vocab_size > Tokenizer::END_OF_TEXT as usize {
         Tokenizer::END_OF_TEXT
     } else {
@@ -23,15 +30,23 @@ pub fn bos_of(config: &ModelConfig) -> u32 {
     }
 }
 
-/// The token that ends a sampled response (end-of-text), if the vocabulary has it.
-pub fn eos_of(config: &ModelConfig) -> Option<u32> {
-    (config.vocab_size > Tokenizer::END_OF_TEXT as usize).then_some(Tokenizer::END_OF_TEXT)
+/// The tokens that end a sampled response: a Hugging Face model's `eos_token_id`s (Llama 3
+/// lists several), else end-of-text if the vocabulary has it.
+pub fn eos_of(config: &ModelConfig) -> Vec<u32> {
+    match &config.hf_token_ids {
+        Some(t) if !t.eos.is_empty() => t.eos.clone(),
+        _ => (config.vocab_size > Tokenizer::END_OF_TEXT as usize)
+            .then_some(Tokenizer::END_OF_TEXT)
+            .into_iter()
+            .collect(),
+    }
 }
 
-/// Ids a model may be asked to score or sample: its vocabulary, without the padding ids of a
-/// vocabulary rounded up beyond GPT-2's 50257 (50304).
+/// Ids a model may be asked to score or sample: its vocabulary, without the padding ids of an
+/// Arcane vocabulary rounded up beyond GPT-2's 50257 (50304). A Hugging Face model's
+/// vocabulary is its tokenizer's (Qwen's 151936 rows).
 pub fn vocab_limit_of(config: &ModelConfig) -> usize {
-    if config.vocab_size > Tokenizer::VOCAB_SIZE {
+    if config.hf_token_ids.is_none() && config.vocab_size > Tokenizer::VOCAB_SIZE {
         Tokenizer::VOCAB_SIZE
     } else {
         config.vocab_size

@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::batch::{SeqBatch, Sequence};
 use crate::error::{ArcaneError, Result};
 use crate::jsonl::{self, BadLine};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::ModelTokenizer;
 
 /// One preference: `chosen` is preferred to `rejected` as a continuation of `prompt`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -40,7 +40,8 @@ pub struct PromptRecord {
     pub prompt: String,
 }
 
-/// A pair as token ids (GPT-2 BPE; prompt and completions tokenised separately, as TRL).
+/// A pair as token ids (the model's tokenizer; prompt and completions tokenised separately, as
+/// TRL).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TokenPair {
     /// Prompt ids (without the BOS).
@@ -73,17 +74,37 @@ impl TokenPair {
     }
 }
 
-/// Tokenises pairs with the GPT-2 tokenizer.
-pub fn tokenize_pairs(pairs: &[PreferencePair], tokenizer: &Tokenizer) -> Vec<TokenPair> {
+/// Tokenises pairs with the model's tokenizer, as TRL's DPO and reward trainers do: the
+/// prompt as `tokenizer(prompt)` (with the special tokens its post-processor adds: Llama's
+/// `<s>`), each completion without special tokens. The BOS a tokenizer adds is taken off again
+/// ([`prompt_ids`]): the sequences put the model's own in front ([`bos_of`](super::bos_of)),
+/// so it is never there twice.
+pub fn tokenize_pairs(
+    pairs: &[PreferencePair],
+    tokenizer: &ModelTokenizer,
+) -> Result<Vec<TokenPair>> {
     pairs
         .iter()
-        .map(|p| TokenPair {
-            prompt: tokenizer.encode(&p.prompt),
-            chosen: tokenizer.encode(&p.chosen),
-            rejected: tokenizer.encode(&p.rejected),
-            margin: p.margin.unwrap_or(0.0) as f32,
+        .map(|p| {
+            Ok(TokenPair {
+                prompt: prompt_ids(tokenizer, &p.prompt)?,
+                chosen: tokenizer.encode(&p.chosen)?,
+                rejected: tokenizer.encode(&p.rejected)?,
+                margin: p.margin.unwrap_or(0.0) as f32,
+            })
         })
         .collect()
+}
+
+/// A prompt's ids without the opening BOS: `tokenizer(prompt)` less the begin-of-sequence
+/// token its post-processor put in front (GPT-2 and Qwen add none: their ids are the text's).
+pub fn prompt_ids(tokenizer: &ModelTokenizer, text: &str) -> Result<Vec<u32>> {
+    let mut ids = tokenizer.encode_prompt(text)?;
+    let plain = tokenizer.encode(text)?;
+    if ids.len() > plain.len() && ids.first().is_some_and(|&id| Some(id) == tokenizer.bos()) {
+        ids.remove(0);
+    }
+    Ok(ids)
 }
 
 /// The chosen sequences of `pairs`, then their rejected ones, right-padded (`[2P, T]`).

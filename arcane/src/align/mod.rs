@@ -42,7 +42,7 @@ pub mod sentiment;
 pub use advantage::{gae, rloo_advantages, token_rewards, whiten, AdaptiveKl};
 pub use batch::{bos_of, check_ids, eos_of, vocab_limit_of, SeqBatch, Sequence};
 pub use data::{
-    load_pairs, load_prompts, parse_pairs, parse_prompts, tokenize_pairs, write_jsonl,
+    load_pairs, load_prompts, parse_pairs, parse_prompts, prompt_ids, tokenize_pairs, write_jsonl,
     PreferencePair, PromptRecord, TokenPair,
 };
 pub use dpo::{dpo_loss, DpoLossKind, DpoStats};
@@ -60,9 +60,9 @@ pub use policy::{
     policy_loss, value_loss, PolicyLossStats, PolicyValue, ResponseOutput, ValueLossStats,
 };
 pub use reward::{
-    check_reward_compatible, is_reward_dir, load_reward_model, model_tokenizer, save_reward_model,
-    FnReward, RewardFn, RewardManifest, RewardModel, REWARD_FORMAT, REWARD_MANIFEST,
-    REWARD_WEIGHTS,
+    check_reward_compatible, is_reward_dir, load_reward_model, load_reward_tokenizer,
+    model_tokenizer, save_reward_model, FnReward, RewardFn, RewardManifest, RewardModel,
+    REWARD_FORMAT, REWARD_MANIFEST, REWARD_WEIGHTS,
 };
 pub use reward_train::{
     evaluate_reward_model, reward_loss, train_reward_model, PairwiseStats, RewardConfig,

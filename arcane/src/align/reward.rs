@@ -14,10 +14,11 @@ use serde::{Deserialize, Serialize};
 
 use super::batch::{bos_of, vocab_limit_of, SeqBatch, Sequence};
 use super::head::ScalarHead;
-use crate::checkpoint::{self, ModelSource};
+use crate::checkpoint;
 use crate::error::{ArcaneError, Result};
 use crate::io::Versioned;
 use crate::model::{Gpt, ModelConfig};
+use crate::tokenizer::{ModelTokenizer, TOKENIZER_FILE};
 use crate::weights;
 
 /// Scores sampled responses. PPO and RLOO call it once per batch of rollouts.
@@ -136,7 +137,7 @@ pub struct RewardManifest {
     pub version: u32,
     /// The trunk's architecture.
     pub base_config: ModelConfig,
-    /// The tokenizer the trunk reads (`gpt2`).
+    /// The tokenizer the trunk reads (`gpt2`, or `tokenizer.json sha256:...`: [`model_tokenizer`]).
     pub tokenizer: String,
     /// Where the base model came from, for people (not checked).
     pub base_source: String,
@@ -147,23 +148,48 @@ pub fn save_reward_model<B: Backend>(
     model: RewardModel<B>,
     dir: &Path,
     base_source: &str,
-    tokenizer: &str,
+    tokenizer: &ModelTokenizer,
 ) -> Result<()> {
     let model = RewardModel {
         trunk: crate::lora::merge_and_unload(model.trunk),
         head: model.head,
     };
     std::fs::create_dir_all(dir).map_err(|e| ArcaneError::io(dir, e))?;
+    // The tokenizer travels with the reward model (`reward eval` reads pairs with it).
+    let identity = tokenizer.identity()?;
+    tokenizer.save_into(dir)?;
     let meta = HashMap::from([("format".to_string(), REWARD_FORMAT.format.to_string())]);
     weights::write_safetensors(&dir.join(REWARD_WEIGHTS), &weights::collect(&model), meta)?;
     let manifest = RewardManifest {
         format: REWARD_FORMAT.format.into(),
         version: REWARD_FORMAT.version,
         base_config: model.trunk.config().clone(),
-        tokenizer: tokenizer.into(),
+        tokenizer: identity,
         base_source: base_source.into(),
     };
     REWARD_FORMAT.write(&dir.join(REWARD_MANIFEST), &manifest)
+}
+
+/// The tokenizer of a reward model directory: the built-in one its manifest names (`gpt2`), or
+/// the `tokenizer.json` saved beside it, which must still be the one it was trained with.
+pub fn load_reward_tokenizer(dir: &Path) -> Result<ModelTokenizer> {
+    let manifest: RewardManifest = REWARD_FORMAT.read(&dir.join(REWARD_MANIFEST))?;
+    if let Some(tokenizer) = ModelTokenizer::builtin(&manifest.tokenizer) {
+        return Ok(tokenizer);
+    }
+    let tokenizer = ModelTokenizer::from_file(&dir.join(TOKENIZER_FILE))?;
+    let found = tokenizer.identity()?;
+    if found != manifest.tokenizer {
+        return Err(ArcaneError::format(
+            dir,
+            format!(
+                "the reward model was trained with the tokenizer {} but its {TOKENIZER_FILE} is {found}; \
+                 put back the tokenizer.json of the base it was trained on",
+                manifest.tokenizer
+            ),
+        ));
+    }
+    Ok(tokenizer)
 }
 
 /// True if `dir` holds a reward model.
@@ -193,14 +219,12 @@ pub fn load_reward_model<B: Backend>(
     Ok((weights::apply(fresh, tensors, &path)?, manifest))
 }
 
-/// The tokenizer of a model directory: the one an Arcane manifest names, GPT-2 for a Hugging
-/// Face GPT-2 or Llama directory (Arcane reads them with the GPT-2 tokenizer).
+/// The identity of a model directory's tokenizer ([`ModelTokenizer::identity`]): `gpt2`
+/// for GPT-2's, the hash of its `tokenizer.json` for another (Llama, Qwen, ...).
+///
+/// [`ModelTokenizer::identity`]: crate::tokenizer::ModelTokenizer::identity
 pub fn model_tokenizer(dir: &Path) -> Result<String> {
-    let dir = &checkpoint::locate(dir)?;
-    Ok(match checkpoint::detect(dir)? {
-        ModelSource::Arcane => checkpoint::read_manifest(dir)?.tokenizer,
-        ModelSource::HuggingFace => "gpt2".into(),
-    })
+    checkpoint::load_tokenizer(&checkpoint::locate(dir)?)?.identity()
 }
 
 /// Refuses a reward model that cannot read what the policy writes: another tokenizer, a
@@ -213,14 +237,15 @@ pub fn check_reward_compatible(
     max_tokens: usize,
 ) -> Result<()> {
     let fail = |m: String| Err(ArcaneError::InvalidInput(m));
+    let sampled = vocab_limit_of(policy);
     if reward.tokenizer != policy_tokenizer {
         return fail(format!(
-            "the reward model reads {} tokens but the policy writes {policy_tokenizer} tokens; \
-             train the reward model on a base with the policy's tokenizer",
-            reward.tokenizer
+            "the reward model reads {} tokens (a vocabulary of {}) but the policy writes \
+             {policy_tokenizer} tokens (a vocabulary of {sampled}); train the reward model on a \
+             base with the policy's tokenizer",
+            reward.tokenizer, reward.base_config.vocab_size
         ));
     }
-    let sampled = vocab_limit_of(policy);
     if reward.base_config.vocab_size < sampled {
         return fail(format!(
             "the reward model's base has a vocabulary of {} tokens but the policy samples from \

@@ -27,8 +27,8 @@ pub struct RolloutConfig {
     pub vocab_limit: usize,
     /// The token that opens every sequence.
     pub bos: u32,
-    /// The token that ends a response, if any.
-    pub eos: Option<u32>,
+    /// The tokens that end a response (any of them; none: responses run to full length).
+    pub eos: Vec<u32>,
 }
 
 impl RolloutConfig {
@@ -43,9 +43,14 @@ impl RolloutConfig {
         }
     }
 
+    /// Where the first end-of-sequence token of `response` is.
+    fn first_eos(&self, response: &[u32]) -> Option<usize> {
+        response.iter().position(|t| self.eos.contains(t))
+    }
+
     /// Tokens of a response up to and including its first end-of-text.
     pub fn valid_len(&self, response: &[u32]) -> usize {
-        match self.eos.and_then(|e| response.iter().position(|&t| t == e)) {
+        match self.first_eos(response) {
             Some(i) => i + 1,
             None => response.len(),
         }
@@ -53,7 +58,7 @@ impl RolloutConfig {
 
     /// A response without its end-of-text and what follows (what rewards read).
     pub fn text_part<'a>(&self, response: &'a [u32]) -> &'a [u32] {
-        match self.eos.and_then(|e| response.iter().position(|&t| t == e)) {
+        match self.first_eos(response) {
             Some(i) => &response[..i],
             None => response,
         }

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use super::template::{ChatTemplate, RenderOptions};
+pub use crate::generation::{eos_ids, model_eos_ids};
 use crate::tokenizer::ModelTokenizer;
 
 /// End-of-turn tokens of the common template families, looked for in the template's text.
@@ -36,7 +37,7 @@ pub fn stop_ids(
         .filter(|token| source.contains(*token))
         .filter_map(|token| tokenizer.token_to_id(token))
         .collect();
-    ids.extend(tokenizer.eos());
+    ids.extend(eos_ids(tokenizer, model_dir));
     if let Some((_, eos)) = template
         .special_tokens()
         .iter()
@@ -44,31 +45,7 @@ pub fn stop_ids(
     {
         ids.extend(tokenizer.token_to_id(eos));
     }
-    if let Some(dir) = model_dir {
-        ids.extend(model_eos_ids(dir));
-    }
     ids.sort_unstable();
     ids.dedup();
     ids
-}
-
-/// `eos_token_id` of `generation_config.json`, else of `config.json` (none if neither says).
-pub fn model_eos_ids(dir: &Path) -> Vec<u32> {
-    for file in ["generation_config.json", "config.json"] {
-        let value: Option<serde_json::Value> = std::fs::read_to_string(dir.join(file))
-            .ok()
-            .and_then(|text| serde_json::from_str(&text).ok());
-        let Some(eos) = value.as_ref().and_then(|v| v.get("eos_token_id")) else {
-            continue;
-        };
-        let list = match eos {
-            serde_json::Value::Array(list) => list.clone(),
-            single => vec![single.clone()],
-        };
-        return list
-            .iter()
-            .filter_map(|v| v.as_u64().and_then(|n| u32::try_from(n).ok()))
-            .collect();
-    }
-    Vec::new()
 }

@@ -80,6 +80,27 @@ impl ModelTokenizer {
         }
     }
 
+    /// What identifies the token ids this tokenizer writes, for manifests that must match a
+    /// model's (a reward model and its policy): `gpt2` / `gpt2-chatml`, `gpt2` for a
+    /// `tokenizer.json` that encodes as GPT-2's does, else `tokenizer.json sha256:` and the
+    /// first 16 hex digits of the file's hash (two copies of one tokenizer match, any other
+    /// tokenizer does not).
+    pub fn identity(&self) -> Result<String> {
+        use sha2::{Digest, Sha256};
+        let t = match self {
+            Self::Gpt2(t) => return Ok(builtin_name(t).into()),
+            Self::HuggingFace(t) => t,
+        };
+        let probe = "Hello world, 2 tokenizers: ünïcödé.";
+        let gpt2 = Tokenizer::gpt2();
+        if t.vocab_size() == gpt2.vocab_size() && t.encode(probe, false)? == gpt2.encode(probe) {
+            return Ok(GPT2_NAME.into());
+        }
+        let bytes = std::fs::read(t.path()).map_err(|e| ArcaneError::io(t.path(), e))?;
+        let hash = format!("{:x}", Sha256::digest(&bytes));
+        Ok(format!("{TOKENIZER_FILE} sha256:{}", &hash[..16]))
+    }
+
     /// Number of token ids (the largest id plus one).
     pub fn vocab_size(&self) -> usize {
         match self {
@@ -144,6 +165,15 @@ impl ModelTokenizer {
                  only to GPT-2's tokenizer. Use the model's own chat template instead",
                 t.path().display()
             ))),
+        }
+    }
+
+    /// The begin-of-sequence id a Hugging Face tokenizer names (Llama's `<s>`); GPT-2 has none
+    /// (its `<|endoftext|>` is [`Self::document_separator`]).
+    pub fn bos(&self) -> Option<u32> {
+        match self {
+            Self::Gpt2(_) => None,
+            Self::HuggingFace(t) => t.bos(),
         }
     }
 

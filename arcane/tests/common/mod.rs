@@ -3,7 +3,7 @@
 
 pub mod parity;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use serde_json::Value;
@@ -44,6 +44,23 @@ pub fn fixture(name: &str) -> PathBuf {
 pub fn reference() -> Value {
     let text = std::fs::read_to_string(fixture("reference.json")).expect("reference.json");
     serde_json::from_str(&text).expect("valid reference.json")
+}
+
+/// `tests/fixtures/tokenizer_reference.json`: the Python `tokenizers` ids of a few strings
+/// for the fixtures' `tokenizer.json`, with and without special tokens.
+pub fn tokenizer_reference() -> Value {
+    let text = std::fs::read_to_string(fixture("tokenizer_reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A copy of fixture `name` with `edit` applied to the copy.
+pub fn edited_copy(name: &str, edit: impl FnOnce(&Path)) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixture(name)).unwrap().flatten() {
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    edit(dir.path());
+    dir
 }
 
 /// A JSON array of numbers as f32.
