@@ -339,17 +339,7 @@ fn evaluations_say_which_special_tokens_they_used() {
 #[test]
 fn an_arcane_model_chats_in_chatml_once_it_has_the_tokens() {
     let dir = tempfile::tempdir().unwrap();
-    let config = arcane::ModelConfig {
-        vocab_size: 50304,
-        d_model: 16,
-        n_layers: 1,
-        n_heads: 2,
-        ..arcane::ModelConfig::tiny()
-    };
-    let model = config
-        .init::<burn::backend::Flex>(&Default::default())
-        .unwrap();
-    arcane::save_model(&model, dir.path()).unwrap();
+    common::tiny_padded_gpt2(dir.path());
     let model_dir = dir.path().to_str().unwrap();
     let messages = write(
         dir.path(),

@@ -271,17 +271,7 @@ fn a_full_sft_run_is_the_starting_model_of_reward_and_dpo() {
 fn chat_with_an_sft_adapter_uses_the_runs_chatml() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().join("base");
-    let config = arcane::ModelConfig {
-        vocab_size: 50304,
-        d_model: 16,
-        n_layers: 1,
-        n_heads: 2,
-        ..arcane::ModelConfig::tiny()
-    };
-    let model = config
-        .init::<burn::backend::Flex>(&Default::default())
-        .unwrap();
-    arcane::save_model(&model, &base).unwrap();
+    common::tiny_padded_gpt2(&base);
     let manifest = std::fs::read(base.join("arcane.json")).unwrap();
     let data = tmp.path().join("chats.jsonl");
     let chat_row = |u: &str, a: &str| {

@@ -75,18 +75,7 @@ fn resumed(args: &FinetuneArgs, dir: &Path) -> Result<(TrainingConfig, PathBuf, 
         ("--seq-len", args.seq_len.is_some()),
         ("--eval-every", args.eval_every.is_some()),
     ];
-    let given: Vec<&str> = setup
-        .iter()
-        .filter(|(_, set)| *set)
-        .map(|(f, _)| *f)
-        .collect();
-    if !given.is_empty() {
-        bail!(
-            "{} cannot change on --resume: the run keeps the settings it started with \
-             (--extend-steps N trains it further)",
-            given.join(", ")
-        );
-    }
+    refuse_setup_on_resume(&setup)?;
     let mut config = read_run_config(dir)?;
     if config.finetune.is_none() {
         bail!(
@@ -161,4 +150,22 @@ fn new_run(args: &FinetuneArgs) -> Result<(TrainingConfig, PathBuf, PathBuf)> {
         eprintln!("note: {notice}");
     }
     Ok((config, run_dir, data))
+}
+
+/// Refuses setup flags given with `--resume` (`(flag, given)` pairs): a resumed run keeps the
+/// settings it started with, so that it continues exactly.
+pub(crate) fn refuse_setup_on_resume(setup: &[(&str, bool)]) -> Result<()> {
+    let given: Vec<&str> = setup
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(f, _)| *f)
+        .collect();
+    if !given.is_empty() {
+        bail!(
+            "{} cannot change on --resume: the run keeps the settings it started with \
+             (--extend-steps N trains it further)",
+            given.join(", ")
+        );
+    }
+    Ok(())
 }

@@ -42,6 +42,8 @@ pub fn run(args: SftArgs, backend_kind: BackendKind) -> Result<()> {
     let data = absolute(&run_dir.join("data"))?;
     let adapters = config.finetune.is_some();
     let task = TrainTask {
+        // SFT runs on one device (its masked batches are not split across ranks).
+        ddp: false,
         config,
         run_dir: run_dir.clone(),
         data,
@@ -86,14 +88,7 @@ fn resumed(args: &SftArgs, dir: &Path) -> Result<(TrainingConfig, PathBuf)> {
         ("--seed", args.seed.is_some()),
         ("--packing", args.packing),
     ];
-    let given: Vec<&str> = setup.iter().filter(|(_, s)| *s).map(|(f, _)| *f).collect();
-    if !given.is_empty() {
-        bail!(
-            "{} cannot change on --resume: the run keeps the settings it started with \
-             (--extend-steps N trains it further)",
-            given.join(", ")
-        );
-    }
+    super::finetune::refuse_setup_on_resume(&setup)?;
     let mut config = read_run_config(dir)?;
     if config.sft.is_none() {
         bail!(

@@ -231,3 +231,19 @@ pub fn leftovers(run: &Path) -> Vec<String> {
         })
         .collect()
 }
+
+/// Saves a tiny random Arcane model with GPT-2's vocabulary padded to 50304 (so ChatML's tokens
+/// fit on its spare rows) into `dir`.
+pub fn tiny_padded_gpt2(dir: &Path) {
+    let config = arcane::ModelConfig {
+        vocab_size: 50304,
+        d_model: 16,
+        n_layers: 1,
+        n_heads: 2,
+        ..arcane::ModelConfig::tiny()
+    };
+    let model = config
+        .init::<burn::backend::Flex>(&Default::default())
+        .unwrap();
+    arcane::save_model(&model, dir).unwrap();
+}
