@@ -4,38 +4,15 @@
 //! inside `train`.
 
 mod common;
+use common::{cli, fixture, stdout_json as json};
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
 use serde_json::Value;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../arcane/tests/fixtures")
-        .join(name)
-}
 
 fn reference() -> Value {
     let text = std::fs::read_to_string(fixture("eval_reference.json")).unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_arcane-cli"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn json(args: &[&str]) -> Value {
-    let out = cli(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stdout is one JSON value")
 }
 
 fn close(a: &Value, b: &Value, what: &str) {

@@ -3,23 +3,8 @@
 
 mod common;
 
-use common::fixture;
+use common::{cli, fixture, stdout_json as json};
 use serde_json::Value;
-
-fn cli(args: &[&str]) -> std::process::Output {
-    common::bin().args(args).output().unwrap()
-}
-
-/// Runs a command that must succeed and returns its stdout parsed as JSON.
-fn json(args: &[&str]) -> Value {
-    let out = cli(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stdout is one JSON value")
-}
 
 #[test]
 fn llama_models_use_their_own_tokenizer() {

@@ -8,6 +8,22 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+/// Runs the binary with `args` and returns what it did.
+pub fn cli(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+/// Runs a command that must succeed and returns its stdout parsed as JSON.
+pub fn stdout_json(args: &[&str]) -> Value {
+    let out = cli(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON value")
+}
+
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_arcane-cli"))
 }
