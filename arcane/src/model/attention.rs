@@ -83,20 +83,8 @@ impl<B: Backend> CausalSelfAttention<B> {
         start: usize,
     ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
-        let (h, hkv, d) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        // [B, T, n·D] -> [B, n, T, D], normalised per head first when there is a norm (on the
-        // contiguous `[B, T, n, D]` layout, as Qwen3 does before transposing).
-        let heads = |y: Tensor<B, 3>, n: usize, norm: Option<&Norm<B>>| {
-            let y = y.reshape([b, t, n, d]);
-            let y = match norm {
-                Some(norm) => norm.forward(y),
-                None => y,
-            };
-            y.swap_dims(1, 2)
-        };
-        let mut q = heads(self.q.forward(x.clone()), h, self.q_norm.as_ref()); // [B, H, T, D]
-        let mut k = heads(self.k.forward(x.clone()), hkv, self.k_norm.as_ref()); // [B, Hkv, T, D]
-        let v = heads(self.v.forward(x), hkv, None);
+        let (h, d) = (self.n_heads, self.head_dim);
+        let (mut q, mut k, v) = self.project(x);
         if let Some(rope) = rope {
             q = rope.apply(q, start);
             k = rope.apply(k, start);
@@ -107,6 +95,38 @@ impl<B: Backend> CausalSelfAttention<B> {
         }; // [B, H, T, D]
         let y = y.swap_dims(1, 2).reshape([b, t, h * d]); // [B, T, C]
         self.o.forward(y)
+    }
+
+    /// The query, key and value heads of `x`: `[B, T, n·D] -> [B, n, T, D]`, normalised per
+    /// head first when there is a norm (on the contiguous `[B, T, n, D]` layout, as Qwen3 does
+    /// before transposing). Shared by the plain, cached and packed forwards.
+    ///
+    /// # Shapes
+    /// - x: `[B, T, C]`
+    /// - output: q `[B, H, T, D]`, k and v `[B, Hkv, T, D]`
+    pub(crate) fn project(&self, x: Tensor<B, 3>) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+        let [b, t, _] = x.dims();
+        let d = self.head_dim;
+        let heads = |y: Tensor<B, 3>, n: usize, norm: Option<&Norm<B>>| {
+            let y = y.reshape([b, t, n, d]);
+            let y = match norm {
+                Some(norm) => norm.forward(y),
+                None => y,
+            };
+            y.swap_dims(1, 2)
+        };
+        let q = heads(
+            self.q.forward(x.clone()),
+            self.n_heads,
+            self.q_norm.as_ref(),
+        );
+        let k = heads(
+            self.k.forward(x.clone()),
+            self.n_kv_heads,
+            self.k_norm.as_ref(),
+        );
+        let v = heads(self.v.forward(x), self.n_kv_heads, None);
+        (q, k, v)
     }
 
     /// softmax(q kᵀ / sqrt(D)) v over the same span of positions, causally masked (and to the

@@ -176,17 +176,10 @@ impl<B: Backend> Gpt<B> {
             self.config.max_seq_len
         );
         let device = tokens.device();
-        let mut x = self.wte.forward(tokens); // [B, T, C]
-        if let Some(wpe) = &self.wpe {
-            let positions = Tensor::arange(start as i64..(start + t) as i64, &device);
-            x = x + wpe.forward(positions.unsqueeze::<2>()); // [1, T, C] broadcast
-        }
-        if self.config.embedding_scale {
-            // Gemma: `x · sqrt(C)` in f32, the factor rounded to f32 first, as transformers'
-            // `GemmaTextScaledWordEmbedding` (an f32 buffer) does.
-            x = x.mul_scalar((self.config.d_model as f64).sqrt());
-        }
-        x = self.dropout.forward(x).cast(self.precision.dtype());
+        let mut x = self.embed(tokens, || {
+            Tensor::arange(start as i64..(start + t) as i64, &device).unsqueeze::<2>()
+            // [1, T]
+        });
         let groups = self.config.n_heads / self.config.kv_heads();
         let window = self.config.sliding_window;
         let mut step = cache.map(|cache| CachedForward::new(cache, t, groups, window, &device));
@@ -198,6 +191,30 @@ impl<B: Backend> Gpt<B> {
             step.cache.advance(t);
         }
         self.ln_f.forward(x)
+    }
+
+    /// Token embeddings, plus learned positions where the model has them (`positions` is only
+    /// built then), Gemma's scale, dropout and the compute precision: the input of the first
+    /// block, for the plain, cached and packed forwards alike.
+    ///
+    /// # Shapes
+    /// - tokens: `[B, T]`; positions: `[B, T]` or `[1, T]` (broadcast)
+    /// - output: `[B, T, C]`
+    pub(crate) fn embed(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        positions: impl FnOnce() -> Tensor<B, 2, Int>,
+    ) -> Tensor<B, 3> {
+        let mut x = self.wte.forward(tokens); // [B, T, C]
+        if let Some(wpe) = &self.wpe {
+            x = x + wpe.forward(positions());
+        }
+        if self.config.embedding_scale {
+            // Gemma: `x · sqrt(C)` in f32, the factor rounded to f32 first, as transformers'
+            // `GemmaTextScaledWordEmbedding` (an f32 buffer) does.
+            x = x.mul_scalar((self.config.d_model as f64).sqrt());
+        }
+        self.dropout.forward(x).cast(self.precision.dtype())
     }
 
     /// Projects hidden states onto the vocabulary: `h · Wteᵀ` when tied, else `lm_head(h)`.

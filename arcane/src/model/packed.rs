@@ -67,11 +67,7 @@ impl<B: Backend> Gpt<B> {
     /// - tokens: `[B, T]` with `T <= max_seq_len`
     /// - output: `[B, T, C]`
     pub fn forward_packed(&self, tokens: Tensor<B, 2, Int>, packing: &Packing<B>) -> Tensor<B, 3> {
-        let mut x = self.wte.forward(tokens); // [B, T, C]
-        if let Some(wpe) = &self.wpe {
-            x = x + wpe.forward(packing.positions.clone()); // [B, T, C]
-        }
-        x = self.dropout.forward(x).cast(self.precision.dtype());
+        let mut x = self.embed(tokens, || packing.positions.clone()); // [B, T, C]
         for block in &self.blocks {
             x = block.forward_packed(x, self.rope.as_ref(), packing);
         }
@@ -115,10 +111,7 @@ impl<B: Backend> CausalSelfAttention<B> {
     ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
         let (h, hkv, d) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, d]).swap_dims(1, 2);
-        let mut q = heads(self.q.forward(x.clone()), h); // [B, H, T, D]
-        let mut k = heads(self.k.forward(x.clone()), hkv); // [B, Hkv, T, D]
-        let mut v = heads(self.v.forward(x), hkv);
+        let (mut q, mut k, mut v) = self.project(x); // [B, H, T, D], [B, Hkv, T, D] x 2
         if let Some(rope) = rope {
             q = rope.apply_at(q, packing.positions.clone());
             k = rope.apply_at(k, packing.positions.clone());
@@ -132,7 +125,17 @@ impl<B: Backend> CausalSelfAttention<B> {
             };
             (k, v) = (repeat(k), repeat(v));
         }
-        let mask = packing.mask.clone().expand([b, h, t, t]);
+        let mut mask = packing.mask.clone(); // [B, 1, T, T]
+        if let Some(w) = self.window {
+            // Sliding window: query i also misses keys j with i - j >= W. Examples are
+            // contiguous, so within one this is the distance of their own positions.
+            let device = mask.device();
+            let i = Tensor::<B, 1, Int>::arange(0..t as i64, &device);
+            let far = i.clone().reshape([t, 1]) - i.reshape([1, t]); // [T, T]: i - j
+            let far = far.greater_equal_elem(w as i64).reshape([1, 1, t, t]);
+            mask = mask.bool_or(far.expand([b, 1, t, t]));
+        }
+        let mask = mask.expand([b, h, t, t]);
         let y = attention(q, k, v, Some(mask), None, AttentionModuleOptions::default());
         let y = y.swap_dims(1, 2).reshape([b, t, h * d]); // [B, T, C]
         self.o.forward(y)
