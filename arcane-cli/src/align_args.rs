@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use arcane::align::{
-    check_reward_compatible, load_pairs, load_prompts, load_reward_model, prompt_ids,
-    tokenize_pairs, Lexicon, LexiconReward, RewardFn, TokenPair,
+    check_reward_chat, check_reward_compatible, load_pair_rows, load_prompt_rows,
+    load_reward_model, load_reward_tokenizer, tokenize_pair_rows, tokenize_prompt_rows, ChatFormat,
+    Lexicon, LexiconReward, PairRows, PromptRows, RewardFn, TokenPair,
 };
 use arcane::eval::BadLine;
 use arcane::lora::{LoraConfig, LoraTarget};
@@ -45,32 +46,60 @@ fn report_bad(path: &Path, bad: &[BadLine]) {
     }
 }
 
-/// Reads preference pairs and tokenises them with the model's tokenizer, reporting skipped
-/// lines.
+/// The chat format of a model (folder or Hub model): its tokenizer and chat template (its
+/// own, or Arcane's ChatML for a GPT-2 model fine-tuned on conversations); None without one.
+pub fn model_chat(model: &Path, tokenizer: &ModelTokenizer) -> Result<Option<ChatFormat>> {
+    let dir = crate::hub_model::model_dir(model).context("cannot load the model")?;
+    ChatFormat::from_model_dir(&dir, tokenizer)
+        .with_context(|| format!("reading the chat template of {}", dir.display()))
+}
+
+/// Reads preference pairs (plain text, or conversations rendered with `chat`) and tokenises
+/// them with the model's tokenizer, reporting skipped lines. Returns whether they were
+/// conversations.
 pub fn read_pairs(
     path: &Path,
     skip_bad: bool,
     tokenizer: &ModelTokenizer,
-) -> Result<Vec<TokenPair>> {
-    let (pairs, bad) = load_pairs(path, skip_bad)?;
+    chat: Option<&ChatFormat>,
+) -> Result<(Vec<TokenPair>, bool)> {
+    let (rows, bad) = load_pair_rows(path, skip_bad)?;
     report_bad(path, &bad);
-    tokenize_pairs(&pairs, tokenizer).with_context(|| format!("tokenising {}", path.display()))
+    let pairs = tokenize_pair_rows(&rows, tokenizer, chat)
+        .with_context(|| format!("tokenising {}", path.display()))?;
+    Ok((pairs, matches!(rows, PairRows::Chat(_))))
 }
 
-/// Reads prompts and tokenises them with the model's tokenizer (without the opening BOS,
-/// which the rollouts put in front), reporting skipped lines.
+/// Reads prompts (plain text, or conversations rendered with `chat` and its generation
+/// prompt) and tokenises them with the model's tokenizer (without the opening BOS, which the
+/// rollouts put in front), reporting skipped lines. Returns whether they were conversations.
 pub fn read_prompts(
     path: &Path,
     skip_bad: bool,
     tokenizer: &ModelTokenizer,
-) -> Result<Vec<Vec<u32>>> {
-    let (prompts, bad) = load_prompts(path, skip_bad)?;
+    chat: Option<&ChatFormat>,
+) -> Result<(Vec<Vec<u32>>, bool)> {
+    let (rows, bad) = load_prompt_rows(path, skip_bad)?;
     report_bad(path, &bad);
-    prompts
-        .iter()
-        .map(|p| prompt_ids(tokenizer, &p.prompt))
-        .collect::<arcane::Result<_>>()
-        .with_context(|| format!("tokenising {}", path.display()))
+    let prompts = tokenize_prompt_rows(&rows, tokenizer, chat)
+        .with_context(|| format!("tokenising {}", path.display()))?;
+    Ok((prompts, matches!(rows, PromptRows::Chat(_))))
+}
+
+/// Tokens of BOS + prompt + response at most: plain prompts are cut to `max_prompt_tokens`,
+/// chat prompts never.
+pub fn max_sequence(
+    prompts: &[Vec<u32>],
+    chat: bool,
+    max_prompt_tokens: usize,
+    response: usize,
+) -> usize {
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    1 + if chat {
+        longest
+    } else {
+        longest.min(max_prompt_tokens)
+    } + response
 }
 
 /// Tells how many pairs exceed the context (they are cut: completion end first).
@@ -115,16 +144,18 @@ impl RewardSpec {
     }
 
     /// Loads the reward on `device`, refusing a reward model that cannot read the policy:
-    /// another tokenizer, a smaller vocabulary, or a context shorter than `max_tokens`.
+    /// another tokenizer, a smaller vocabulary, a context shorter than `max_tokens`, or
+    /// another format than the prompts' (`chat`: the policy's chat format for chat prompts).
     pub fn load<B: Backend>(
         &self,
         device: &B::Device,
         policy: &ModelConfig,
         policy_tokenizer: &str,
         max_tokens: usize,
+        chat: Option<&ChatFormat>,
     ) -> Result<Box<dyn RewardFn>> {
         let lexicon = |lexicon: Lexicon| -> Result<Box<dyn RewardFn>> {
-            if policy_tokenizer != "gpt2" {
+            if policy_tokenizer != "gpt2" && policy_tokenizer != "gpt2-chatml" {
                 bail!("the lexicon reward decodes GPT-2 tokens, but the policy uses {policy_tokenizer}");
             }
             Ok(Box::new(LexiconReward::new(lexicon)))
@@ -139,6 +170,9 @@ impl RewardSpec {
                 let (model, manifest) = load_reward_model::<B>(dir, device)
                     .with_context(|| format!("loading the reward model {}", dir.display()))?;
                 check_reward_compatible(&manifest, policy, policy_tokenizer, max_tokens)
+                    .with_context(|| format!("refusing the reward model {}", dir.display()))?;
+                let tokenizer = load_reward_tokenizer(dir)?;
+                check_reward_chat(dir, &tokenizer, chat)
                     .with_context(|| format!("refusing the reward model {}", dir.display()))?;
                 Ok(Box::new(model))
             }
@@ -220,7 +254,9 @@ pub fn progress(every: usize) -> impl FnMut(&MetricRecord) {
 }
 
 /// Saves a trained policy into `out`: its adapters alone (usable with `--adapter` and
-/// `lora merge`) or, after full fine-tuning, the whole model. Returns how to use it.
+/// `lora merge`) or, after full fine-tuning, the whole model with the base's tokenizer (and
+/// so its chat template: ChatML for `gpt2-chatml`, the companion files of a `tokenizer.json`).
+/// Returns how to use it.
 pub fn save_policy<B: Backend>(policy: &Gpt<B>, out: &Path, base: &Path) -> Result<String> {
     let (o, b) = (out.display(), base.display());
     if policy.lora.is_some() {
@@ -230,7 +266,9 @@ pub fn save_policy<B: Backend>(policy: &Gpt<B>, out: &Path, base: &Path) -> Resu
             "the adapter is in {o}: use it with `--model {b} --adapter {o}` (generate, eval) or `arcane-cli lora merge`"
         ))
     } else {
-        arcane::save_model(policy, out).with_context(|| format!("writing the model to {o}"))?;
+        let tokenizer = crate::model_arg::load_tokenizer(base)?;
+        arcane::checkpoint::save_model_with_tokenizer(policy, out, Some(&tokenizer))
+            .with_context(|| format!("writing the model to {o}"))?;
         Ok(format!("the model is in {o}: use it with `--model {o}`"))
     }
 }

@@ -31,7 +31,9 @@ pub struct LoraArgs {
 /// Preference pairs to read.
 #[derive(Debug, Args)]
 pub struct PairsArgs {
-    /// Preference pairs, TRL JSON lines {"prompt", "chosen", "rejected"[, "margin"]} (.gz too).
+    /// Preference pairs, TRL JSON lines {"prompt", "chosen", "rejected"[, "margin"]} (.gz too):
+    /// strings, or lists of {"role", "content"} messages rendered with the model's chat
+    /// template ("prompt" may then be left out: the messages both replies open with).
     #[arg(long)]
     pub data: PathBuf,
     /// Skip malformed lines (reported with their line numbers) instead of stopping.
@@ -164,7 +166,8 @@ pub struct RlArgs {
     /// reference.
     #[arg(long)]
     pub model: PathBuf,
-    /// Prompts, TRL JSON lines {"prompt": "..."} (.gz too).
+    /// Prompts, TRL JSON lines {"prompt": "..."} or {"prompt": [messages]} (rendered with the
+    /// model's chat template and its generation prompt) (.gz too).
     #[arg(long)]
     pub prompts: PathBuf,
     /// The reward: a reward model directory, `lexicon` (built-in VADER) or `lexicon:FILE`.
@@ -191,7 +194,7 @@ pub struct RlArgs {
     /// Tokens per response.
     #[arg(long, default_value_t = 16)]
     pub response_tokens: usize,
-    /// Prompts are cut to at most this many tokens.
+    /// Plain-text prompts are cut to at most this many tokens (chat prompts never are).
     #[arg(long, default_value_t = 8)]
     pub max_prompt_tokens: usize,
     /// Sampling temperature.
@@ -247,7 +250,7 @@ pub struct EvalRewardArgs {
     /// The reference for the KL (default: --model without the adapter).
     #[arg(long)]
     pub reference: Option<PathBuf>,
-    /// Prompts, TRL JSON lines {"prompt": "..."}.
+    /// Prompts, TRL JSON lines {"prompt": "..."} or {"prompt": [messages]}.
     #[arg(long)]
     pub prompts: PathBuf,
     /// The reward: a reward model directory, `lexicon` (built-in VADER) or `lexicon:FILE`.
@@ -265,7 +268,7 @@ pub struct EvalRewardArgs {
     /// Sampling temperature.
     #[arg(long, default_value_t = 1.0)]
     pub temperature: f64,
-    /// Prompts are cut to at most this many tokens.
+    /// Plain-text prompts are cut to at most this many tokens (chat prompts never are).
     #[arg(long, default_value_t = 8)]
     pub max_prompt_tokens: usize,
     /// Responses per sampling batch.

@@ -61,16 +61,21 @@ pub fn load_tokenizer(dir: &Path) -> Result<ModelTokenizer> {
     arcane::load_tokenizer(&dir).context("cannot use the model's tokenizer")
 }
 
-/// Writes `model` to `out` in `format`, with the tokenizer of the model directory `source`
-/// (its `tokenizer.json` is copied along). Returns what was written, for people.
+/// Writes `model` to `out` in `format`, with `tokenizer`, else the tokenizer of the model
+/// directory `source` (its `tokenizer.json` is copied along). Returns what was written, for
+/// people.
 pub fn save_as<B: Backend>(
     model: &arcane::Gpt<B>,
     source: &Path,
     out: &Path,
     format: ModelFormat,
+    tokenizer: Option<&ModelTokenizer>,
 ) -> Result<String> {
     // A folder without a known tokenizer can still be converted; the copy says so.
-    let tokenizer = arcane::load_tokenizer(&model_dir(source)?).ok();
+    let tokenizer = match tokenizer {
+        Some(t) => Some(t.clone()),
+        None => arcane::load_tokenizer(&model_dir(source)?).ok(),
+    };
     let written = match format {
         ModelFormat::Arcane => {
             arcane::checkpoint::save_model_with_tokenizer(model, out, tokenizer.as_ref())

@@ -20,7 +20,7 @@ impl Task for Convert {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let args = self.0;
         let model = load_model::<B>(&args.model, None, &device)?;
-        let written = save_as(&model, &args.model, &args.out, args.format)?;
+        let written = save_as(&model, &args.model, &args.out, args.format, None)?;
         println!("wrote {written} to {}", args.out.display());
         Ok(())
     }

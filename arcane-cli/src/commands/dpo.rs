@@ -1,5 +1,6 @@
 //! `arcane-cli dpo`: Direct Preference Optimization on preference pairs, full or LoRA; the
-//! reference is the starting model, its log-probabilities computed once up front.
+//! reference is the starting model, its log-probabilities computed once up front. Pairs may be
+//! plain text or conversations, rendered with the model's chat template.
 
 use std::time::Instant;
 
@@ -10,7 +11,7 @@ use burn::tensor::backend::AutodiffBackend;
 use serde_json::{json, Map, Value};
 
 use crate::align_args::{
-    lora_config, note_long_pairs, progress, read_pairs, save_policy, start_run,
+    lora_config, model_chat, note_long_pairs, progress, read_pairs, save_policy, start_run,
 };
 use crate::backend::{self, BackendKind, Task, TrainBackend};
 use crate::cli_align::DpoArgs;
@@ -37,9 +38,15 @@ pub fn run(args: DpoArgs, backend_kind: BackendKind) -> Result<()> {
     };
     config.validate()?;
     let tokenizer = load_tokenizer(&args.model)?;
-    let train = read_pairs(&args.pairs.data, args.pairs.skip_bad, &tokenizer)?;
+    let chat = model_chat(&args.model, &tokenizer)?;
+    let (train, _) = read_pairs(
+        &args.pairs.data,
+        args.pairs.skip_bad,
+        &tokenizer,
+        chat.as_ref(),
+    )?;
     let eval = match &args.eval_data {
-        Some(path) => read_pairs(path, args.pairs.skip_bad, &tokenizer)?,
+        Some(path) => read_pairs(path, args.pairs.skip_bad, &tokenizer, chat.as_ref())?.0,
         None => Vec::new(),
     };
     backend::run(

@@ -1,15 +1,19 @@
 //! `arcane-cli eval reward`: the reward of a policy's samples on prompts and their KL to the
 //! same model without the adapter (or to --reference): RLHF's before/after figures.
+//! Conversational prompts are rendered with the model's chat template and responses end at its
+//! end-of-turn token.
 
 use std::io::Write;
 
 use anyhow::{bail, Context, Result};
-use arcane::align::{check_ids, evaluate_reward, RewardEval, RewardEvalConfig, RolloutConfig};
+use arcane::align::{
+    check_ids, evaluate_reward, ChatFormat, RewardEval, RewardEvalConfig, RolloutConfig,
+};
 use arcane::ModelTokenizer;
 use burn::prelude::*;
 use serde_json::json;
 
-use crate::align_args::{read_prompts, RewardSpec};
+use crate::align_args::{max_sequence, model_chat, read_prompts, RewardSpec};
 use crate::backend::{self, BackendKind, Task};
 use crate::cli_align::EvalRewardArgs;
 use crate::model_arg::load_model;
@@ -20,7 +24,14 @@ pub fn run(args: EvalRewardArgs, backend_kind: BackendKind) -> Result<()> {
         bail!("--temperature must be positive: the KL is that of the sampling distribution");
     }
     let tokenizer = crate::model_arg::load_tokenizer(&args.model)?;
-    let prompts = read_prompts(&args.prompts, args.skip_bad, &tokenizer)?;
+    let model_format = model_chat(&args.model, &tokenizer)?;
+    let (prompts, is_chat) = read_prompts(
+        &args.prompts,
+        args.skip_bad,
+        &tokenizer,
+        model_format.as_ref(),
+    )?;
+    let chat = if is_chat { model_format } else { None };
     let reward = RewardSpec::parse(&args.reward)?;
     backend::run(
         backend_kind,
@@ -29,6 +40,7 @@ pub fn run(args: EvalRewardArgs, backend_kind: BackendKind) -> Result<()> {
             prompts,
             reward,
             tokenizer,
+            chat,
         },
     )
 }
@@ -38,6 +50,7 @@ struct EvalReward {
     prompts: Vec<Vec<u32>>,
     reward: RewardSpec,
     tokenizer: ModelTokenizer,
+    chat: Option<ChatFormat>,
 }
 
 impl Task for EvalReward {
@@ -55,15 +68,27 @@ impl Task for EvalReward {
             bail!("the reference has another vocabulary than the policy; give a reference of the same base");
         }
         let tokenizer = self.tokenizer.identity()?;
-        let rollout =
+        let mut rollout =
             RolloutConfig::for_model(policy.config(), args.response_tokens, args.temperature);
+        if let Some(chat) = &self.chat {
+            rollout = rollout.with_chat_stop(chat.stop_ids());
+        }
         for (i, p) in self.prompts.iter().enumerate() {
             check_ids(p, rollout.vocab_limit, &format!("prompt {}", i + 1))?;
         }
-        let max_tokens = 1 + args.max_prompt_tokens + args.response_tokens;
-        let mut reward = self
-            .reward
-            .load::<B>(&device, policy.config(), &tokenizer, max_tokens)?;
+        let max_tokens = max_sequence(
+            &self.prompts,
+            rollout.chat,
+            args.max_prompt_tokens,
+            args.response_tokens,
+        );
+        let mut reward = self.reward.load::<B>(
+            &device,
+            policy.config(),
+            &tokenizer,
+            max_tokens,
+            self.chat.as_ref(),
+        )?;
         let config = RewardEvalConfig {
             samples: args.samples,
             batch: args.batch,

@@ -1,13 +1,14 @@
 //! `arcane-cli ppo` (and `rloo`): RLHF against a reward model or the lexicon. PPO with a
 //! value head, GAE and an adaptive per-token KL penalty, or RLOO with k samples per prompt;
-//! the reference is the starting model (adapters off under LoRA).
+//! the reference is the starting model (adapters off under LoRA). Conversational prompts are
+//! rendered with the model's chat template and responses end at its end-of-turn token.
 
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use arcane::align::{
-    evaluate_reward, Algo, AlignLog, OptimSettings, RewardEval, RewardEvalConfig, RewardFn,
-    RlConfig, RlTrainer,
+    evaluate_reward, Algo, AlignLog, ChatFormat, OptimSettings, RewardEval, RewardEvalConfig,
+    RewardFn, RlConfig, RlTrainer,
 };
 use arcane::ModelTokenizer;
 use burn::backend::Autodiff;
@@ -15,7 +16,10 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use serde_json::{json, Map, Value};
 
-use crate::align_args::{lora_config, progress, read_prompts, save_policy, start_run, RewardSpec};
+use crate::align_args::{
+    lora_config, max_sequence, model_chat, progress, read_prompts, save_policy, start_run,
+    RewardSpec,
+};
 use crate::backend::{self, BackendKind, Task, TrainBackend};
 use crate::cli_align::RlArgs;
 use crate::model_arg::load_model;
@@ -58,13 +62,32 @@ pub fn run(args: RlArgs, forced: Option<Algo>, backend_kind: BackendKind) -> Res
         seed: args.seed,
         ..base
     };
-    config.validate()?;
     let tokenizer = crate::model_arg::load_tokenizer(&args.model)?;
-    let prompts = read_prompts(&args.prompts, args.skip_bad, &tokenizer)?;
+    let model_format = model_chat(&args.model, &tokenizer)?;
+    let (prompts, is_chat) = read_prompts(
+        &args.prompts,
+        args.skip_bad,
+        &tokenizer,
+        model_format.as_ref(),
+    )?;
     let eval_prompts = match &args.eval_prompts {
-        Some(path) => Some(read_prompts(path, args.skip_bad, &tokenizer)?),
+        Some(path) => {
+            let (prompts, eval_chat) =
+                read_prompts(path, args.skip_bad, &tokenizer, model_format.as_ref())?;
+            if eval_chat != is_chat {
+                bail!("--prompts and --eval-prompts must both be plain text or both conversations");
+            }
+            Some(prompts)
+        }
         None => None,
     };
+    // Chat prompts: responses also end at the template's end-of-turn tokens.
+    let chat = if is_chat { model_format } else { None };
+    let config = RlConfig {
+        chat_stop: chat.as_ref().map(|c| c.stop_ids().to_vec()),
+        ..config
+    };
+    config.validate()?;
     let reward = RewardSpec::parse(&args.reward)?;
     backend::run(
         backend_kind,
@@ -75,6 +98,7 @@ pub fn run(args: RlArgs, forced: Option<Algo>, backend_kind: BackendKind) -> Res
             eval_prompts,
             reward,
             tokenizer,
+            chat,
         },
     )
 }
@@ -86,6 +110,7 @@ struct Rl {
     eval_prompts: Option<Vec<Vec<u32>>>,
     reward: RewardSpec,
     tokenizer: ModelTokenizer,
+    chat: Option<ChatFormat>,
 }
 
 impl Task for Rl {
@@ -167,12 +192,20 @@ impl Rl {
         let algo = config.algo.name();
         let policy = load_model::<B>(&args.model, None, &device)?;
         let tokenizer = self.tokenizer.identity()?;
-        let max_tokens = 1 + config.max_prompt_tokens + config.response_tokens;
+        let chat = self.chat.is_some();
+        let max_tokens = self
+            .eval_prompts
+            .iter()
+            .chain([&self.prompts])
+            .map(|p| max_sequence(p, chat, config.max_prompt_tokens, config.response_tokens))
+            .max()
+            .unwrap_or(0);
         let mut reward = self.reward.load::<B::InnerBackend>(
             &device,
             policy.config(),
             &tokenizer,
             max_tokens,
+            self.chat.as_ref(),
         )?;
         let inputs = [("prompts", args.prompts.as_path())];
         let metrics = start_run(&args.out, algo, &args.model, &inputs, config)?;

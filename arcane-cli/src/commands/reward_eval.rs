@@ -3,8 +3,8 @@
 
 use anyhow::{Context, Result};
 use arcane::align::{
-    check_ids, evaluate_reward_model, load_reward_model, load_reward_tokenizer, vocab_limit_of,
-    TokenPair,
+    check_ids, evaluate_reward_model, load_reward_chat, load_reward_model, load_reward_tokenizer,
+    vocab_limit_of, TokenPair,
 };
 use burn::prelude::*;
 use serde_json::json;
@@ -17,7 +17,14 @@ use crate::cli_align::RewardEvalArgs;
 pub fn run(args: RewardEvalArgs, backend_kind: BackendKind) -> Result<()> {
     let tokenizer = load_reward_tokenizer(&args.model)
         .with_context(|| format!("loading the reward model {}", args.model.display()))?;
-    let pairs = read_pairs(&args.pairs.data, args.pairs.skip_bad, &tokenizer)?;
+    let chat = load_reward_chat(&args.model, &tokenizer)?;
+    let (pairs, _) = read_pairs(
+        &args.pairs.data,
+        args.pairs.skip_bad,
+        &tokenizer,
+        chat.as_ref(),
+    )
+    .context("conversational pairs need a reward model trained on conversations")?;
     backend::run(backend_kind, RewardEval { args, pairs })
 }
 

@@ -1,11 +1,13 @@
 //! `arcane-cli reward train`: a reward model from preference pairs (Bradley-Terry loss), full
-//! or LoRA; the output folder is a loadable reward model.
+//! or LoRA; the output folder is a loadable reward model. Conversational pairs are rendered
+//! with the model's chat template, which the reward model then records (`reward_chat.json`).
 
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use arcane::align::{
-    save_reward_model, train_reward_model, AlignLog, OptimSettings, RewardConfig, TokenPair,
+    save_reward_chat, save_reward_model, train_reward_model, AlignLog, ChatFormat, OptimSettings,
+    RewardConfig, TokenPair,
 };
 use arcane::ModelTokenizer;
 use burn::backend::Autodiff;
@@ -13,7 +15,9 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use serde_json::json;
 
-use crate::align_args::{lora_config, note_long_pairs, progress, read_pairs, start_run};
+use crate::align_args::{
+    lora_config, model_chat, note_long_pairs, progress, read_pairs, start_run,
+};
 use crate::backend::{self, BackendKind, Task, TrainBackend};
 use crate::cli_align::RewardTrainArgs;
 use crate::model_arg::{load_model, load_tokenizer};
@@ -21,11 +25,19 @@ use crate::model_arg::{load_model, load_tokenizer};
 /// Reads the pairs, then trains on the chosen backend.
 pub fn run(args: RewardTrainArgs, backend_kind: BackendKind) -> Result<()> {
     let tokenizer = load_tokenizer(&args.model)?;
-    let train = read_pairs(&args.pairs.data, args.pairs.skip_bad, &tokenizer)?;
+    let model_format = model_chat(&args.model, &tokenizer)?;
+    let (train, is_chat) = read_pairs(
+        &args.pairs.data,
+        args.pairs.skip_bad,
+        &tokenizer,
+        model_format.as_ref(),
+    )?;
     let eval = match &args.eval_data {
-        Some(path) => read_pairs(path, args.pairs.skip_bad, &tokenizer)?,
+        Some(path) => read_pairs(path, args.pairs.skip_bad, &tokenizer, model_format.as_ref())?.0,
         None => Vec::new(),
     };
+    // The reward model records the format it learnt, for the policies it will score.
+    let chat = if is_chat { model_format } else { None };
     let config = RewardConfig {
         epochs: args.epochs,
         max_steps: args.max_steps,
@@ -49,6 +61,7 @@ pub fn run(args: RewardTrainArgs, backend_kind: BackendKind) -> Result<()> {
             train,
             eval,
             tokenizer,
+            chat,
         },
     )
 }
@@ -59,6 +72,7 @@ struct RewardTrain {
     train: Vec<TokenPair>,
     eval: Vec<TokenPair>,
     tokenizer: ModelTokenizer,
+    chat: Option<ChatFormat>,
 }
 
 impl Task for RewardTrain {
@@ -98,6 +112,7 @@ impl RewardTrain {
             &self.tokenizer,
         )
         .with_context(|| format!("writing the reward model to {}", args.out.display()))?;
+        save_reward_chat(&args.out, self.chat.as_ref())?;
         match (args.json, held_out) {
             (true, Some(s)) => println!(
                 "{}",

@@ -8,7 +8,9 @@ use serde::Serialize;
 
 use super::logprob::{response_logprobs, response_targets, rollout_inputs};
 use super::reward::RewardFn;
-use super::rollout::{generate_batch, prompt_batches, row_seed, RolloutConfig};
+use super::rollout::{
+    equal_length_batches, generate_batch, prompt_batches, row_seed, RolloutConfig,
+};
 use crate::error::{ArcaneError, Result};
 use crate::model::Gpt;
 
@@ -21,7 +23,7 @@ pub struct RewardEvalConfig {
     pub batch: usize,
     /// Seed of the samples.
     pub seed: u64,
-    /// Prompts are cut to at most this many tokens.
+    /// Prompts are cut to at most this many tokens (chat prompts never are).
     pub max_prompt_tokens: usize,
 }
 
@@ -41,7 +43,7 @@ impl Default for RewardEvalConfig {
 pub struct RewardSample {
     /// Prompt ids (cut).
     pub prompt: Vec<u32>,
-    /// Response ids, cut before end-of-text.
+    /// Response ids, cut before end-of-text (or end of turn).
     pub response: Vec<u32>,
     /// Its reward.
     pub reward: f64,
@@ -84,12 +86,12 @@ pub fn evaluate_reward<B: Backend>(
         .map(|i| prompts[i % prompts.len()].clone())
         .collect();
     let device = policy.device();
-    let (mut samples, mut row) = (Vec::with_capacity(config.samples), 0u64);
-    for batch in prompt_batches(&picked, config.batch, config.max_prompt_tokens) {
-        let seeds: Vec<u64> = (row..row + batch.len() as u64)
-            .map(|r| row_seed(config.seed, 0, r))
+    let mut samples = Vec::with_capacity(config.samples);
+    for (rows, batch) in eval_batches(&picked, rollout, config) {
+        let seeds: Vec<u64> = rows
+            .iter()
+            .map(|&r| row_seed(config.seed, 0, r as u64))
             .collect();
-        row += batch.len() as u64;
         let responses = generate_batch(policy, &batch, rollout, &seeds)?;
         let k = batch[0].len();
         let inputs = rollout_inputs::<B>(rollout.bos, &batch, &responses, &device);
@@ -102,26 +104,30 @@ pub fn evaluate_reward<B: Backend>(
             .convert::<f32>()
             .to_vec()
             .expect("f32");
-        let texts: Vec<Vec<u32>> = responses
+        let read: Vec<Vec<u32>> = responses
             .iter()
-            .map(|r| rollout.text_part(r).to_vec())
+            .map(|r| rollout.reward_part(r).to_vec())
             .collect();
-        let rewards = reward.score(&batch, &texts)?;
+        let rewards = reward.score(&batch, &read)?;
         let n = rollout.response_tokens;
-        for (i, (prompt, text)) in batch.into_iter().zip(texts).enumerate() {
+        for (i, prompt) in batch.into_iter().enumerate() {
             let valid = rollout.valid_len(&responses[i]);
             let kl = diff[i * n..i * n + valid]
                 .iter()
                 .map(|&d| f64::from(d))
                 .sum();
-            samples.push(RewardSample {
+            let sample = RewardSample {
                 prompt,
-                response: text,
+                response: rollout.text_part(&responses[i]).to_vec(),
                 reward: f64::from(rewards[i]),
                 kl,
-            });
+            };
+            samples.push((rows[i], sample));
         }
     }
+    // Chat batches group prompts by length: back to the prompts' order.
+    samples.sort_by_key(|(row, _)| *row);
+    let samples: Vec<RewardSample> = samples.into_iter().map(|(_, s)| s).collect();
     let n = samples.len() as f64;
     let reward_mean = samples.iter().map(|s| s.reward).sum::<f64>() / n;
     let reward_std = (samples
@@ -137,4 +143,32 @@ pub fn evaluate_reward<B: Backend>(
         kl_mean: samples.iter().map(|s| s.kl).sum::<f64>() / n,
         samples,
     })
+}
+
+/// The sampling batches of an evaluation, each with its rows' indices into `picked` (which
+/// seed each row): consecutive rows cut to one length, or chat prompts grouped by length
+/// (never cut).
+fn eval_batches(
+    picked: &[Vec<u32>],
+    rollout: &RolloutConfig,
+    config: &RewardEvalConfig,
+) -> Vec<(Vec<usize>, Vec<Vec<u32>>)> {
+    if rollout.chat {
+        return equal_length_batches(picked, config.batch)
+            .into_iter()
+            .map(|rows| {
+                let batch = rows.iter().map(|&i| picked[i].clone()).collect();
+                (rows, batch)
+            })
+            .collect();
+    }
+    let mut start = 0;
+    prompt_batches(picked, config.batch, config.max_prompt_tokens)
+        .into_iter()
+        .map(|batch| {
+            let rows = (start..start + batch.len()).collect();
+            start += batch.len();
+            (rows, batch)
+        })
+        .collect()
 }

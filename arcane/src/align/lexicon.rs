@@ -119,11 +119,12 @@ pub struct LexiconReward {
 }
 
 impl LexiconReward {
-    /// Scores GPT-2 token ids with `lexicon`.
+    /// Scores GPT-2 token ids with `lexicon` (ChatML's two tokens, which a chat policy ends
+    /// its turn with, decode as their text, which holds no word).
     pub fn new(lexicon: Lexicon) -> Self {
         Self {
             lexicon,
-            tokenizer: Tokenizer::gpt2(),
+            tokenizer: Tokenizer::gpt2_chatml(),
         }
     }
 }

@@ -16,11 +16,14 @@
 //! module's ([`Updater`]); burn-train's Learner is not used because PPO makes its own data
 //! and drives three models (policy with value head, reference, reward).
 //!
-//! Data: TRL's JSONL formats ([`load_pairs`], [`load_prompts`]) and the bundled sentiment data
-//! ([`sentiment`]).
+//! Data: TRL's JSONL formats, plain text or conversational ([`load_pair_rows`],
+//! [`load_prompt_rows`]; conversations rendered with the model's chat template by
+//! [`ChatFormat`], generation then stopping at the template's end-of-turn token as well as
+//! EOS), and the bundled sentiment data ([`sentiment`]).
 
 mod advantage;
 mod batch;
+mod chat_data;
 mod data;
 mod dpo;
 mod dpo_train;
@@ -32,6 +35,7 @@ mod logprob;
 mod optim;
 mod policy;
 mod reward;
+mod reward_chat;
 mod reward_train;
 mod rl_config;
 mod rl_stats;
@@ -41,9 +45,13 @@ pub mod sentiment;
 
 pub use advantage::{gae, rloo_advantages, token_rewards, whiten, AdaptiveKl};
 pub use batch::{bos_of, check_ids, eos_of, vocab_limit_of, SeqBatch, Sequence};
+pub use chat_data::{
+    tokenize_pair_rows, tokenize_prompt_rows, ChatFormat, ChatPair, PairRows, PromptRows,
+};
 pub use data::{
-    load_pairs, load_prompts, parse_pairs, parse_prompts, prompt_ids, tokenize_pairs, write_jsonl,
-    PreferencePair, PromptRecord, TokenPair,
+    load_pair_rows, load_pairs, load_prompt_rows, load_prompts, parse_pair_rows, parse_pairs,
+    parse_prompt_rows, parse_prompts, prompt_ids, tokenize_pairs, write_jsonl, PreferencePair,
+    PromptRecord, TokenPair,
 };
 pub use dpo::{dpo_loss, DpoLossKind, DpoStats};
 pub use dpo_train::{evaluate_dpo, reference_logps, train_dpo, DpoConfig, PairLogps};
@@ -64,10 +72,13 @@ pub use reward::{
     model_tokenizer, save_reward_model, FnReward, RewardFn, RewardManifest, RewardModel,
     REWARD_FORMAT, REWARD_MANIFEST, REWARD_WEIGHTS,
 };
+pub use reward_chat::{check_reward_chat, load_reward_chat, save_reward_chat, REWARD_CHAT};
 pub use reward_train::{
     evaluate_reward_model, reward_loss, train_reward_model, PairwiseStats, RewardConfig,
 };
 pub use rl_config::{Algo, RlConfig};
 pub use rl_stats::IterationStats;
 pub use rl_train::RlTrainer;
-pub use rollout::{generate_batch, prompt_batches, sample_token, RolloutConfig};
+pub use rollout::{
+    equal_length_batches, generate_batch, prompt_batches, sample_token, RolloutConfig,
+};

@@ -59,7 +59,7 @@ pub struct RlConfig {
     pub ppo_epochs: usize,
     /// Tokens per response (fixed length; tokens after end-of-text are masked).
     pub response_tokens: usize,
-    /// Prompts are cut to at most this many tokens.
+    /// Prompts are cut to at most this many tokens (chat prompts never are).
     pub max_prompt_tokens: usize,
     /// Sampling temperature; log-probabilities are those of the tempered distribution.
     pub temperature: f64,
@@ -94,6 +94,11 @@ pub struct RlConfig {
     pub lora: Option<LoraConfig>,
     /// Seed of prompts, samples, minibatch order and initialisation.
     pub seed: u64,
+    /// Chat prompts (rendered with a chat template, [`super::ChatFormat`]): the template's
+    /// end-of-turn ids, which end a response as EOS does. Such prompts are never cut (each
+    /// iteration draws prompts of one length) and the reward reads responses through their
+    /// end-of-turn token. `None`: plain-text prompts.
+    pub chat_stop: Option<Vec<u32>>,
 }
 
 impl Default for RlConfig {
@@ -133,6 +138,7 @@ impl RlConfig {
             },
             lora: None,
             seed: 0,
+            chat_stop: None,
         }
     }
 

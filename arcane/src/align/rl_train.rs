@@ -55,17 +55,19 @@ impl<B: AutodiffBackend> RlTrainer<B> {
                 "no prompts to sample from".into(),
             ));
         }
-        let rollout =
+        let mut rollout =
             RolloutConfig::for_model(policy.config(), config.response_tokens, config.temperature);
+        if let Some(stop) = &config.chat_stop {
+            rollout = rollout.with_chat_stop(stop);
+        }
         for p in &prompts {
             check_ids(p, rollout.vocab_limit, "a prompt")?;
         }
-        let longest = prompts
-            .iter()
-            .map(Vec::len)
-            .max()
-            .unwrap_or(0)
-            .min(config.max_prompt_tokens);
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let longest = match rollout.chat {
+            true => longest,
+            false => longest.min(config.max_prompt_tokens),
+        };
         let ctx = policy.config().max_seq_len;
         if 1 + longest + config.response_tokens > ctx {
             return Err(ArcaneError::ContextTooLong {
@@ -172,7 +174,9 @@ impl<B: AutodiffBackend> RlTrainer<B> {
     }
 
     /// `count` prompts drawn (with replacement) for draw `draw`, cut to one length; RLOO
-    /// repeats each of `count / k` prompts `k` times in a row.
+    /// repeats each of `count / k` prompts `k` times in a row. Chat prompts are not cut: the
+    /// first draw fixes the length, the others are drawn among the prompts of that length
+    /// (as TRL's `LengthSampler` draws one length per batch).
     fn draw_prompts(&self, draw: u64, count: usize) -> Vec<Vec<u32>> {
         let mut rng = StdRng::seed_from_u64(row_seed(self.config.seed, draw, u64::MAX));
         let repeat = if self.config.algo == Algo::Rloo {
@@ -180,15 +184,26 @@ impl<B: AutodiffBackend> RlTrainer<B> {
         } else {
             1
         };
-        let picks: Vec<usize> = (0..count.div_ceil(repeat))
-            .map(|_| rng.random_range(0..self.prompts.len()))
+        let first = rng.random_range(0..self.prompts.len());
+        let pool: Vec<usize> = match self.rollout.chat {
+            true => (0..self.prompts.len())
+                .filter(|&i| self.prompts[i].len() == self.prompts[first].len())
+                .collect(),
+            false => (0..self.prompts.len()).collect(),
+        };
+        let picks: Vec<usize> = std::iter::once(first)
+            .chain((1..count.div_ceil(repeat)).map(|_| pool[rng.random_range(0..pool.len())]))
             .collect();
+        let cut = match self.rollout.chat {
+            true => usize::MAX,
+            false => self.config.max_prompt_tokens,
+        };
         let k = picks
             .iter()
             .map(|&i| self.prompts[i].len())
             .min()
             .unwrap_or(0)
-            .min(self.config.max_prompt_tokens);
+            .min(cut);
         picks
             .iter()
             .flat_map(|&i| std::iter::repeat_n(self.prompts[i][..k].to_vec(), repeat))
@@ -196,7 +211,8 @@ impl<B: AutodiffBackend> RlTrainer<B> {
             .collect()
     }
 
-    /// Scores responses (cut before end-of-text), refusing non-finite scores.
+    /// Scores responses (what [`RolloutConfig::reward_part`] keeps), refusing non-finite
+    /// scores.
     fn score(
         &self,
         reward: &mut dyn RewardFn,
@@ -205,7 +221,7 @@ impl<B: AutodiffBackend> RlTrainer<B> {
     ) -> Result<Vec<f64>> {
         let texts: Vec<Vec<u32>> = responses
             .iter()
-            .map(|r| self.rollout.text_part(r).to_vec())
+            .map(|r| self.rollout.reward_part(r).to_vec())
             .collect();
         let scores = reward.score(prompts, &texts)?;
         if scores.len() != responses.len() {

@@ -29,6 +29,10 @@ pub struct RolloutConfig {
     pub bos: u32,
     /// The tokens that end a response (any of them; none: responses run to full length).
     pub eos: Vec<u32>,
+    /// Chat prompts: each ends with the template's generation prompt, so none is ever cut
+    /// (batches hold prompts of one length instead), and the reward reads a response through
+    /// its end-of-turn token, as the reward model learnt replies ([`super::ChatFormat`]).
+    pub chat: bool,
 }
 
 impl RolloutConfig {
@@ -40,7 +44,18 @@ impl RolloutConfig {
             vocab_limit: vocab_limit_of(config),
             bos: bos_of(config),
             eos: eos_of(config),
+            chat: false,
         }
+    }
+
+    /// For chat prompts ([`Self::chat`]): responses also end at `stop` (a template's
+    /// end-of-turn tokens).
+    pub fn with_chat_stop(mut self, stop: &[u32]) -> Self {
+        self.eos.extend_from_slice(stop);
+        self.eos.sort_unstable();
+        self.eos.dedup();
+        self.chat = true;
+        self
     }
 
     /// Where the first end-of-sequence token of `response` is.
@@ -56,11 +71,20 @@ impl RolloutConfig {
         }
     }
 
-    /// A response without its end-of-text and what follows (what rewards read).
+    /// A response without its end-of-text and what follows.
     pub fn text_part<'a>(&self, response: &'a [u32]) -> &'a [u32] {
         match self.first_eos(response) {
             Some(i) => &response[..i],
             None => response,
+        }
+    }
+
+    /// What a reward reads of a response: [`Self::text_part`], or for chat prompts the
+    /// response through its end-of-turn token ([`Self::valid_len`]).
+    pub fn reward_part<'a>(&self, response: &'a [u32]) -> &'a [u32] {
+        match self.chat {
+            true => &response[..self.valid_len(response)],
+            false => self.text_part(response),
         }
     }
 }
@@ -141,6 +165,7 @@ pub fn generate_batch<B: Backend>(
 
 /// Splits `prompts` into consecutive batches of at most `batch`, each cut to one length: the
 /// shortest prompt of the batch, at most `max_tokens` (prompts keep their first tokens).
+/// Chat prompts are never cut: see [`equal_length_batches`].
 pub fn prompt_batches(prompts: &[Vec<u32>], batch: usize, max_tokens: usize) -> Vec<Vec<Vec<u32>>> {
     prompts
         .chunks(batch.max(1))
@@ -154,6 +179,24 @@ pub fn prompt_batches(prompts: &[Vec<u32>], batch: usize, max_tokens: usize) -> 
             chunk.iter().map(|p| p[..k].to_vec()).collect()
         })
         .collect()
+}
+
+/// Batches of at most `batch` indices into `prompts`, each of prompts of one length (for
+/// chat prompts, which cannot be cut): indices grouped by length (shortest first), in their
+/// order within a length.
+pub fn equal_length_batches(prompts: &[Vec<u32>], batch: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..prompts.len()).collect();
+    order.sort_by_key(|&i| prompts[i].len());
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for i in order {
+        match out.last_mut() {
+            Some(b) if b.len() < batch.max(1) && prompts[b[0]].len() == prompts[i].len() => {
+                b.push(i)
+            }
+            _ => out.push(vec![i]),
+        }
+    }
+    out
 }
 
 /// A seed for row `row` of draw `draw` under `seed` (SplitMix64's finaliser: distinct rows

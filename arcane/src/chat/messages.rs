@@ -190,6 +190,28 @@ pub fn ordered_map(entries: impl IntoIterator<Item = (Value, Value)>) -> Value {
     )
 }
 
+/// The messages of a JSON list of `{"role", "content"}` objects with string values (the
+/// field `key` of a data row, named in the error).
+pub fn messages_of(
+    value: &serde_json::Value,
+    key: &str,
+) -> std::result::Result<Vec<Message>, String> {
+    let list = value
+        .as_array()
+        .ok_or_else(|| format!(r#""{key}" must be a list of {{"role", "content"}} objects"#))?;
+    list.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let field = |name: &str| {
+                m.get(name).and_then(serde_json::Value::as_str).ok_or_else(|| {
+                    format!(r#""{key}"[{i}] needs a string "{name}" (messages are {{"role", "content"}})"#)
+                })
+            };
+            Ok(Message::new(field("role")?, field("content")?))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

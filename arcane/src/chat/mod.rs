@@ -24,7 +24,7 @@ mod template;
 
 pub use default::{chatml, enable_chatml, model_template, CHATML_END, CHATML_TEMPLATE};
 pub use environment::{strip_generation_tags, Clock};
-pub use messages::{Conversation, Message};
+pub use messages::{messages_of, Conversation, Message};
 pub use pyjson::{dumps as python_json_dumps, python_float_repr, JsonOptions};
 pub use session::{ChatSession, Turn};
 pub use stop::{model_eos_ids, stop_ids, END_OF_TURN_TOKENS};

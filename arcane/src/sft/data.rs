@@ -14,7 +14,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::chat::Message;
+use crate::chat::{messages_of, Message};
 use crate::error::{ArcaneError, Result};
 use crate::jsonl::{self, BadLine};
 
@@ -122,24 +122,6 @@ impl SftRow {
             ),
         }
     }
-}
-
-/// A list of `{"role", "content"}` objects with string values.
-fn messages_of(value: &Value, key: &str) -> std::result::Result<Vec<Message>, String> {
-    let list = value
-        .as_array()
-        .ok_or_else(|| format!(r#""{key}" must be a list of {{"role", "content"}} objects"#))?;
-    list.iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let field = |name: &str| {
-                m.get(name).and_then(Value::as_str).ok_or_else(|| {
-                    format!(r#""{key}"[{i}] needs a string "{name}" (messages are {{"role", "content"}})"#)
-                })
-            };
-            Ok(Message::new(field("role")?, field("content")?))
-        })
-        .collect()
 }
 
 /// The rows of an SFT file, their 1-based line numbers and format, and the lines skipped.
