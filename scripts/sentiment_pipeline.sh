@@ -16,9 +16,16 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/sentiment}
-DATA=arcane/data/sentiment
 BIN=target/release/arcane-cli
 SAMPLES=${SAMPLES:-256}
+# scripts/chat_pipeline.sh runs the same stages on conversational versions of the data: it
+# sets DATA (files of the same names), the SFT stage's length and adapters, and the
+# response length (a whole reply and its end-of-turn token).
+DATA=${DATA:-arcane/data/sentiment}
+SFT_MAX_LENGTH=${SFT_MAX_LENGTH:-64}
+SFT_TARGETS=${SFT_TARGETS:-q,k,v,o,mlp}
+RESPONSE_TOKENS=${RESPONSE_TOKENS:-16}
+DPO_EPOCHS=${DPO_EPOCHS:-2}
 mkdir -p "$RUNS"
 cargo build --release -p arcane-cli
 
@@ -55,8 +62,8 @@ stage pretrain "$RUNS/base/arcane.json" \
 if [ "${SFT:-finetune}" = sft ]; then
     stage sft "$RUNS/sft-adapter/adapter.json" \
         "$BIN" sft --no-dashboard --model "$RUNS/base" --data "$DATA/reviews_train.jsonl" \
-        --out "$RUNS/sft-adapter" --lora-rank 16 --lora-targets q,k,v,o,mlp \
-        --max-steps 200 --lr 2e-3 --micro-batch 8 --max-length 64 --eval-every 100
+        --out "$RUNS/sft-adapter" --lora-rank 16 --lora-targets "$SFT_TARGETS" \
+        --max-steps 200 --lr 2e-3 --micro-batch 8 --max-length "$SFT_MAX_LENGTH" --eval-every 100
 else
     stage finetune "$RUNS/sft-adapter/adapter.json" \
         "$BIN" finetune --no-dashboard --model "$RUNS/base" --data "$DATA/reviews_train.jsonl" \
@@ -81,6 +88,7 @@ evaluate() {
         result "$label $(basename "$reward")" \
             "$BIN" eval reward --model "$RUNS/sft" "$@" --prompts "$DATA/prompts_test.jsonl" \
             --reward "$reward" --samples "$SAMPLES" --seed 1 --json \
+            --response-tokens "$RESPONSE_TOKENS" \
             --write-samples "$RUNS/samples-$label-$(basename "$reward").jsonl"
     done
 }
@@ -92,14 +100,15 @@ for run in "ppo 40" "rloo 80"; do
     set -- $run
     stage "$1" "$RUNS/$1/adapter.json" \
         "$BIN" "$1" --model "$RUNS/sft" --prompts "$DATA/prompts_train.jsonl" \
-        --reward "$RUNS/rm" --out "$RUNS/$1" --lora-rank 16 --lr 1e-3 --max-steps "$2"
+        --reward "$RUNS/rm" --out "$RUNS/$1" --lora-rank 16 --lr 1e-3 --max-steps "$2" \
+        --response-tokens "$RESPONSE_TOKENS"
     evaluate "$1" --adapter "$RUNS/$1"
 done
 
 # DPO with full fine-tuning (LoRA rank 16 at 5e-4 for one epoch reached 0.64 held-out).
 stage dpo "$RUNS/dpo/arcane.json" \
     "$BIN" dpo --model "$RUNS/sft" --data "$DATA/pairs_train.jsonl" \
-    --eval-data "$DATA/pairs_test.jsonl" --out "$RUNS/dpo" --epochs 2 --lr 3e-4 --batch 8 \
+    --eval-data "$DATA/pairs_test.jsonl" --out "$RUNS/dpo" --epochs "$DPO_EPOCHS" --lr 3e-4 --batch 8 \
     --eval-every 150
 result "dpo held-out" tail -n 1 "$RUNS/dpo/metrics.jsonl"
 

@@ -20,6 +20,7 @@ use crate::model_arg::{load_model, load_tokenizer};
 /// Reads the pairs and the flags, then trains on the chosen backend.
 pub fn run(args: DpoArgs, backend_kind: BackendKind) -> Result<()> {
     let loss: DpoLossKind = args.loss.parse()?;
+    let tokenizer = load_tokenizer(&args.model)?;
     let config = DpoConfig {
         beta: args.beta,
         loss,
@@ -35,9 +36,10 @@ pub fn run(args: DpoArgs, backend_kind: BackendKind) -> Result<()> {
         lora: lora_config(&args.lora)?,
         seed: args.seed,
         eval_every: args.eval_every,
+        // Every id of the tokenizer is scored (Arcane's ChatML adds two past GPT-2's).
+        vocab_limit: Some(tokenizer.vocab_size()),
     };
     config.validate()?;
-    let tokenizer = load_tokenizer(&args.model)?;
     let chat = model_chat(&args.model, &tokenizer)?;
     let (train, _) = read_pairs(
         &args.pairs.data,

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use arcane::align::{
     check_ids, evaluate_reward_model, load_reward_chat, load_reward_model, load_reward_tokenizer,
-    vocab_limit_of, TokenPair,
+    TokenPair,
 };
 use burn::prelude::*;
 use serde_json::json;
@@ -40,7 +40,7 @@ impl Task for RewardEval {
         let args = &self.args;
         let (model, _) = load_reward_model::<B>(&args.model, &device)
             .with_context(|| format!("loading the reward model {}", args.model.display()))?;
-        let limit = vocab_limit_of(model.trunk.config());
+        let limit = model.trunk.config().vocab_size;
         for (i, p) in self.pairs.iter().enumerate() {
             let ids: Vec<u32> = p.ids().collect();
             check_ids(&ids, limit, &format!("pair {}", i + 1))?;

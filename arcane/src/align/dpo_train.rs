@@ -42,6 +42,10 @@ pub struct DpoConfig {
     pub seed: u64,
     /// Steps between held-out evaluations (0: only at the end).
     pub eval_every: usize,
+    /// Ids scored at least (the tokenizer's vocabulary: GPT-2's with Arcane's ChatML tokens
+    /// for a model fine-tuned on ChatML conversations); the default is [`vocab_limit_of`]
+    /// the model's config, at most its vocabulary.
+    pub vocab_limit: Option<usize>,
 }
 
 impl Default for DpoConfig {
@@ -61,11 +65,20 @@ impl Default for DpoConfig {
             lora: None,
             seed: 0,
             eval_every: 0,
+            vocab_limit: None,
         }
     }
 }
 
 impl DpoConfig {
+    /// The ids a model of `config` scores: [`vocab_limit_of`], raised to `vocab_limit`, at
+    /// most the model's vocabulary.
+    pub fn scored_ids(&self, config: &crate::model::ModelConfig) -> usize {
+        vocab_limit_of(config)
+            .max(self.vocab_limit.unwrap_or(0))
+            .min(config.vocab_size)
+    }
+
     /// Checks β and ε.
     pub fn validate(&self) -> Result<()> {
         if !(self.beta > 0.0 && self.beta.is_finite()) {
@@ -98,10 +111,11 @@ fn pair_logps<B: Backend>(
     model: &Gpt<B>,
     pairs: &[&TokenPair],
     mean: bool,
+    limit: usize,
 ) -> (Tensor<B, 1>, Tensor<B, 1>) {
     let config = model.config();
     let batch = pair_batch::<B>(pairs, bos_of(config), config.max_seq_len, &model.device());
-    let logps = sequence_logprobs(model, &batch, vocab_limit_of(config), mean); // [2P]
+    let logps = sequence_logprobs(model, &batch, limit, mean); // [2P]
     let n = pairs.len();
     (logps.clone().narrow(0, 0, n), logps.narrow(0, n, n))
 }
@@ -118,10 +132,22 @@ pub fn reference_logps<B: Backend>(
     batch: usize,
     mean: bool,
 ) -> Vec<PairLogps> {
+    let limit = vocab_limit_of(model.config());
+    reference_logps_over(model, pairs, batch, mean, limit)
+}
+
+/// [`reference_logps`] over the first `limit` ids ([`DpoConfig::scored_ids`]).
+pub fn reference_logps_over<B: Backend>(
+    model: &Gpt<B>,
+    pairs: &[TokenPair],
+    batch: usize,
+    mean: bool,
+    limit: usize,
+) -> Vec<PairLogps> {
     let mut out = Vec::with_capacity(pairs.len());
     for chunk in pairs.chunks(batch.max(1)) {
         let refs: Vec<&TokenPair> = chunk.iter().collect();
-        let (w, l) = pair_logps(model, &refs, mean);
+        let (w, l) = pair_logps(model, &refs, mean, limit);
         out.extend(
             host(w)
                 .into_iter()
@@ -150,10 +176,11 @@ pub fn evaluate_dpo<B: Backend>(
     config: &DpoConfig,
 ) -> DpoStats {
     let mean = config.loss.length_normalized();
+    let limit = config.scored_ids(policy.config());
     let (mut pi_w, mut pi_l, mut loss_sum) = (Vec::new(), Vec::new(), 0.0);
     for (chunk, chunk_refs) in pairs.chunks(16).zip(refs.chunks(16)) {
         let rows: Vec<&TokenPair> = chunk.iter().collect();
-        let (w, l) = pair_logps(policy, &rows, mean);
+        let (w, l) = pair_logps(policy, &rows, mean, limit);
         let (rw, rl) = ref_tensors::<B>(chunk_refs, &policy.device());
         let loss = dpo_loss(
             w.clone(),
@@ -193,8 +220,9 @@ pub fn train_dpo<B: AutodiffBackend>(
     if train.is_empty() {
         return Err(ArcaneError::InvalidInput("no training pairs".into()));
     }
-    check_pairs(train, vocab_limit_of(policy.config()))?;
-    check_pairs(eval, vocab_limit_of(policy.config()))?;
+    let limit = config.scored_ids(policy.config());
+    check_pairs(train, limit)?;
+    check_pairs(eval, limit)?;
     let device = policy.device();
     B::seed(&device, config.seed);
     let mut model = match &config.lora {
@@ -204,8 +232,8 @@ pub fn train_dpo<B: AutodiffBackend>(
     let mean = config.loss.length_normalized();
     // Fresh adapters change nothing, so the reference is the model as it is now.
     let reference = model.valid();
-    let ref_train = reference_logps(&reference, train, 16, mean);
-    let ref_eval = reference_logps(&reference, eval, 16, mean);
+    let ref_train = reference_logps_over(&reference, train, 16, mean, limit);
+    let ref_eval = reference_logps_over(&reference, eval, 16, mean, limit);
     drop(reference);
     let steps = epoch_batches(
         train.len(),
@@ -219,7 +247,7 @@ pub fn train_dpo<B: AutodiffBackend>(
     for (i, rows) in steps.iter().enumerate() {
         let pairs: Vec<&TokenPair> = rows.iter().map(|&r| &train[r]).collect();
         let refs: Vec<PairLogps> = rows.iter().map(|&r| ref_train[r]).collect();
-        let (pi_w, pi_l) = pair_logps(&model, &pairs, mean);
+        let (pi_w, pi_l) = pair_logps(&model, &pairs, mean, limit);
         let (ref_w, ref_l) = ref_tensors::<B>(&refs, &device);
         let (hw, hl) = (host(pi_w.clone()), host(pi_l.clone()));
         let loss = dpo_loss(

@@ -54,7 +54,9 @@ pub use data::{
     PromptRecord, TokenPair,
 };
 pub use dpo::{dpo_loss, DpoLossKind, DpoStats};
-pub use dpo_train::{evaluate_dpo, reference_logps, train_dpo, DpoConfig, PairLogps};
+pub use dpo_train::{
+    evaluate_dpo, reference_logps, reference_logps_over, train_dpo, DpoConfig, PairLogps,
+};
 pub use eval::{evaluate_reward, RewardEval, RewardEvalConfig, RewardSample};
 pub use experience::Experience;
 pub use head::ScalarHead;

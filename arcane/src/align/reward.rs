@@ -108,7 +108,8 @@ impl<B: Backend> RewardModel<B> {
 
 impl<B: Backend> RewardFn for RewardModel<B> {
     fn score(&mut self, prompts: &[Vec<u32>], responses: &[Vec<u32>]) -> Result<Vec<f32>> {
-        let limit = vocab_limit_of(self.trunk.config());
+        // Hidden states, not a softmax: any row of the vocabulary can be read.
+        let limit = self.trunk.config().vocab_size;
         for ids in prompts.iter().chain(responses) {
             super::batch::check_ids(ids, limit, "a sample for the reward model")?;
         }

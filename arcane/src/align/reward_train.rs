@@ -13,7 +13,7 @@ use burn::tensor::activation::log_sigmoid;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
-use super::batch::{bos_of, vocab_limit_of};
+use super::batch::bos_of;
 use super::data::{check_pairs, epoch_batches, pair_batch, TokenPair};
 use super::optim::{AlignLog, OptimSettings, Updater};
 use super::reward::RewardModel;
@@ -166,8 +166,10 @@ pub fn train_reward_model<B: AutodiffBackend>(
         return Err(ArcaneError::InvalidInput("no training pairs".into()));
     }
     let (bos, ctx) = (bos_of(base.config()), base.config().max_seq_len);
-    check_pairs(train, vocab_limit_of(base.config()))?;
-    check_pairs(eval, vocab_limit_of(base.config()))?;
+    // A reward model reads hidden states, not a softmax: any row of the vocabulary (Arcane's
+    // ChatML tokens on the padded rows included) can be scored.
+    check_pairs(train, base.config().vocab_size)?;
+    check_pairs(eval, base.config().vocab_size)?;
     let device = base.device();
     B::seed(&device, config.seed);
     let trunk = match &config.lora {

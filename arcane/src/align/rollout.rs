@@ -49,8 +49,12 @@ impl RolloutConfig {
     }
 
     /// For chat prompts ([`Self::chat`]): responses also end at `stop` (a template's
-    /// end-of-turn tokens).
+    /// end-of-turn tokens), which are sampled like any other id (Arcane's ChatML puts
+    /// `<|im_end|>` past GPT-2's 50257 ids: the sampled ids grow to cover it and
+    /// `<|im_start|>`).
     pub fn with_chat_stop(mut self, stop: &[u32]) -> Self {
+        let past = stop.iter().map(|&id| id as usize + 1).max().unwrap_or(0);
+        self.vocab_limit = self.vocab_limit.max(past);
         self.eos.extend_from_slice(stop);
         self.eos.sort_unstable();
         self.eos.dedup();
