@@ -21,15 +21,20 @@
 //! replies exactly as PPO and RLOO show it the policy's (TRL keeps that newline in DPO and
 //! reward pairs, and scores PPO samples without it).
 
+use std::cell::Cell;
+use std::io::BufRead;
 use std::path::Path;
 
 use serde_json::Value;
 
-use super::data::{PreferencePair, PromptRecord, TokenPair};
+use super::data::{
+    open, parse_lines, parse_pair, text_field, PreferencePair, PromptRecord, TokenPair,
+};
 use crate::chat::{
     messages_of, model_template, stop_ids, ChatTemplate, Conversation, Message, RenderOptions,
 };
 use crate::error::{ArcaneError, Result};
+use crate::jsonl::BadLine;
 use crate::tokenizer::ModelTokenizer;
 
 /// A conversational preference: `chosen` is preferred to `rejected` as the reply to `prompt`.
@@ -264,13 +269,13 @@ pub fn tokenize_prompt_rows(
 }
 
 /// One pair row of either format.
-pub(crate) enum PairRow {
+enum PairRow {
     Text(PreferencePair),
     Chat(ChatPair, Option<f64>),
 }
 
 /// Parses a conversational pair row (`chosen` is a list); None for a plain-text row.
-pub(crate) fn parse_chat_pair(v: &Value) -> Option<std::result::Result<PairRow, String>> {
+fn parse_chat_pair(v: &Value) -> Option<std::result::Result<PairRow, String>> {
     if !v.get("chosen").is_some_and(Value::is_array) {
         return None;
     }
@@ -319,7 +324,7 @@ pub(crate) fn parse_chat_pair(v: &Value) -> Option<std::result::Result<PairRow, 
 }
 
 /// Parses a conversational prompt row (`prompt` is a list); None for a plain-text row.
-pub(crate) fn parse_chat_prompt(v: &Value) -> Option<std::result::Result<Vec<Message>, String>> {
+fn parse_chat_prompt(v: &Value) -> Option<std::result::Result<Vec<Message>, String>> {
     let prompt = v.get("prompt").filter(|p| p.is_array())?;
     Some(messages_of(prompt, "prompt").and_then(|m| {
         if m.is_empty() {
@@ -328,4 +333,91 @@ pub(crate) fn parse_chat_prompt(v: &Value) -> Option<std::result::Result<Vec<Mes
             Ok(m)
         }
     }))
+}
+
+/// Reads preference pairs of either format, plain text or conversational (plain or `.gz`;
+/// one file holds one format: a line in the other is bad).
+pub fn load_pair_rows(path: &Path, skip_bad: bool) -> Result<(PairRows, Vec<BadLine>)> {
+    parse_pair_rows(open(path)?, path, skip_bad)
+}
+
+/// Reads prompts of either format, `{"prompt": "..."}` or `{"prompt": [messages]}`.
+pub fn load_prompt_rows(path: &Path, skip_bad: bool) -> Result<(PromptRows, Vec<BadLine>)> {
+    parse_prompt_rows(open(path)?, path, skip_bad)
+}
+
+/// [`load_pair_rows`] over any reader; `source` names it in errors.
+pub fn parse_pair_rows(
+    reader: impl BufRead,
+    source: &Path,
+    skip_bad: bool,
+) -> Result<(PairRows, Vec<BadLine>)> {
+    let first = Cell::new(None);
+    let (rows, bad) = parse_lines(reader, source, skip_bad, "preference pairs", |v| {
+        let row = match parse_chat_pair(v) {
+            Some(row) => row?,
+            None => PairRow::Text(parse_pair(v)?),
+        };
+        one_format(&first, matches!(row, PairRow::Chat(..)))?;
+        Ok(row)
+    })?;
+    let rows = match first.get() {
+        Some(true) => PairRows::Chat(
+            rows.into_iter()
+                .filter_map(|r| match r {
+                    PairRow::Chat(p, m) => Some((p, m)),
+                    PairRow::Text(_) => None,
+                })
+                .collect(),
+        ),
+        _ => PairRows::Text(
+            rows.into_iter()
+                .filter_map(|r| match r {
+                    PairRow::Text(p) => Some(p),
+                    PairRow::Chat(..) => None,
+                })
+                .collect(),
+        ),
+    };
+    Ok((rows, bad))
+}
+
+/// [`load_prompt_rows`] over any reader; `source` names it in errors.
+pub fn parse_prompt_rows(
+    reader: impl BufRead,
+    source: &Path,
+    skip_bad: bool,
+) -> Result<(PromptRows, Vec<BadLine>)> {
+    let first = Cell::new(None);
+    let (rows, bad) = parse_lines(reader, source, skip_bad, "prompts", |v| {
+        let row = match parse_chat_prompt(v) {
+            Some(messages) => Err(messages?),
+            None => Ok(PromptRecord {
+                prompt: text_field(v, "prompt", false)?,
+            }),
+        };
+        one_format(&first, row.is_err())?;
+        Ok(row)
+    })?;
+    let rows = match first.get() {
+        Some(true) => PromptRows::Chat(rows.into_iter().filter_map(|r| r.err()).collect()),
+        _ => PromptRows::Text(rows.into_iter().filter_map(|r| r.ok()).collect()),
+    };
+    Ok((rows, bad))
+}
+
+/// Keeps a file to the format of its first good row (`chat` or not).
+fn one_format(first: &Cell<Option<bool>>, chat: bool) -> std::result::Result<(), String> {
+    match first.get() {
+        None => {
+            first.set(Some(chat));
+            Ok(())
+        }
+        Some(f) if f == chat => Ok(()),
+        Some(f) => Err(format!(
+            "the row is {} but the file's first rows are {}; one file holds one format",
+            if chat { "conversational" } else { "plain text" },
+            if f { "conversational" } else { "plain text" }
+        )),
+    }
 }

@@ -13,10 +13,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use std::cell::Cell;
-
 use super::batch::{SeqBatch, Sequence};
-use super::chat_data::{parse_chat_pair, parse_chat_prompt, PairRow, PairRows, PromptRows};
 use crate::error::{ArcaneError, Result};
 use crate::jsonl::{self, BadLine};
 use crate::tokenizer::ModelTokenizer;
@@ -137,7 +134,7 @@ pub(crate) fn check_pairs(pairs: &[TokenPair], limit: usize) -> Result<()> {
     Ok(())
 }
 
-fn open(path: &Path) -> Result<Box<dyn BufRead>> {
+pub(crate) fn open(path: &Path) -> Result<Box<dyn BufRead>> {
     let file = std::fs::File::open(path).map_err(|e| ArcaneError::io(path, e))?;
     Ok(if path.to_string_lossy().ends_with(".gz") {
         Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(file)))
@@ -154,93 +151,6 @@ pub fn load_pairs(path: &Path, skip_bad: bool) -> Result<(Vec<PreferencePair>, V
 /// Reads prompts (plain or `.gz`).
 pub fn load_prompts(path: &Path, skip_bad: bool) -> Result<(Vec<PromptRecord>, Vec<BadLine>)> {
     parse_prompts(open(path)?, path, skip_bad)
-}
-
-/// Reads preference pairs of either format, plain text or conversational (plain or `.gz`;
-/// one file holds one format: a line in the other is bad).
-pub fn load_pair_rows(path: &Path, skip_bad: bool) -> Result<(PairRows, Vec<BadLine>)> {
-    parse_pair_rows(open(path)?, path, skip_bad)
-}
-
-/// Reads prompts of either format, `{"prompt": "..."}` or `{"prompt": [messages]}`.
-pub fn load_prompt_rows(path: &Path, skip_bad: bool) -> Result<(PromptRows, Vec<BadLine>)> {
-    parse_prompt_rows(open(path)?, path, skip_bad)
-}
-
-/// [`load_pair_rows`] over any reader; `source` names it in errors.
-pub fn parse_pair_rows(
-    reader: impl BufRead,
-    source: &Path,
-    skip_bad: bool,
-) -> Result<(PairRows, Vec<BadLine>)> {
-    let first = Cell::new(None);
-    let (rows, bad) = parse_lines(reader, source, skip_bad, "preference pairs", |v| {
-        let row = match parse_chat_pair(v) {
-            Some(row) => row?,
-            None => PairRow::Text(parse_pair(v)?),
-        };
-        one_format(&first, matches!(row, PairRow::Chat(..)))?;
-        Ok(row)
-    })?;
-    let rows = match first.get() {
-        Some(true) => PairRows::Chat(
-            rows.into_iter()
-                .filter_map(|r| match r {
-                    PairRow::Chat(p, m) => Some((p, m)),
-                    PairRow::Text(_) => None,
-                })
-                .collect(),
-        ),
-        _ => PairRows::Text(
-            rows.into_iter()
-                .filter_map(|r| match r {
-                    PairRow::Text(p) => Some(p),
-                    PairRow::Chat(..) => None,
-                })
-                .collect(),
-        ),
-    };
-    Ok((rows, bad))
-}
-
-/// [`load_prompt_rows`] over any reader; `source` names it in errors.
-pub fn parse_prompt_rows(
-    reader: impl BufRead,
-    source: &Path,
-    skip_bad: bool,
-) -> Result<(PromptRows, Vec<BadLine>)> {
-    let first = Cell::new(None);
-    let (rows, bad) = parse_lines(reader, source, skip_bad, "prompts", |v| {
-        let row = match parse_chat_prompt(v) {
-            Some(messages) => Err(messages?),
-            None => Ok(PromptRecord {
-                prompt: text_field(v, "prompt", false)?,
-            }),
-        };
-        one_format(&first, row.is_err())?;
-        Ok(row)
-    })?;
-    let rows = match first.get() {
-        Some(true) => PromptRows::Chat(rows.into_iter().filter_map(|r| r.err()).collect()),
-        _ => PromptRows::Text(rows.into_iter().filter_map(|r| r.ok()).collect()),
-    };
-    Ok((rows, bad))
-}
-
-/// Keeps a file to the format of its first good row (`chat` or not).
-fn one_format(first: &Cell<Option<bool>>, chat: bool) -> std::result::Result<(), String> {
-    match first.get() {
-        None => {
-            first.set(Some(chat));
-            Ok(())
-        }
-        Some(f) if f == chat => Ok(()),
-        Some(f) => Err(format!(
-            "the row is {} but the file's first rows are {}; one file holds one format",
-            if chat { "conversational" } else { "plain text" },
-            if f { "conversational" } else { "plain text" }
-        )),
-    }
 }
 
 /// [`load_pairs`] over any reader; `source` names it in errors.
@@ -265,7 +175,7 @@ pub fn parse_prompts(
     })
 }
 
-fn parse_lines<T>(
+pub(crate) fn parse_lines<T>(
     reader: impl BufRead,
     source: &Path,
     skip_bad: bool,
@@ -283,7 +193,7 @@ fn parse_lines<T>(
 }
 
 /// A string field; `required_nonempty` refuses an empty one.
-fn text_field(
+pub(crate) fn text_field(
     v: &Value,
     name: &str,
     required_nonempty: bool,
@@ -302,7 +212,7 @@ fn text_field(
     }
 }
 
-fn parse_pair(v: &Value) -> std::result::Result<PreferencePair, String> {
+pub(crate) fn parse_pair(v: &Value) -> std::result::Result<PreferencePair, String> {
     if !v.is_object() {
         return Err("not a JSON object".into());
     }

@@ -46,12 +46,12 @@ pub mod sentiment;
 pub use advantage::{gae, rloo_advantages, token_rewards, whiten, AdaptiveKl};
 pub use batch::{bos_of, check_ids, eos_of, vocab_limit_of, SeqBatch, Sequence};
 pub use chat_data::{
-    tokenize_pair_rows, tokenize_prompt_rows, ChatFormat, ChatPair, PairRows, PromptRows,
+    load_pair_rows, load_prompt_rows, parse_pair_rows, parse_prompt_rows, tokenize_pair_rows,
+    tokenize_prompt_rows, ChatFormat, ChatPair, PairRows, PromptRows,
 };
 pub use data::{
-    load_pair_rows, load_pairs, load_prompt_rows, load_prompts, parse_pair_rows, parse_pairs,
-    parse_prompt_rows, parse_prompts, prompt_ids, tokenize_pairs, write_jsonl, PreferencePair,
-    PromptRecord, TokenPair,
+    load_pairs, load_prompts, parse_pairs, parse_prompts, prompt_ids, tokenize_pairs, write_jsonl,
+    PreferencePair, PromptRecord, TokenPair,
 };
 pub use dpo::{dpo_loss, DpoLossKind, DpoStats};
 pub use dpo_train::{
