@@ -263,12 +263,13 @@ fn ppo_chat_rollouts_stop_at_the_end_of_turn_and_keep_whole_prompts() {
     let mut trainer = RlTrainer::new(tiny_model::<AD>(3), long_prompts(), config).unwrap();
     assert!(trainer.rollout_config().chat);
     let mut seen = Vec::new();
-    let mut reward = FnReward(|p: &[u32], r: &[u32]| {
-        seen.push((p.to_vec(), r.to_vec()));
-        r.len() as f32
-    });
-    let (_, exp) = trainer.step(&mut reward).unwrap();
-    drop(reward);
+    let exp = {
+        let mut reward = FnReward(|p: &[u32], r: &[u32]| {
+            seen.push((p.to_vec(), r.to_vec()));
+            r.len() as f32
+        });
+        trainer.step(&mut reward).unwrap().1
+    };
     let mut stopped = 0;
     for (i, (prompt, read)) in seen.iter().enumerate() {
         // Whole prompts (one length per draw), never cut to max_prompt_tokens.
