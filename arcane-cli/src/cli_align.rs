@@ -274,13 +274,13 @@ pub struct EvalRewardArgs {
     /// Responses per sampling batch.
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
-    /// Write every sample as a JSON line {"prompt", "response", "reward", "kl"}.
+    /// Write every sample as a JSON line {"prompt", "response", "reward", "kl", "ended"}.
     #[arg(long)]
     pub write_samples: Option<PathBuf>,
     /// Skip malformed prompt lines instead of stopping.
     #[arg(long)]
     pub skip_bad: bool,
-    /// Print one JSON object {"reward_mean", "reward_std", "kl_mean", "n"}.
+    /// Print one JSON object {"reward_mean", "reward_std", "kl_mean", "ended", "n"}.
     #[arg(long)]
     pub json: bool,
 }

@@ -308,7 +308,11 @@ fn chat_evaluations_batch_whole_prompts_by_length_in_file_order() {
         assert_eq!(s.prompt, prompts[i % prompts.len()]);
         assert_eq!(s.reward, s.prompt.len() as f64);
         assert!(s.kl.abs() < 1e-4);
+        // A reply that ended lost its end-of-turn token and what followed it.
+        assert_eq!(s.ended, s.response.len() < 5);
     }
+    let ended = eval.samples.iter().filter(|s| s.ended).count();
+    assert_eq!(eval.ended, ended as f64 / 12.0);
     // The same seed gives a row the same sample whatever its batch: row 10 (prompt 0) sits
     // with prompt 0's row 0 in the shortest batch, and alone a batch of one gives the same.
     let single = RewardEvalConfig { batch: 1, ..config };

@@ -110,7 +110,7 @@ impl Task for EvalReward {
         if args.json {
             println!(
                 "{}",
-                json!({"reward_mean": result.reward_mean, "reward_std": result.reward_std, "kl_mean": result.kl_mean, "n": result.n})
+                json!({"reward_mean": result.reward_mean, "reward_std": result.reward_std, "kl_mean": result.kl_mean, "ended": result.ended, "n": result.n})
             );
         } else {
             for s in result.samples.iter().take(3) {
@@ -142,6 +142,7 @@ fn write_samples(
             "response": tokenizer.decode(&s.response)?,
             "reward": s.reward,
             "kl": s.kl,
+            "ended": s.ended,
         });
         writeln!(file, "{line}")?;
     }

@@ -49,6 +49,8 @@ pub struct RewardSample {
     pub reward: f64,
     /// `Σ_t log π - log π_ref` over its tokens.
     pub kl: f64,
+    /// Whether it ended (EOS or end of turn) within the response length.
+    pub ended: bool,
 }
 
 /// The figures of an evaluation.
@@ -62,6 +64,8 @@ pub struct RewardEval {
     pub reward_std: f64,
     /// Mean KL to the reference per sequence (nats).
     pub kl_mean: f64,
+    /// Fraction of responses that ended (EOS or end of turn) within the response length.
+    pub ended: f64,
     /// Every sample.
     #[serde(skip)]
     pub samples: Vec<RewardSample>,
@@ -121,6 +125,7 @@ pub fn evaluate_reward<B: Backend>(
                 response: rollout.text_part(&responses[i]).to_vec(),
                 reward: f64::from(rewards[i]),
                 kl,
+                ended: rollout.ended(&responses[i]),
             };
             samples.push((rows[i], sample));
         }
@@ -141,6 +146,7 @@ pub fn evaluate_reward<B: Backend>(
         reward_mean,
         reward_std,
         kl_mean: samples.iter().map(|s| s.kl).sum::<f64>() / n,
+        ended: samples.iter().filter(|s| s.ended).count() as f64 / n,
         samples,
     })
 }

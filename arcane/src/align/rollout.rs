@@ -67,6 +67,12 @@ impl RolloutConfig {
         response.iter().position(|t| self.eos.contains(t))
     }
 
+    /// Whether `response` ended (holds an end-of-sequence or end-of-turn token) within the
+    /// response length.
+    pub fn ended(&self, response: &[u32]) -> bool {
+        self.first_eos(response).is_some()
+    }
+
     /// Tokens of a response up to and including its first end-of-text.
     pub fn valid_len(&self, response: &[u32]) -> usize {
         match self.first_eos(response) {
