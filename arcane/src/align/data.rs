@@ -204,8 +204,9 @@ pub(crate) fn text_field(
         }
         Some(Value::String(s)) => Ok(s.clone()),
         Some(Value::Array(_)) => Err(format!(
-            "field \"{name}\" is a list of messages (TRL's conversational format), which this \
-             reader does not take; read the file with load_pair_rows or load_prompt_rows"
+            "field \"{name}\" is a list of messages (TRL's conversational format) where plain text \
+             is expected: in a conversational row, prompt, chosen and rejected are all lists of \
+             messages (load_pair_rows and load_prompt_rows, which the commands use, read both formats)"
         )),
         Some(_) => Err(format!("field \"{name}\" is not a string")),
         None => Err(format!("no string field \"{name}\"")),
