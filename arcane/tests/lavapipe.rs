@@ -18,6 +18,8 @@ mod cache;
 mod dtypes;
 #[path = "lavapipe/eval.rs"]
 mod eval;
+#[path = "lavapipe/matmul.rs"]
+mod matmul;
 #[path = "lavapipe/parity.rs"]
 mod parity;
 #[path = "lavapipe/training.rs"]
@@ -89,17 +91,22 @@ pub fn sequence(len: usize, vocab: usize, salt: u32) -> Vec<u32> {
         .collect()
 }
 
-/// Asserts `|gpu - cpu| <= tol` elementwise (the tolerance stated by the caller) and prints
-/// the measured difference, so the log shows the margin.
-pub fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], tol: f32) {
+/// Whether `|gpu - cpu| <= tol` elementwise (the tolerance stated by the caller); prints the
+/// measured difference, so the log shows the margin.
+pub fn close(what: &str, gpu: &[f32], cpu: &[f32], tol: f32) -> bool {
     let diff = max_abs_diff(gpu, cpu);
     let scale = cpu.iter().fold(0f32, |m, x| m.max(x.abs()));
-    eprintln!(
-        "{what}: max |wgpu - cpu| = {diff:.3e} (tolerance {tol:.0e}, max |cpu| = {scale:.3})"
-    );
+    let verdict = if diff <= tol { "" } else { "  <-- DIFFERS" };
+    eprintln!("{what}: max |wgpu - cpu| = {diff:.3e} (tolerance {tol:.0e}, max |cpu| = {scale:.3}){verdict}");
+    diff <= tol
+}
+
+/// Asserts [`close`].
+pub fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], tol: f32) {
     assert!(
-        diff <= tol && diff.is_finite(),
-        "{what}: wgpu differs from the CPU by {diff} (tolerance {tol})"
+        close(what, gpu, cpu, tol),
+        "{what}: wgpu differs from the CPU by {} (tolerance {tol})",
+        max_abs_diff(gpu, cpu)
     );
 }
 

@@ -1,8 +1,12 @@
 //! The attention kernels that autotune can pick on a GPU, called directly on lavapipe with the
 //! shapes and masks Arcane passes (so the result does not depend on which one autotune picks
 //! here): Burn's fallback (matmul, mask, softmax, matmul), cubek's "unit" flash attention, and
-//! autotune itself. Against a host softmax, 1e-5 absolute (f32; softmax weights sum to 1, so
-//! the output's scale is the values' scale, here below 1).
+//! autotune itself, against a softmax on the host in f64. Tolerances per kernel: the fallback
+//! computes in f32, 1e-5 absolute (the softmax weights sum to 1, so the output has the values'
+//! scale, here below 1); cubek 0.2's flash kernels round queries, keys, values and the softmax
+//! weights to f16 tiles even for f32 tensors (`AttentionElems::from_global_types` is given
+//! f16 as the tile type by `routines/unit.rs`), so flash and autotune (which may pick it),
+//! 2e-3: a few f16 roundings (4.9e-4 relative each) of values below 1.
 //!
 //! Not reachable here: cubek's "blackbox accelerated" flash attention (tensor cores), which
 //! lavapipe's lack of cooperative matrices rules out.
@@ -19,8 +23,10 @@ use crate::common::values;
 /// Burn's wgpu backend without fusion: the kernels' own entry point.
 type Cube = CubeBackend<WgpuRuntime, f32, i32, u32>;
 
-/// Host values of the output.
-const TOL: f32 = 1e-5;
+/// Tolerance of the f32 fallback.
+const TOL_F32: f32 = 1e-5;
+/// Tolerance of cubek's flash kernels (f16 tiles), and of autotune, which may pick them.
+const TOL_FLASH: f32 = 2e-3;
 
 /// One attention problem: `[1, H, R, D]` queries over `[1, H, S, D]` keys and values, and
 /// which key each query row sees.
@@ -178,10 +184,10 @@ fn every_attention_kernel_gives_arcanes_masks_on_lavapipe() {
                 data(c.heads * c.keys * dim, 3),
             );
             let expected = reference(&c, &q, &k, &v);
-            for (label, strategy) in [
-                ("fallback", AttentionStrategy::Fallback),
-                ("flash unit", AttentionStrategy::FlashUnit),
-                ("autotune", AttentionStrategy::Autotune),
+            for (label, strategy, tol) in [
+                ("fallback", AttentionStrategy::Fallback, TOL_F32),
+                ("flash unit", AttentionStrategy::FlashUnit, TOL_FLASH),
+                ("autotune", AttentionStrategy::Autotune, TOL_FLASH),
             ] {
                 let out = run(&c, strategy, &q, &k, &v)
                     .unwrap_or_else(|e| panic!("{label} cannot run {} (D={dim}): {e}", c.name));
@@ -189,7 +195,7 @@ fn every_attention_kernel_gives_arcanes_masks_on_lavapipe() {
                     &format!("{label}, {}, D={dim}", c.name),
                     &out,
                     &expected,
-                    TOL,
+                    tol,
                 );
             }
         }
@@ -228,14 +234,14 @@ fn causal_with_fewer_queries_than_keys_differs_between_kernels() {
         "fallback, causal 4x16, bottom-right",
         &fallback,
         &reference(&bottom_right, &q, &k, &v),
-        TOL,
+        TOL_F32,
     );
     let flash = run(&bottom_right, AttentionStrategy::FlashUnit, &q, &k, &v).unwrap();
     let to_bottom_right = max_abs_diff(&flash, &reference(&bottom_right, &q, &k, &v));
     let to_top_left = max_abs_diff(&flash, &reference(&top_left, &q, &k, &v));
     eprintln!("flash unit, causal 4x16: {to_top_left:.2e} from top-left, {to_bottom_right:.2e} from bottom-right");
     assert!(
-        to_top_left <= TOL && to_bottom_right > 1e-2,
+        to_top_left <= TOL_FLASH && to_bottom_right > 0.1,
         "cubek's flash kernel no longer aligns a causal mask top-left ({to_top_left} from it, \
          {to_bottom_right} from bottom-right): revisit Arcane's explicit masks"
     );

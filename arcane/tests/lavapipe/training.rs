@@ -100,6 +100,19 @@ fn one_training_step_matches_the_cpu() {
             gpu_step.loss, cpu_step.loss
         );
         assert!(rel < 1e-5, "{name}: loss differs by {rel} relative");
+        // Every gradient first (all reported, then asserted), then their norm.
+        assert_eq!(gpu_step.grads.len(), cpu_step.grads.len());
+        let mut failures = Vec::new();
+        for ((path, g), (cpu_path, c)) in gpu_step.grads.iter().zip(&cpu_step.grads) {
+            assert_eq!(path, cpu_path);
+            if !close(&format!("{name} gradient {path}"), g, c, grad_tol(c)) {
+                failures.push(path.clone());
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{name}: gradients differ: {failures:?}"
+        );
         let rel = (gpu_step.norm - cpu_step.norm).abs() / cpu_step.norm;
         eprintln!(
             "{name} gradient norm: wgpu {} cpu {} (relative {rel:.2e}, tolerance 1e-4)",
@@ -109,11 +122,8 @@ fn one_training_step_matches_the_cpu() {
             rel < 1e-4,
             "{name}: gradient norm differs by {rel} relative"
         );
-        assert_eq!(gpu_step.grads.len(), cpu_step.grads.len());
         let mut updates = 0;
-        for ((path, g), (cpu_path, c)) in gpu_step.grads.iter().zip(&cpu_step.grads) {
-            assert_eq!(path, cpu_path);
-            assert_close(&format!("{name} gradient {path}"), g, c, grad_tol(c));
+        for (path, c) in &cpu_step.grads {
             updates += check_update(name, path, &gpu_step, &cpu_step, c);
         }
         eprintln!("{name}: {updates} updated parameters equal the CPU's");
