@@ -8,7 +8,8 @@
 #   bash scripts/lavapipe-check.sh            # everything (cold: build ~30-60 min on 2 cores)
 #   bash scripts/lavapipe-check.sh cache eval # only some steps (the build step always runs)
 #
-# Steps: driver, build, adapter, no_adapter, attention, parity, cache, training, eval, dtypes.
+# Steps: driver, build, adapter, no_adapter, attention, matmul, parity, cache, training, eval,
+# dtypes.
 # Installs the driver with apt when it is missing (needs root). Builds in its own target folder
 # ($LAVAPIPE_TARGET_DIR, default target-lavapipe/), so the CPU build is never rebuilt. Each step
 # runs under its own `timeout`, its output written line by line to $OUT/<step>.log (default
@@ -96,13 +97,14 @@ no_adapter() {
 start=$SECONDS
 driver
 build
-[ $# -eq 0 ] && set -- adapter no_adapter attention parity cache training eval dtypes
+[ $# -eq 0 ] && set -- adapter no_adapter attention matmul parity cache training eval dtypes
 for what in "$@"; do
   case $what in
     driver | build) ;;
     adapter) tests adapter 120 the_adapter_is_a_software_vulkan_device ;;
     no_adapter) no_adapter ;;
     attention) tests attention 900 attention:: ;;
+    matmul) tests matmul 600 matmul:: ;;
     parity) tests parity 1200 parity:: ;;
     cache) tests cache 1200 cache:: ;;
     training) tests training 1200 training:: ;;

@@ -34,6 +34,36 @@ fn head<B: Backend>(
     values(x.matmul(w.transpose().unsqueeze::<3>()))
 }
 
+/// The same logits as `Gpt::head` computes them for at most 16 rows: `(w · xᵀ)ᵀ`, then
+/// reshaped to `[1, M, N]`.
+fn head_small<B: Backend>(
+    x: &[f32],
+    w: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    device: &B::Device,
+) -> Vec<f32> {
+    let x = Tensor::<B, 2>::from_data(TensorData::new(x.to_vec(), [m, k]), device);
+    let w = Tensor::<B, 2>::from_data(TensorData::new(w.to_vec(), [n, k]), device);
+    let logits = w.matmul(x.transpose()); // [N, M]
+    values(logits.transpose().reshape([1, m, n]))
+}
+
+/// `w · xᵀ` alone, `[N, M]`.
+fn product<B: Backend>(
+    x: &[f32],
+    w: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    device: &B::Device,
+) -> Vec<f32> {
+    let x = Tensor::<B, 2>::from_data(TensorData::new(x.to_vec(), [m, k]), device);
+    let w = Tensor::<B, 2>::from_data(TensorData::new(w.to_vec(), [n, k]), device);
+    values(w.matmul(x.transpose()))
+}
+
 #[test]
 fn head_shaped_matmuls_match_the_cpu_at_every_row_count() {
     let mut failures = Vec::new();
@@ -44,31 +74,48 @@ fn head_shaped_matmuls_match_the_cpu_at_every_row_count() {
             let cpu = head::<Cpu>(&x, &w, m, k, n, &Default::default());
             let fused = head::<Gpu>(&x, &w, m, k, n, &gpu());
             let diff = max_abs_diff(&fused, &cpu);
-            // The default kernel, autotune bypassed.
-            let device = gpu();
-            let lhs = Tensor::<Cube, 3>::from_data(TensorData::new(x.clone(), [1, m, k]), &device);
-            let rhs = Tensor::<Cube, 2>::from_data(TensorData::new(w.clone(), [n, k]), &device)
-                .transpose()
-                .unsqueeze::<3>();
-            let out = matmul(
-                lhs.into_primitive().tensor(),
-                rhs.into_primitive().tensor(),
-                None,
-                MatmulStrategy::Cube,
-                DType::F32,
-            )
-            .expect("the default matmul runs");
-            let plain = values(Tensor::<Cube, 3>::from_primitive(TensorPrimitive::Float(
-                out,
-            )));
-            let plain_diff = max_abs_diff(&plain, &cpu);
-            eprintln!(
-                "[1, {m}, {k}] @ [{k}, {n}]: autotuned {diff:.2e}, default kernel {plain_diff:.2e}"
+            // Without fusion: autotune, then the default kernel (autotune bypassed).
+            let unfused = |strategy| {
+                let device = gpu();
+                let lhs =
+                    Tensor::<Cube, 3>::from_data(TensorData::new(x.clone(), [1, m, k]), &device);
+                let rhs = Tensor::<Cube, 2>::from_data(TensorData::new(w.clone(), [n, k]), &device)
+                    .transpose()
+                    .unsqueeze::<3>();
+                let out = matmul(
+                    lhs.into_primitive().tensor(),
+                    rhs.into_primitive().tensor(),
+                    None,
+                    strategy,
+                    DType::F32,
+                )
+                .expect("the matmul runs");
+                max_abs_diff(
+                    &values(Tensor::<Cube, 3>::from_primitive(TensorPrimitive::Float(
+                        out,
+                    ))),
+                    &cpu,
+                )
+            };
+            let (tuned, plain) = (
+                unfused(MatmulStrategy::Autotune),
+                unfused(MatmulStrategy::Cube),
             );
-            if diff > TOL || plain_diff > TOL || !diff.is_finite() {
-                failures.push(format!(
-                    "M={m} K={k} N={n}: autotuned {diff}, default {plain_diff}"
-                ));
+            // `Gpt::head`'s form for at most 16 rows, and its product alone.
+            let small = max_abs_diff(&head_small::<Gpu>(&x, &w, m, k, n, &gpu()), &cpu);
+            let prod = max_abs_diff(
+                &product::<Gpu>(&x, &w, m, k, n, &gpu()),
+                &product::<Cpu>(&x, &w, m, k, n, &Default::default()),
+            );
+            let line = format!(
+                "[1, {m}, {k}] @ [{k}, {n}]: fusion+autotune {diff:.2e}, autotune {tuned:.2e}, default kernel {plain:.2e}; w.xT {prod:.2e}, (w.xT)T {small:.2e}"
+            );
+            eprintln!("{line}");
+            if [diff, tuned, plain, small, prod]
+                .iter()
+                .any(|d| !(*d <= TOL))
+            {
+                failures.push(line);
             }
         }
     }
