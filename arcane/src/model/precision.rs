@@ -10,7 +10,8 @@
 
 use std::str::FromStr;
 
-use burn::tensor::FloatDType;
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, FloatDType};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ArcaneError;
@@ -36,6 +37,22 @@ impl Precision {
             Self::Bf16 => FloatDType::BF16,
             Self::Auto | Self::F32 => FloatDType::F32,
         }
+    }
+
+    /// Whether `B` computes in this precision on `device`; an error that says what to use
+    /// instead when it does not. Burn 0.21's wgpu backend has no bf16 on any driver (WGSL has
+    /// no bf16 type, and its SPIR-V path converts bf16 without computing in it), so a bf16 run
+    /// there must stop before its first step rather than fail inside a kernel.
+    pub fn check<B: Backend>(self, device: &B::Device) -> Result<(), ArcaneError> {
+        let dtype: DType = self.dtype().into();
+        if B::supports_dtype(device, dtype) {
+            return Ok(());
+        }
+        Err(ArcaneError::InvalidConfig(format!(
+            "precision {self:?} is not supported by this backend ({} has no {dtype:?} on \
+             {device:?}); use --precision f32 (or train bf16 on CUDA or the CPU)",
+            B::name(device)
+        )))
     }
 
     /// `Auto` made concrete with the caller's default for its backend.

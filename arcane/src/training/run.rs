@@ -400,6 +400,7 @@ impl<B: AutodiffBackend> RunData<B> {
 /// adapters. Its lazily initialised parameters are materialised here, once, so that every
 /// data-parallel copy starts from the same weights.
 fn build_model<B: AutodiffBackend>(config: &TrainingConfig, device: &B::Device) -> Result<Gpt<B>> {
+    config.precision.check::<B>(device)?;
     let model = match &config.finetune {
         None if config.init.is_some() => {
             let init = config.init.as_ref().expect("checked");
