@@ -1,0 +1,206 @@
+//! Products of a few f32 rows with weights stored in bf16 (decoding and evaluation with
+//! `--precision bf16`): the weights are read at half the bytes of f32, which is what a
+//! memory-bound matrix-vector product costs, and every product is accumulated in f32.
+//!
+//! bf16 is the upper half of an f32 (Kalamkar et al. 2019, arXiv:1905.12322), so widening a
+//! weight is a 16-bit shift: `w_f32 = bits(w) << 16`, exact. Two kernels do the arithmetic:
+//! - every instruction set: widen and fused multiply-add with the f32 activations (the products
+//!   are exact; only the weights were rounded);
+//! - AVX512_BF16 ([`Isa::Avx512Bf16`]), for the `[V, C]` head: `vdpbf16ps`, which multiplies
+//!   pairs of bf16 and adds them into f32 lanes, with the activations rounded to bf16 once per
+//!   call (one more rounding, relative 2⁻⁹ per product).
+//!
+//! Blocks of weights are fixed in size and partial sums are added in block order, as in
+//! [`super::gemv`], so results do not depend on the number of threads.
+
+use half::bf16;
+use rayon::prelude::*;
+
+use super::simd::{isa, multiversion, Isa};
+
+/// Input rows of `W` `[in, out]` per task (for `out` = 768: 192 KB of bf16 weights).
+const ROWS_PER_BLOCK: usize = 128;
+/// Rows of `W` `[V, C]` per task in [`rows_dot`].
+const DOTS_PER_BLOCK: usize = 256;
+/// Elements per task of the conversions.
+const CONVERT_CHUNK: usize = 1 << 16;
+
+/// The f32 value of a bf16 (exact).
+#[inline(always)]
+fn widen1(w: bf16) -> f32 {
+    f32::from_bits((w.to_bits() as u32) << 16)
+}
+
+multiversion! {
+    fn narrow_chunk(x: &[f32], out: &mut [bf16]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = bf16::from_f32(v);
+        }
+    }
+}
+
+multiversion! {
+    fn widen_chunk(x: &[bf16], out: &mut [f32]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = widen1(v);
+        }
+    }
+}
+
+/// `x` rounded to bf16, to nearest with ties to even (NaN stays NaN), on all cores.
+pub fn round_to_bf16(x: &[f32]) -> Vec<bf16> {
+    let mut out = vec![bf16::ZERO; x.len()];
+    out.par_chunks_mut(CONVERT_CHUNK)
+        .zip(x.par_chunks(CONVERT_CHUNK))
+        .for_each(|(o, i)| narrow_chunk(i, o));
+    out
+}
+
+/// `x` as f32 (exact), on all cores.
+pub fn widen(x: &[bf16]) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    out.par_chunks_mut(CONVERT_CHUNK)
+        .zip(x.par_chunks(CONVERT_CHUNK))
+        .for_each(|(o, i)| widen_chunk(i, o));
+    out
+}
+
+multiversion! {
+    /// `acc[j, :] += Σ_i x[j, i]·w[i, :]` over the rows `i` of `w` (`[rows, out]`, bf16),
+    /// two rows at a time so that the accumulator is loaded and stored half as often.
+    fn axpy_rows(x: &[f32], x_stride: usize, m: usize, w: &[bf16], out: usize, acc: &mut [f32]) {
+        let rows = w.len() / out;
+        let mut i = 0;
+        while i + 2 <= rows {
+            let (r0, r1) = (&w[i * out..(i + 1) * out], &w[(i + 1) * out..(i + 2) * out]);
+            for j in 0..m {
+                let (a0, a1) = (x[j * x_stride + i], x[j * x_stride + i + 1]);
+                let dst = &mut acc[j * out..(j + 1) * out];
+                for ((d, &w0), &w1) in dst.iter_mut().zip(r0).zip(r1) {
+                    *d += a0 * widen1(w0) + a1 * widen1(w1);
+                }
+            }
+            i += 2;
+        }
+        if i < rows {
+            let r0 = &w[i * out..(i + 1) * out];
+            for j in 0..m {
+                let a0 = x[j * x_stride + i];
+                let dst = &mut acc[j * out..(j + 1) * out];
+                for (d, &w0) in dst.iter_mut().zip(r0) {
+                    *d += a0 * widen1(w0);
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    fn add_into(y: &mut [f32], p: &[f32]) {
+        for (y, &p) in y.iter_mut().zip(p) {
+            *y += p;
+        }
+    }
+}
+
+/// `y[m, out] = x[m, in]·W[in, out] (+ bias)` with `W` row-major in bf16, f32 accumulation.
+pub fn matvec(
+    x: &[f32],
+    m: usize,
+    w: &[bf16],
+    d_in: usize,
+    out: usize,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    assert_eq!(x.len(), m * d_in);
+    assert_eq!(w.len(), d_in * out);
+    let blocks = d_in.div_ceil(ROWS_PER_BLOCK);
+    let partials: Vec<Vec<f32>> = (0..blocks)
+        .into_par_iter()
+        .map(|b| {
+            let (r0, r1) = (b * ROWS_PER_BLOCK, ((b + 1) * ROWS_PER_BLOCK).min(d_in));
+            let mut acc = vec![0.0f32; m * out];
+            axpy_rows(&x[r0..], d_in, m, &w[r0 * out..r1 * out], out, &mut acc);
+            acc
+        })
+        .collect();
+    let mut y = match bias {
+        Some(b) => (0..m).flat_map(|_| b.iter().copied()).collect(),
+        None => vec![0.0f32; m * out],
+    };
+    for p in &partials {
+        add_into(&mut y, p);
+    }
+    y
+}
+
+multiversion! {
+    /// `y[j, v0 + r] = x[j, :]·w[r, :]` for the rows `r` of `w` (`[rows, c]`, bf16), widened
+    /// to f32; 16 lanes of partial sums (see `super::reduce`).
+    fn dots(x: &[f32], m: usize, w: &[bf16], c: usize, y: &mut [f32], v0: usize, v_total: usize) {
+        const LANES: usize = 16;
+        let body = c - c % LANES;
+        for (r, row) in w.chunks_exact(c).enumerate() {
+            for j in 0..m {
+                let xr = &x[j * c..(j + 1) * c];
+                let mut acc = [0f32; LANES];
+                for (xc, wc) in xr[..body].chunks_exact(LANES).zip(row[..body].chunks_exact(LANES)) {
+                    for l in 0..LANES {
+                        acc[l] += xc[l] * widen1(wc[l]);
+                    }
+                }
+                let mut s = 0.0;
+                for a in acc {
+                    s += a;
+                }
+                for (&a, &b) in xr[body..].iter().zip(&row[body..]) {
+                    s += a * widen1(b);
+                }
+                y[j * v_total + v0 + r] = s;
+            }
+        }
+    }
+}
+
+/// `y[m, V] = x[m, C]·Wᵀ` with `W` `[V, C]` row-major in bf16 (a tied head), f32 results.
+/// With AVX512_BF16 the activations are rounded to bf16 and `vdpbf16ps` does the products.
+pub fn rows_dot(x: &[f32], m: usize, w: &[bf16], c: usize) -> Vec<f32> {
+    assert_eq!(x.len(), m * c);
+    let v = w.len() / c;
+    let mut y = vec![0.0f32; m * v];
+    let ptr = YPtr(y.as_mut_ptr());
+    let dp = isa() == Isa::Avx512Bf16;
+    let x_bf16 = if dp { round_to_bf16(x) } else { Vec::new() };
+    (0..v.div_ceil(DOTS_PER_BLOCK))
+        .into_par_iter()
+        .for_each(|b| {
+            let (v0, v1) = (b * DOTS_PER_BLOCK, ((b + 1) * DOTS_PER_BLOCK).min(v));
+            // SAFETY: block `b` writes only columns v0..v1 of each of the m rows of `y`, disjoint
+            // from every other block's; `y` outlives the parallel loop.
+            let y = unsafe { std::slice::from_raw_parts_mut(ptr.get(), m * v) };
+            let rows = &w[v0 * c..v1 * c];
+            #[cfg(target_arch = "x86_64")]
+            {
+                if dp {
+                    // SAFETY: `isa()` reported AVX-512 F/BW and AVX512_BF16 on this CPU.
+                    unsafe { super::bf16_x86::dots(&x_bf16, m, rows, c, y, v0, v) };
+                    return;
+                }
+            }
+            dots(x, m, rows, c, y, v0, v);
+        });
+    y
+}
+
+/// The output pointer of [`rows_dot`], shared by tasks that write disjoint columns.
+#[derive(Clone, Copy)]
+struct YPtr(*mut f32);
+// SAFETY: see `rows_dot`: tasks write disjoint elements.
+unsafe impl Send for YPtr {}
+unsafe impl Sync for YPtr {}
+
+impl YPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
