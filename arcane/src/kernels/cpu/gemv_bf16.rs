@@ -204,3 +204,132 @@ impl YPtr {
         self.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::simd::limit_isa;
+    use super::*;
+
+    #[test]
+    fn rounding_is_to_nearest_even_and_widening_exact() {
+        let one = 1.0f32;
+        let ulp = 2f32.powi(-7); // bf16's spacing in [1, 2)
+        let cases = [
+            (one + ulp / 2.0, one),                        // tie, 1.0 is even
+            (one + 1.5 * ulp, one + 2.0 * ulp),            // tie, 1 + ulp is odd
+            (one + ulp / 2.0 + 2f32.powi(-20), one + ulp), // above the tie
+            (-(one + ulp / 2.0 - 2f32.powi(-20)), -one),   // below the tie
+        ];
+        let x: Vec<f32> = cases.iter().map(|c| c.0).collect();
+        let b = round_to_bf16(&x);
+        let back = widen(&b);
+        for ((input, want), got) in cases.iter().zip(&back) {
+            assert_eq!(got, want, "{input:e} rounded to {got:e}, not {want:e}");
+        }
+        assert!(widen(&round_to_bf16(&[f32::NAN]))[0].is_nan());
+        // Widening is exact: every bf16 comes back to itself.
+        let all: Vec<bf16> = (0..=u16::MAX).map(bf16::from_bits).collect();
+        let round_trip = round_to_bf16(&widen(&all));
+        for (a, b) in all.iter().zip(&round_trip) {
+            assert!(a.to_bits() == b.to_bits() || a.is_nan(), "{a:?} -> {b:?}");
+        }
+    }
+
+    /// Inputs on an odd grid: `d_in` odd (the single-row tail of the pairwise axpy), widths
+    /// that are no multiple of 16 or 32 (vector and masked tails).
+    fn case(m: usize, d_in: usize, out: usize) -> (Vec<f32>, Vec<bf16>) {
+        let x = (0..m * d_in)
+            .map(|i| ((i * 31 % 17) as f32 - 8.0) / 7.0)
+            .collect();
+        let w: Vec<f32> = (0..d_in * out)
+            .map(|i| ((i * 7 % 23) as f32 - 11.0) / 13.0)
+            .collect();
+        (x, round_to_bf16(&w))
+    }
+
+    /// Every instruction set this CPU has, best first (the cap is global: the test restores
+    /// it; other kernels are exact on every path, so concurrent tests still pass).
+    fn each_isa(mut f: impl FnMut(Isa)) {
+        for cap in [Isa::Avx512Bf16, Isa::Avx512, Isa::Avx2, Isa::Portable] {
+            limit_isa(cap);
+            if isa() == cap {
+                f(cap);
+            }
+        }
+        limit_isa(Isa::Avx512Bf16);
+    }
+
+    #[test]
+    fn matvec_equals_f64_sums_on_every_instruction_set() {
+        let (m, d_in, out) = (3, 151, 70);
+        let (x, w) = case(m, d_in, out);
+        let bias: Vec<f32> = (0..out).map(|i| i as f32 / 10.0).collect();
+        let mut seen = Vec::new();
+        each_isa(|cap| {
+            seen.push(cap);
+            let y = matvec(&x, m, &w, d_in, out, Some(&bias));
+            for j in 0..m {
+                for o in 0..out {
+                    let terms =
+                        (0..d_in).map(|i| x[j * d_in + i] as f64 * widen1(w[i * out + o]) as f64);
+                    let want = bias[o] as f64 + terms.sum::<f64>();
+                    let got = y[j * out + o] as f64;
+                    // f32 accumulation of 151 exact products: well under 1e-5 relative.
+                    assert!(
+                        (got - want).abs() < 1e-4,
+                        "{cap:?} [{j}, {o}]: {got} vs {want}"
+                    );
+                }
+            }
+        });
+        assert!(seen.contains(&Isa::Portable));
+    }
+
+    #[test]
+    fn rows_dot_equals_f64_sums_on_every_instruction_set() {
+        let (m, c, v) = (2, 151, 37);
+        let (x, w) = case(m, c, v);
+        each_isa(|cap| {
+            let y = rows_dot(&x, m, &w, c);
+            for j in 0..m {
+                for r in 0..v {
+                    let row = &w[r * c..(r + 1) * c];
+                    let xr = &x[j * c..(j + 1) * c];
+                    let exact: f64 = xr
+                        .iter()
+                        .zip(row)
+                        .map(|(&a, &b)| a as f64 * widen1(b) as f64)
+                        .sum();
+                    let magnitude: f64 = xr
+                        .iter()
+                        .zip(row)
+                        .map(|(&a, &b)| (a as f64 * widen1(b) as f64).abs())
+                        .sum();
+                    // vdpbf16ps rounds the activations to bf16: each product moves by at most
+                    // 2^-9 of itself (half an ulp of 8 bits).
+                    let bound = match cap {
+                        Isa::Avx512Bf16 => magnitude * 2f64.powi(-9) + 1e-5,
+                        _ => 1e-4,
+                    };
+                    let got = y[j * v + r] as f64;
+                    assert!(
+                        (got - exact).abs() <= bound,
+                        "{cap:?} [{j}, {r}]: {got} vs {exact}"
+                    );
+                    if cap == Isa::Avx512Bf16 {
+                        // ... and equals the f64 sum of the rounded activations' products.
+                        let rounded: f64 = xr
+                            .iter()
+                            .zip(row)
+                            .map(|(&a, &b)| bf16::from_f32(a).to_f64() * widen1(b) as f64)
+                            .sum();
+                        assert!(
+                            (got - rounded).abs() < 1e-4,
+                            "[{j}, {r}]: {got} vs {rounded}"
+                        );
+                    }
+                }
+            }
+        });
+    }
+}
