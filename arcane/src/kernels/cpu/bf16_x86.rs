@@ -25,33 +25,28 @@ unsafe fn load(p: *const bf16, n: usize) -> __m512bh {
     unsafe { std::mem::transmute::<__m512i, __m512bh>(v) }
 }
 
-/// `Σ_k x[k]·w[k]` over `c` bf16 pairs, f32 accumulation in two registers.
+/// `[x·w_q for q < N]` over `c` bf16 for the `N` rows `w_q` that follow each other from `w`
+/// (`N` streams of weights in flight), one f32 accumulator each.
 #[inline(always)]
-unsafe fn dot(x: *const bf16, w: *const bf16, c: usize) -> f32 {
-    let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+unsafe fn dots_n<const N: usize>(x: *const bf16, w: *const bf16, c: usize) -> [f32; N] {
+    let mut acc = [_mm512_setzero_ps(); N];
     let mut k = 0;
-    // SAFETY (caller): `x` and `w` hold `c` elements; every load stays below `c`.
+    // SAFETY (caller): `x` holds `c` elements and `w` holds `N·c`; loads stay below `c` per row.
     unsafe {
-        while k + 2 * PAIRS <= c {
-            a0 = _mm512_dpbf16_ps(a0, load(x.add(k), PAIRS), load(w.add(k), PAIRS));
-            a1 = _mm512_dpbf16_ps(
-                a1,
-                load(x.add(k + PAIRS), PAIRS),
-                load(w.add(k + PAIRS), PAIRS),
-            );
-            k += 2 * PAIRS;
-        }
         while k < c {
             let n = (c - k).min(PAIRS);
-            a0 = _mm512_dpbf16_ps(a0, load(x.add(k), n), load(w.add(k), n));
+            let xv = load(x.add(k), n);
+            for (q, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm512_dpbf16_ps(*acc, xv, load(w.add(q * c + k), n));
+            }
             k += n;
         }
     }
-    _mm512_reduce_add_ps(_mm512_add_ps(a0, a1))
+    acc.map(|a| _mm512_reduce_add_ps(a))
 }
 
 /// `y[j·v_total + v0 + r] = x[j, :]·w[r, :]` for the rows `r` of `w` (`[rows, c]`) and the `m`
-/// rows of `x` (`[m, c]`, already bf16).
+/// rows of `x` (`[m, c]`, already bf16), four rows of `w` at a time.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F/BW and AVX512_BF16.
@@ -65,11 +60,22 @@ pub unsafe fn dots(
     v0: usize,
     v_total: usize,
 ) {
-    assert!(x.len() >= m * c && y.len() >= m * v_total);
-    for (r, row) in w.chunks_exact(c).enumerate() {
+    assert!(x.len() >= m * c && y.len() >= m * v_total && v0 + w.len() / c <= v_total);
+    let rows = w.len() / c;
+    let mut r = 0;
+    while r + 4 <= rows {
         for j in 0..m {
-            // SAFETY: row `j` of `x` and `row` hold `c` elements each (asserted above).
-            y[j * v_total + v0 + r] = unsafe { dot(x.as_ptr().add(j * c), row.as_ptr(), c) };
+            // SAFETY: row `j` of `x` holds `c` elements, rows `r..r + 4` of `w` hold `4·c`.
+            let d = unsafe { dots_n::<4>(x.as_ptr().add(j * c), w.as_ptr().add(r * c), c) };
+            y[j * v_total + v0 + r..j * v_total + v0 + r + 4].copy_from_slice(&d);
+        }
+        r += 4;
+    }
+    for r in r..rows {
+        for j in 0..m {
+            // SAFETY: as above, for one row of `w`.
+            let d = unsafe { dots_n::<1>(x.as_ptr().add(j * c), w.as_ptr().add(r * c), c) };
+            y[j * v_total + v0 + r] = d[0];
         }
     }
 }

@@ -66,29 +66,32 @@ pub fn widen(x: &[bf16]) -> Vec<f32> {
 }
 
 multiversion! {
-    /// `acc[j, :] += Σ_i x[j, i]·w[i, :]` over the rows `i` of `w` (`[rows, out]`, bf16),
-    /// two rows at a time so that the accumulator is loaded and stored half as often.
+    /// `acc[j, :] += Σ_i x[j, i]·w[i, :]` over the rows `i` of `w` (`[rows, out]`, bf16), four
+    /// rows at a time (four streams of weights in flight, as in `super::gemv`).
     fn axpy_rows(x: &[f32], x_stride: usize, m: usize, w: &[bf16], out: usize, acc: &mut [f32]) {
         let rows = w.len() / out;
         let mut i = 0;
-        while i + 2 <= rows {
-            let (r0, r1) = (&w[i * out..(i + 1) * out], &w[(i + 1) * out..(i + 2) * out]);
+        while i + 4 <= rows {
+            let r = |k: usize| &w[(i + k) * out..(i + k + 1) * out];
+            let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));
             for j in 0..m {
-                let (a0, a1) = (x[j * x_stride + i], x[j * x_stride + i + 1]);
+                let a = &x[j * x_stride + i..j * x_stride + i + 4];
+                let (a0, a1, a2, a3) = (a[0], a[1], a[2], a[3]);
                 let dst = &mut acc[j * out..(j + 1) * out];
-                for ((d, &w0), &w1) in dst.iter_mut().zip(r0).zip(r1) {
-                    *d += a0 * widen1(w0) + a1 * widen1(w1);
+                let rows = r0.iter().zip(r1).zip(r2).zip(r3);
+                for (d, (((&w0, &w1), &w2), &w3)) in dst.iter_mut().zip(rows) {
+                    *d += (a0 * widen1(w0) + a1 * widen1(w1)) + (a2 * widen1(w2) + a3 * widen1(w3));
                 }
             }
-            i += 2;
+            i += 4;
         }
-        if i < rows {
-            let r0 = &w[i * out..(i + 1) * out];
+        for i in i..rows {
+            let row = &w[i * out..(i + 1) * out];
             for j in 0..m {
-                let a0 = x[j * x_stride + i];
+                let a = x[j * x_stride + i];
                 let dst = &mut acc[j * out..(j + 1) * out];
-                for (d, &w0) in dst.iter_mut().zip(r0) {
-                    *d += a0 * widen1(w0);
+                for (d, &w0) in dst.iter_mut().zip(row) {
+                    *d += a * widen1(w0);
                 }
             }
         }
@@ -134,29 +137,51 @@ pub fn matvec(
     y
 }
 
+/// `x·w_q` for the `N` consecutive rows `w_q` (`c` bf16 each) at the start of `w`, widened to
+/// f32, with 16 lanes of partial sums per row (see `super::reduce`).
+#[inline(always)]
+fn dot_rows<const N: usize>(x: &[f32], w: &[bf16], c: usize) -> [f32; N] {
+    const LANES: usize = 16;
+    let body = c - c % LANES;
+    let mut acc = [[0f32; LANES]; N];
+    for (k, xc) in x[..body].chunks_exact(LANES).enumerate() {
+        for (q, acc) in acc.iter_mut().enumerate() {
+            let wc = &w[q * c + k * LANES..q * c + (k + 1) * LANES];
+            for l in 0..LANES {
+                acc[l] += xc[l] * widen1(wc[l]);
+            }
+        }
+    }
+    let mut out = [0f32; N];
+    for (q, acc) in acc.iter().enumerate() {
+        let mut s = 0.0;
+        for a in acc {
+            s += a;
+        }
+        for (&a, &b) in x[body..c].iter().zip(&w[q * c + body..(q + 1) * c]) {
+            s += a * widen1(b);
+        }
+        out[q] = s;
+    }
+    out
+}
+
 multiversion! {
-    /// `y[j, v0 + r] = x[j, :]·w[r, :]` for the rows `r` of `w` (`[rows, c]`, bf16), widened
-    /// to f32; 16 lanes of partial sums (see `super::reduce`).
+    /// `y[j, v0 + r] = x[j, :]·w[r, :]` for the rows `r` of `w` (`[rows, c]`, bf16), four rows
+    /// at a time (four streams of weights in flight, as in `super::gemv`).
     fn dots(x: &[f32], m: usize, w: &[bf16], c: usize, y: &mut [f32], v0: usize, v_total: usize) {
-        const LANES: usize = 16;
-        let body = c - c % LANES;
-        for (r, row) in w.chunks_exact(c).enumerate() {
+        let rows = w.len() / c;
+        let mut r = 0;
+        while r + 4 <= rows {
             for j in 0..m {
-                let xr = &x[j * c..(j + 1) * c];
-                let mut acc = [0f32; LANES];
-                for (xc, wc) in xr[..body].chunks_exact(LANES).zip(row[..body].chunks_exact(LANES)) {
-                    for l in 0..LANES {
-                        acc[l] += xc[l] * widen1(wc[l]);
-                    }
-                }
-                let mut s = 0.0;
-                for a in acc {
-                    s += a;
-                }
-                for (&a, &b) in xr[body..].iter().zip(&row[body..]) {
-                    s += a * widen1(b);
-                }
-                y[j * v_total + v0 + r] = s;
+                let d = dot_rows::<4>(&x[j * c..(j + 1) * c], &w[r * c..], c);
+                y[j * v_total + v0 + r..j * v_total + v0 + r + 4].copy_from_slice(&d);
+            }
+            r += 4;
+        }
+        for r in r..rows {
+            for j in 0..m {
+                y[j * v_total + v0 + r] = dot_rows::<1>(&x[j * c..(j + 1) * c], &w[r * c..], c)[0];
             }
         }
     }
