@@ -4,6 +4,7 @@ use burn::prelude::*;
 
 use super::sampler::{Sampler, SamplingConfig};
 use crate::error::{ArcaneError, Result};
+use crate::kernels;
 use crate::model::{Gpt, KvCache};
 use crate::shapes::FixedShapes;
 use crate::tokenizer::Tokenizer;
@@ -110,7 +111,7 @@ pub fn generate_with_cache<B: Backend>(
             stop: StopReason::MaxNewTokens,
         });
     }
-    let mut logits = prefill(model, new_ids, cache, config.shapes);
+    let mut logits = kernels::on_workers(|| prefill(model, new_ids, cache, config.shapes));
     loop {
         if let Some(limit) = config.vocab_limit {
             logits.truncate(limit.max(1));
@@ -130,7 +131,9 @@ pub fn generate_with_cache<B: Backend>(
         if let Some(stop) = stop {
             return Ok(Generation { ids, stop });
         }
-        logits = host(model.forward_last(token_tensor(model, &[next]), cache));
+        // Each step on the CPU kernels' threads (see `kernels::on_workers`).
+        let input = token_tensor(model, &[next]);
+        logits = kernels::on_workers(|| host(model.forward_last(input, cache)));
     }
 }
 
