@@ -73,7 +73,7 @@ fn generate_gives_transformers_greedy_ids() {
 
 /// `--precision bf16` stores the weights in bf16: the fixture's greedy continuation is
 /// transformers' still, the loss of `eval loss` moves by under 1% (each weight moves by at
-/// most 2^-9 of itself), and a backend without bf16 tensors is refused with a way out.
+/// most 2^-8 of itself), and a backend without bf16 tensors is refused with a way out.
 #[test]
 fn bf16_weights_keep_the_greedy_ids_and_the_loss() {
     let r = reference();
