@@ -16,6 +16,7 @@
 use half::bf16;
 use rayon::prelude::*;
 
+use super::gemv::prefetch;
 use super::simd::{isa, multiversion, Isa};
 
 /// Input rows of `W` `[in, out]` per task (for `out` = 768: 192 KB of bf16 weights).
@@ -65,22 +66,36 @@ pub fn widen(x: &[bf16]) -> Vec<f32> {
     out
 }
 
+/// Columns per step of [`axpy_rows`]: 32 bf16 weights, one cache line per row.
+const STEP: usize = 32;
+
 multiversion! {
     /// `acc[j, :] += Σ_i x[j, i]·w[i, :]` over the rows `i` of `w` (`[rows, out]`, bf16), four
-    /// rows at a time (four streams of weights in flight, as in `super::gemv`).
+    /// rows at a time with the next four prefetched (as in `super::gemv`).
     fn axpy_rows(x: &[f32], x_stride: usize, m: usize, w: &[bf16], out: usize, acc: &mut [f32]) {
         let rows = w.len() / out;
         let mut i = 0;
         while i + 4 <= rows {
             let r = |k: usize| &w[(i + k) * out..(i + k + 1) * out];
             let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));
+            let next = w.as_ptr().wrapping_add((i + 4) * out);
             for j in 0..m {
                 let a = &x[j * x_stride + i..j * x_stride + i + 4];
                 let (a0, a1, a2, a3) = (a[0], a[1], a[2], a[3]);
                 let dst = &mut acc[j * out..(j + 1) * out];
-                let rows = r0.iter().zip(r1).zip(r2).zip(r3);
-                for (d, (((&w0, &w1), &w2), &w3)) in dst.iter_mut().zip(rows) {
-                    *d += (a0 * widen1(w0) + a1 * widen1(w1)) + (a2 * widen1(w2) + a3 * widen1(w3));
+                for (c, d) in dst.chunks_mut(STEP).enumerate() {
+                    let o = c * STEP;
+                    if j == 0 && i + 4 < rows {
+                        for k in 0..4 {
+                            prefetch(next.wrapping_add(k * out + o));
+                        }
+                    }
+                    let n = d.len();
+                    let (s0, s1, s2, s3) = (&r0[o..o + n], &r1[o..o + n], &r2[o..o + n], &r3[o..o + n]);
+                    for (l, d) in d.iter_mut().enumerate() {
+                        *d += (a0 * widen1(s0[l]) + a1 * widen1(s1[l]))
+                            + (a2 * widen1(s2[l]) + a3 * widen1(s3[l]));
+                    }
                 }
             }
             i += 4;
