@@ -224,13 +224,9 @@ impl Bench {
         let prompt = token_batch::<B>(1, prompt_len, c.vocab_size, &device);
         let mut phases = Phases::new(&["blocks", "head", "host"]);
         let profile = self.args.profile;
-        // On the CPU kernels' threads, as `generate` runs (see `arcane::kernels::on_workers`).
-        let run = |phases: Option<&mut Phases>| {
-            arcane::kernels::on_workers(|| decode(&model, prompt.clone(), new, phases))
-        };
-        run(None); // warm-up
+        decode(&model, prompt.clone(), new, None); // warm-up
         let seconds: Vec<f64> = (0..self.args.repeats)
-            .map(|_| run(profile.then_some(&mut phases)))
+            .map(|_| decode(&model, prompt.clone(), new, profile.then_some(&mut phases)))
             .collect();
         // Attention cost at the mean context length of the decoded tokens.
         let flops = c.forward_flops_per_token(prompt_len + new / 2);

@@ -4,7 +4,6 @@ use burn::prelude::*;
 
 use super::sampler::{Sampler, SamplingConfig};
 use crate::error::{ArcaneError, Result};
-use crate::kernels;
 use crate::model::{Gpt, KvCache};
 use crate::shapes::FixedShapes;
 use crate::tokenizer::Tokenizer;
@@ -111,7 +110,7 @@ pub fn generate_with_cache<B: Backend>(
             stop: StopReason::MaxNewTokens,
         });
     }
-    let mut logits = kernels::on_workers(|| prefill(model, new_ids, cache, config.shapes));
+    let mut logits = prefill(model, new_ids, cache, config.shapes);
     loop {
         if let Some(limit) = config.vocab_limit {
             logits.truncate(limit.max(1));
@@ -131,9 +130,7 @@ pub fn generate_with_cache<B: Backend>(
         if let Some(stop) = stop {
             return Ok(Generation { ids, stop });
         }
-        // Each step on the CPU kernels' threads (see `kernels::on_workers`).
-        let input = token_tensor(model, &[next]);
-        logits = kernels::on_workers(|| host(model.forward_last(input, cache)));
+        logits = host(model.forward_last(token_tensor(model, &[next]), cache));
     }
 }
 

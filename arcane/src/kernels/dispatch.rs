@@ -32,34 +32,6 @@ pub fn fused_enabled() -> bool {
     env && !GENERIC_ONLY.with(Cell::get)
 }
 
-/// Runs `f` on a thread of the CPU kernels' pool (rayon's global pool) when called from outside
-/// it, carrying [`generic_only`] along; `f()` on the calling thread otherwise, or without the
-/// CPU backend, or with `ARCANE_ON_WORKERS=0` (read once; for comparisons).
-///
-/// Why: a decoding step is ~100 parallel kernels of 20-300 µs each. Called from a thread
-/// outside the pool, every one of them wakes the pool's threads and puts the caller to sleep
-/// until they finish, and on a virtual machine a wake-up costs tens of microseconds. Called
-/// from a worker, the caller takes its share of each kernel at once and the other workers,
-/// still spinning from the previous kernel, steal theirs.
-pub fn on_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    #[cfg(feature = "flex")]
-    {
-        static ENV: OnceLock<bool> = OnceLock::new();
-        let enabled = *ENV
-            .get_or_init(|| std::env::var("ARCANE_ON_WORKERS").map_or(true, |v| v.trim() != "0"));
-        if enabled && rayon::current_thread_index().is_none() {
-            let generic = GENERIC_ONLY.with(Cell::get);
-            return rayon::scope(|_| {
-                let before = GENERIC_ONLY.with(|g| g.replace(generic));
-                let out = f();
-                GENERIC_ONLY.with(|g| g.set(before));
-                out
-            });
-        }
-    }
-    f()
-}
-
 /// True when `A` and `B` are the same type.
 pub fn same<A: 'static, B: 'static>() -> bool {
     TypeId::of::<A>() == TypeId::of::<B>()

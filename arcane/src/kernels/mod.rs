@@ -30,9 +30,9 @@ mod params;
 use burn::prelude::*;
 use burn::tensor::{DType, FloatDType};
 
+pub use dispatch::generic_only;
 #[allow(unused_imports)]
 use dispatch::{all_f32, back, to, to_int, with_fused};
-pub use dispatch::{generic_only, on_workers};
 pub use fused::{AdamWStep, FusedGrads, FusedOps, HeadLayout, KeyPrefix};
 
 /// LayerNorm, or RMSNorm when `rms`, over the last dimension (statistics in `f32`).
