@@ -46,6 +46,7 @@ for _ in $(seq "$ROUNDS"); do
             run torch-train-small "$PY" "$DIR/train_bench.py" --configs small --variants gpt2 ;;
         decode)
             run arcane-decode $ARCANE bench decode --config gpt2-124m --repeats 3
+            run arcane-decode-bf16 $ARCANE bench decode --config gpt2-124m --precision bf16 --repeats 3
             run hf-decode "$PY" "$DIR/decode_bench.py" --engines hf-gpt2 --new-tokens 128 --prefill-len 32 ;;
         context)
             run arcane-decode-ctx50 $ARCANE bench decode --config gpt2-124m --prompt-len 34 --new-tokens 32 --repeats 3
@@ -73,6 +74,7 @@ for cfg in ["124m", "tiny", "small"]:
     line(f"train {cfg} (tokens/s)", med(f"arcane-train-{cfg}", "tokens_per_s"), med(f"torch-train-{cfg}", "tokens_per_s"), "tok/s")
     line(f"train {cfg} peak RSS (lower wins)", med(f"arcane-train-{cfg}", "peak_rss_mib"), med(f"torch-train-{cfg}", "max_rss_mib"), "MiB", False)
 line("decode gpt2-124m (tokens/s)", med("arcane-decode", "tokens_per_s"), med("hf-decode", "decode_tok_s"), "tok/s")
+line("decode, bf16 weights vs hf f32", med("arcane-decode-bf16", "tokens_per_s"), med("hf-decode", "decode_tok_s"), "tok/s")
 a50, a1k = med("arcane-decode-ctx50", "median_s"), med("arcane-decode-ctx1000", "median_s")
 if a50 and a1k:
     print(f"{'decode per-token time, ctx 1000/50':34s} {1000*a1k/32:.1f} ms / {1000*a50/32:.1f} ms = {a1k/a50:.2f} (goal <= 2)")

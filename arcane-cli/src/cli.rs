@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::backend::BackendKind;
 use crate::cli_align::{DpoArgs, EvalRewardArgs, RewardCommand, RlArgs};
 use crate::cli_eval::{EvalSuiteArgs, EvalTaskArgs};
+use crate::precision_args::PrecisionArgs;
 use crate::sampling_args::SamplingArgs;
 
 /// Train, sample, evaluate and benchmark GPT-2-class language models on Burn.
@@ -286,6 +287,9 @@ pub struct GenerateArgs {
     /// Sampling flags.
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    /// How the weights are stored.
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// Print one JSON object {"prompt_ids", "ids", "text"} instead of streaming.
     #[arg(long)]
     pub json: bool,
@@ -383,6 +387,9 @@ pub struct EvalHellaswagArgs {
     /// `lm-eval`: lm-evaluation-harness's (preprocessed text, acc_norm per character).
     #[arg(long, value_enum, default_value_t = HellaswagScoring::Nanogpt)]
     pub scoring: HellaswagScoring,
+    /// How the weights are stored.
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
 }
 
 /// How `eval hellaswag` scores.
@@ -421,6 +428,9 @@ pub struct EvalLossArgs {
     /// Print one JSON object {"loss", "perplexity", "tokens"}.
     #[arg(long)]
     pub json: bool,
+    /// How the weights are stored.
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
 }
 
 /// What `bench` measures.
@@ -456,7 +466,9 @@ pub struct BenchArgs {
     /// saves nothing on the CPU's fused kernels, only on the generic path).
     #[arg(long)]
     pub activation_checkpointing: bool,
-    /// Compute precision of `bench train` (auto: bf16 on CUDA, f32 elsewhere).
+    /// Compute precision (auto: bf16 on CUDA, f32 elsewhere). `train` and `forward`: bf16
+    /// activations and products, f32 master weights. `decode` and `hellaswag`: `bf16` stores
+    /// the weights in bf16 (half the bytes per token), with f32 activations on the CPU.
     #[arg(long, value_name = "auto|f32|bf16", default_value = "auto")]
     pub precision: arcane::model::Precision,
     /// Timed repeats (optimizer steps for `train`) after the warm-up; the median is reported.

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::precision_args::PrecisionArgs;
+
 /// Flags every lm-eval-style evaluation takes.
 #[derive(Debug, Args)]
 pub struct EvalModelArgs {
@@ -27,6 +29,9 @@ pub struct EvalModelArgs {
     /// Print one JSON document instead of the text summary.
     #[arg(long)]
     pub json: bool,
+    /// How the weights are stored.
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
 }
 
 /// `eval <task>`

@@ -14,6 +14,7 @@ mod commands;
 mod hub_model;
 mod kernel_cache;
 mod model_arg;
+mod precision_args;
 mod progress;
 mod sampling_args;
 mod signals;

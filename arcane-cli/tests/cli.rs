@@ -71,6 +71,50 @@ fn generate_gives_transformers_greedy_ids() {
     assert!(out["text"].as_str().unwrap().len() > 10);
 }
 
+/// `--precision bf16` stores the weights in bf16: the fixture's greedy continuation is
+/// transformers' still, the loss of `eval loss` moves by under 1% (each weight moves by at
+/// most 2^-8 of itself), and a backend without bf16 tensors is refused with a way out.
+#[test]
+fn bf16_weights_keep_the_greedy_ids_and_the_loss() {
+    let r = reference();
+    let gpt2 = fixture("gpt2");
+    let prompt = r["gpt2"]["greedy_prompt_text"].as_str().unwrap();
+    let model = gpt2.to_str().unwrap();
+    let generate = |extra: &[&str]| {
+        let mut args = vec!["generate", "--model", model, "--prompt", prompt];
+        args.extend(["--max-new-tokens", "12", "--temperature", "0", "--json"]);
+        args.extend(extra);
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let args = generate(&["--precision", "bf16"]);
+    let out = json(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out["ids"], r["gpt2"]["greedy"]["ids"]);
+    let text = fixture("eval.txt");
+    let loss = |precision: &str| {
+        json(&[
+            "eval",
+            "loss",
+            "--model",
+            model,
+            "--text",
+            text.to_str().unwrap(),
+            "--json",
+            "--precision",
+            precision,
+        ])["loss"]
+            .as_f64()
+            .unwrap()
+    };
+    let (f32_loss, bf16_loss) = (loss("f32"), loss("bf16"));
+    assert!(
+        (bf16_loss - f32_loss).abs() < 0.01 * f32_loss && bf16_loss != f32_loss,
+        "bf16 loss {bf16_loss} vs f32 {f32_loss}"
+    );
+    let args = generate(&["--precision", "bf16", "--backend", "wgpu"]);
+    let err = failure(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("--precision f32"), "{err}");
+}
+
 #[test]
 fn sampling_is_seeded() {
     let gpt2 = fixture("gpt2");

@@ -154,7 +154,7 @@ fn every_instruction_set_computes_the_same() {
         check_fused_against_generic(&format!("{cap:?}"));
         check_decoding(&format!("{cap:?}"));
     }
-    limit_isa(Isa::Avx512);
+    limit_isa(Isa::Avx512Bf16);
 }
 
 #[test]

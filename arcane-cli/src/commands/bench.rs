@@ -11,6 +11,7 @@ use std::time::Instant;
 use anyhow::Result;
 use arcane::eval::{load_hellaswag, parse_hellaswag, score_hellaswag, HellaswagExample};
 use arcane::generation::argmax;
+use arcane::model::Precision;
 use arcane::{Gpt, ModelConfig};
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::Autodiff;
@@ -20,6 +21,7 @@ use serde_json::{json, Map, Value};
 use crate::backend::{self, BackendKind, Task, TrainBackend};
 use crate::cli::{BenchArgs, BenchKind};
 use crate::model_arg::resolve_config;
+use crate::precision_args::InferencePrecision;
 
 /// Tokens of the decode benchmark's prompt by default (fewer for contexts under 64).
 const PROMPT_TOKENS: usize = 32;
@@ -110,6 +112,20 @@ impl Bench {
         Ok(model)
     }
 
+    /// A model for the inference benchmarks (decode, hellaswag): an explicit `--precision bf16`
+    /// stores the weights in bf16 (f32 activations on the CPU); otherwise as [`Self::model`].
+    fn inference_model<B: Backend>(&self, device: &B::Device) -> Result<Gpt<B>> {
+        let model = self.model::<B>(device)?;
+        if self.args.precision != Precision::Bf16 {
+            return Ok(model);
+        }
+        let mut model = InferencePrecision::new(Precision::Bf16, self.backend)?.apply(model);
+        if self.backend == BackendKind::Cpu {
+            model.precision = Precision::F32;
+        }
+        Ok(model)
+    }
+
     /// `--seq-len`, by default the context up to 1024, checked against the context.
     pub(super) fn seq_len(&self) -> Result<usize> {
         let max = self.config.max_seq_len;
@@ -148,6 +164,12 @@ impl Bench {
             "params": self.config.num_params(),
             "activation_checkpointing": self.args.activation_checkpointing,
             "precision": self.args.precision.or(self.backend.precision()),
+            "weights": match self.args.precision == Precision::Bf16
+                && matches!(kind, "decode" | "hellaswag")
+            {
+                true => "bf16",
+                false => "f32",
+            },
             "peak_rss_mib": peak_rss_mib(),
             // CPU time of the whole process so far (both cores): steadier than wall time when
             // other processes share the cores.
@@ -198,7 +220,7 @@ impl Bench {
             );
         }
         B::seed(&device, 0);
-        let model = self.model::<B>(&device)?;
+        let model = self.inference_model::<B>(&device)?;
         let prompt = token_batch::<B>(1, prompt_len, c.vocab_size, &device);
         let mut phases = Phases::new(&["blocks", "head", "host"]);
         let profile = self.args.profile;
@@ -218,7 +240,7 @@ impl Bench {
     fn hellaswag<B: Backend>(self, device: B::Device) -> Result<Value> {
         let examples = self.hellaswag_examples()?;
         B::seed(&device, 0);
-        let model = self.model::<B>(&device)?;
+        let model = self.inference_model::<B>(&device)?;
         let batch = self.args.batch.max(1);
         let shapes = self.backend.shapes();
         let run =

@@ -12,6 +12,7 @@ use crate::backend::{self, BackendKind, Task};
 use crate::cli::{EvalHellaswagArgs, HellaswagScoring};
 use crate::cli_eval::{EvalModelArgs, EvalTaskArgs};
 use crate::model_arg::{load_model, load_tokenizer};
+use crate::precision_args::InferencePrecision;
 use crate::progress;
 
 /// Reads the examples, then scores them on the chosen backend.
@@ -33,9 +34,11 @@ pub fn run(args: EvalHellaswagArgs, backend: BackendKind) -> Result<()> {
     if let Some(limit) = args.limit {
         examples.truncate(limit);
     }
+    let precision = args.precision.resolve(backend)?;
     backend::run(
         backend,
         EvalHellaswag {
+            precision,
             args,
             examples,
             shapes: backend.shapes(),
@@ -44,6 +47,7 @@ pub fn run(args: EvalHellaswagArgs, backend: BackendKind) -> Result<()> {
 }
 
 struct EvalHellaswag {
+    precision: InferencePrecision,
     shapes: arcane::shapes::FixedShapes,
     args: EvalHellaswagArgs,
     examples: Vec<HellaswagExample>,
@@ -55,6 +59,7 @@ impl Task for EvalHellaswag {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let tokenizer = load_tokenizer(&self.args.model)?;
         let model = load_model::<B>(&self.args.model, self.args.adapter.as_deref(), &device)?;
+        let model = self.precision.apply(model);
         let bar = progress::bar(self.examples.len() as u64, "examples");
         let start = std::time::Instant::now();
         let predictions = score_hellaswag_with(
@@ -116,6 +121,7 @@ fn lm_eval_args(args: EvalHellaswagArgs) -> EvalTaskArgs {
             batch: args.batch,
             skip_bad: args.skip_bad,
             json: args.json,
+            precision: args.precision,
         },
         data: Some(args.data),
         predictions: args.predictions,

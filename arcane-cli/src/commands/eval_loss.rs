@@ -10,6 +10,7 @@ use serde_json::json;
 use crate::backend::{self, BackendKind, Task};
 use crate::cli::EvalLossArgs;
 use crate::model_arg::{load_model, load_tokenizer};
+use crate::precision_args::InferencePrecision;
 use crate::progress;
 
 /// Reads the tokens (text or prepared data), then scores them on the chosen backend.
@@ -50,9 +51,11 @@ pub fn run(args: EvalLossArgs, backend: BackendKind) -> Result<()> {
     if ids.len() < 2 {
         anyhow::bail!("{source} has {} tokens; at least 2 are needed", ids.len());
     }
+    let precision = args.precision.resolve(backend)?;
     backend::run(
         backend,
         EvalLoss {
+            precision,
             args,
             ids,
             special_tokens,
@@ -62,6 +65,7 @@ pub fn run(args: EvalLossArgs, backend: BackendKind) -> Result<()> {
 }
 
 struct EvalLoss {
+    precision: InferencePrecision,
     shapes: arcane::shapes::FixedShapes,
     args: EvalLossArgs,
     ids: Vec<u32>,
@@ -74,6 +78,7 @@ impl Task for EvalLoss {
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let model = load_model::<B>(&self.args.model, self.args.adapter.as_deref(), &device)?;
+        let model = self.precision.apply(model);
         let window = self.args.window.unwrap_or(model.config().max_seq_len);
         let bar = progress::bar((self.ids.len() - 1) as u64, "tokens");
         let report = token_loss(

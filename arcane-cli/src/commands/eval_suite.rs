@@ -31,6 +31,7 @@ pub fn run(args: EvalSuiteArgs, backend: BackendKind) -> Result<()> {
             tasks: docs,
             batch: common.batch,
             shapes: backend.shapes(),
+            precision: common.precision.resolve(backend)?,
         },
     )?;
     if let Some(dir) = &args.predictions {

@@ -13,6 +13,7 @@ use burn::prelude::*;
 use crate::backend::{self, BackendKind};
 use crate::cli_eval::{EvalModelArgs, EvalTaskArgs};
 use crate::model_arg::{load_model, load_tokenizer};
+use crate::precision_args::InferencePrecision;
 use crate::progress;
 
 /// Reads the documents, scores them on the chosen backend and prints the figures.
@@ -27,6 +28,7 @@ pub fn run(task: Task, args: EvalTaskArgs, backend: BackendKind) -> Result<()> {
             tasks: vec![(task, docs)],
             batch: common.batch,
             shapes: backend.shapes(),
+            precision: common.precision.resolve(backend)?,
         },
     )?
     .0
@@ -80,6 +82,7 @@ pub struct Scoring {
     pub tasks: Vec<(Task, Vec<Doc>)>,
     pub batch: usize,
     pub shapes: FixedShapes,
+    pub precision: InferencePrecision,
 }
 
 impl backend::Task for Scoring {
@@ -89,6 +92,7 @@ impl backend::Task for Scoring {
     fn run<B: Backend>(self, device: B::Device) -> Result<(Vec<TaskResult>, f64)> {
         let tokenizer = load_tokenizer(&self.model)?;
         let model = load_model::<B>(&self.model, self.adapter.as_deref(), &device)?;
+        let model = self.precision.apply(model);
         let start = std::time::Instant::now();
         let results = self
             .tasks

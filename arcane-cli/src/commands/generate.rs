@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::backend::{self, BackendKind, Task};
 use crate::cli::GenerateArgs;
 use crate::model_arg::{load_model, load_tokenizer};
+use crate::precision_args::InferencePrecision;
 
 /// Parses the arguments into a generation config and runs it on the chosen backend.
 pub fn run(args: GenerateArgs, backend: BackendKind) -> Result<()> {
@@ -21,12 +22,21 @@ pub fn run(args: GenerateArgs, backend: BackendKind) -> Result<()> {
         shapes: backend.shapes(),
         ..GenerateConfig::default()
     };
-    backend::run(backend, Generate { args, config })
+    let precision = args.precision.resolve(backend)?;
+    backend::run(
+        backend,
+        Generate {
+            args,
+            config,
+            precision,
+        },
+    )
 }
 
 struct Generate {
     args: GenerateArgs,
     config: GenerateConfig,
+    precision: InferencePrecision,
 }
 
 impl Task for Generate {
@@ -36,6 +46,7 @@ impl Task for Generate {
         // The model's own tokenizer, checked against its vocabulary before the weights load.
         let tokenizer = load_tokenizer(&self.args.model)?;
         let model = load_model::<B>(&self.args.model, self.args.adapter.as_deref(), &device)?;
+        let model = self.precision.apply(model);
         let vocab = model.config().vocab_size;
         // A padded vocabulary (50304) must never yield an id the tokenizer cannot decode.
         self.config.vocab_limit = Some(vocab.min(tokenizer.vocab_size()));

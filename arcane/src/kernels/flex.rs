@@ -3,9 +3,9 @@
 
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::Flex;
-use burn::tensor::{Bytes, DType, Shape, TensorMetadata};
+use burn::tensor::{bf16, Bytes, DType, FloatDType, Shape, TensorMetadata};
 
-use super::cpu::{adamw, elementwise, gemv, linear, norm, xent};
+use super::cpu::{adamw, elementwise, gemv, gemv_bf16, linear, norm, xent};
 use super::flex_attention;
 use super::fused::{AdamWStep, FusedGrads, FusedOps, HeadLayout, KeyPrefix};
 
@@ -14,7 +14,7 @@ use super::fused::{AdamWStep, FusedGrads, FusedOps, HeadLayout, KeyPrefix};
 fn dense(t: FlexTensor) -> FlexTensor {
     let exact = t.is_contiguous()
         && t.layout().start_offset() == 0
-        && t.bytes().len() == t.layout().num_elements() * std::mem::size_of::<f32>();
+        && t.bytes().len() == t.layout().num_elements() * t.dtype().size();
     if exact {
         t
     } else {
@@ -34,6 +34,26 @@ fn tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
         Layout::contiguous(shape),
         DType::F32,
     )
+}
+
+/// `t` (f32 or bf16) converted to `dtype` (f32 or bf16) in one parallel pass, rounding to
+/// nearest even; `None` for other dtypes (Burn's cast handles them).
+pub fn cast(t: FlexTensor, dtype: FloatDType) -> Option<FlexTensor> {
+    let shape = t.shape();
+    match (t.dtype(), dtype) {
+        (DType::F32, FloatDType::BF16) => {
+            let v = gemv_bf16::round_to_bf16(values(&dense(t)));
+            Some(FlexTensor::new(
+                Bytes::from_elems(v),
+                Layout::contiguous(shape),
+                DType::BF16,
+            ))
+        }
+        (DType::BF16, FloatDType::F32) => {
+            Some(tensor(gemv_bf16::widen(dense(t).storage::<bf16>()), shape))
+        }
+        _ => None,
+    }
 }
 
 /// Class ids of an int tensor as indices.
@@ -127,14 +147,12 @@ impl FusedOps for Flex {
         let bias = bias.map(dense);
         let (m, d_in) = rows_of(&x);
         let out = w.shape().as_slice()[1];
-        let y = linear::forward(
-            values(&x),
-            m,
-            values(&w),
-            d_in,
-            out,
-            bias.as_ref().map(values),
-        );
+        let (xv, b) = (values(&x), bias.as_ref().map(values));
+        let y = match w.dtype() {
+            // Weights stored in bf16 for inference (see `kernels::linear`).
+            DType::BF16 => linear::forward_bf16(xv, m, w.storage::<bf16>(), d_in, out, b),
+            _ => linear::forward(xv, m, values(&w), d_in, out, b),
+        };
         tensor(y, Shape::new([m, out]))
     }
 
@@ -145,10 +163,11 @@ impl FusedOps for Flex {
         }
         let (x, w) = (dense(x), dense(table));
         let v = w.shape().as_slice()[0];
-        Some(tensor(
-            gemv::rows_dot(values(&x), m, values(&w), c),
-            Shape::new([m, v]),
-        ))
+        let y = match w.dtype() {
+            DType::BF16 => gemv_bf16::rows_dot(values(&x), m, w.storage::<bf16>(), c),
+            _ => gemv::rows_dot(values(&x), m, values(&w), c),
+        };
+        Some(tensor(y, Shape::new([m, v])))
     }
 
     fn fused_adamw(

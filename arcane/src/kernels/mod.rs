@@ -28,6 +28,7 @@ mod generic;
 mod params;
 
 use burn::prelude::*;
+use burn::tensor::{DType, FloatDType};
 
 pub use dispatch::generic_only;
 #[allow(unused_imports)]
@@ -202,10 +203,12 @@ pub fn rope<B: Backend>(
     generic(x)
 }
 
-/// The projection `x · W (+ b)` with `W` in Burn's `[in, out]` layout. On the CPU backend:
-/// one gemm with the bias folded in and one backward node (the gradients as two gemms and
-/// column sums), and for a few rows (decoding) a matrix-vector kernel that reads each weight
-/// once on every core. Elsewhere Burn's `linear`.
+/// The projection `x · W (+ b)` with `W` in Burn's `[in, out]` layout, computed in the dtype
+/// of `x` (a weight or bias of another dtype is cast to it). On the CPU backend: one gemm with
+/// the bias folded in and one backward node (the gradients as two gemms and column sums), and
+/// for a few rows (decoding) a matrix-vector kernel that reads each weight once on every core;
+/// f32 activations with a weight stored in bf16 (inference, see `Gpt::with_bf16_weights`)
+/// read the bf16 weights directly and accumulate in f32. Elsewhere Burn's `linear`.
 ///
 /// # Shapes
 /// - x: `[..., in]`; weight: `[in, out]`; bias: `[out]`
@@ -218,33 +221,68 @@ pub fn linear<B: Backend, const D: usize>(
     let bias_f32 = bias.as_ref().is_none_or(|b| all_f32(&[b.dtype()]));
     if all_f32(&[x.dtype(), weight.dtype()]) && bias_f32 {
         with_fused!(fused, B, |K| {
-            let mut dims = x.dims();
-            let d_in = dims[D - 1];
-            let x2 = x.reshape([dims.iter().product::<usize>() / d_in.max(1), d_in]);
-            let (x2, w) = (to::<K, B, 2>(x2), to::<K, B, 2>(weight));
-            let y = back::<K, B, 2>(K::fused_linear(x2, w, bias.map(to::<K, B, 1>)));
-            dims[D - 1] = y.dims()[1];
-            return y.reshape(dims);
+            return fused_linear::<K, B, D>(x, weight, bias);
         });
     }
-    burn::tensor::module::linear(x, weight, bias)
+    if all_f32(&[x.dtype()]) && weight.dtype() == DType::BF16 && bias_f32 {
+        with_fused!(inference, B, |K| {
+            return fused_linear::<K, B, D>(x, weight, bias);
+        });
+    }
+    let dtype = x.dtype();
+    let weight = weight.cast(dtype);
+    burn::tensor::module::linear(x, weight, bias.map(|b| b.cast(dtype)))
+}
+
+/// [`linear`] on a backend with fused kernels: `x` flattened to rows, one `fused_linear`.
+#[cfg(feature = "flex")]
+fn fused_linear<K: FusedOps, B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+) -> Tensor<B, D> {
+    let mut dims = x.dims();
+    let d_in = dims[D - 1];
+    let x2 = x.reshape([dims.iter().product::<usize>() / d_in.max(1), d_in]);
+    let (x2, w) = (to::<K, B, 2>(x2), to::<K, B, 2>(weight));
+    let y = back::<K, B, 2>(K::fused_linear(x2, w, bias.map(to::<K, B, 1>)));
+    dims[D - 1] = y.dims()[1];
+    y.reshape(dims)
 }
 
 /// A tied head's logits for a few rows (decoding), reading the `[V, C]` embedding table once
-/// on every core; `None` when the backend has no such kernel or the rows are many (use a
-/// matmul then).
+/// on every core (an f32 table, or one stored in bf16 with f32 rows); `None` when the backend
+/// has no such kernel or the rows are many (use a matmul then).
 ///
 /// # Shapes
 /// - x: `[M, C]`; table: `[V, C]`
 /// - output: `[M, V]`
 pub fn tied_head_rows<B: Backend>(x: &Tensor<B, 2>, table: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
-    if all_f32(&[x.dtype(), table.dtype()]) {
+    let table_ok = matches!(table.dtype(), DType::F32 | DType::BF16);
+    if all_f32(&[x.dtype()]) && table_ok {
         with_fused!(inference, B, |K| {
             let (x, w) = (to::<K, B, 2>(x.clone()), to::<K, B, 2>(table.clone()));
             return K::fused_tied_head_rows(x, w).map(back::<K, B, 2>);
         });
     }
     None
+}
+
+/// `x` converted to `dtype`. On the CPU backend (inference) f32 to bf16 (rounded to nearest
+/// even) and bf16 to f32 (exact) take one pass on all cores; Burn's `cast` elsewhere (on
+/// burn-flex it goes through an f64 copy of the whole tensor).
+pub fn cast<B: Backend, const D: usize>(x: Tensor<B, D>, dtype: FloatDType) -> Tensor<B, D> {
+    if x.dtype() == DType::from(dtype) {
+        return x;
+    }
+    if matches!(x.dtype(), DType::F32 | DType::BF16) {
+        with_fused!(inference, B, |K| {
+            if let Some(y) = flex::cast(to::<K, B, D>(x.clone()), dtype) {
+                return back::<K, B, D>(y);
+            }
+        });
+    }
+    x.cast(dtype)
 }
 
 /// One AdamW step (Loshchilov & Hutter 2019) on a parameter: Burn's `AdamW` arithmetic, in

@@ -49,6 +49,10 @@ pub struct Gpt<B: Backend> {
     /// The dtype activations are computed in; parameters stay f32 (see [`Precision`]).
     #[module(skip)]
     pub precision: Precision,
+    /// True once the projections' weights are stored in bf16 for inference
+    /// ([`Gpt::with_bf16_weights`]).
+    #[module(skip)]
+    pub weights_bf16: bool,
 }
 
 impl ModelConfig {
@@ -71,6 +75,7 @@ impl ModelConfig {
             config: self.clone(),
             lora: None,
             precision: Precision::F32,
+            weights_bf16: false,
         })
     }
 }
@@ -205,7 +210,9 @@ impl<B: Backend> Gpt<B> {
         tokens: Tensor<B, 2, Int>,
         positions: impl FnOnce() -> Tensor<B, 2, Int>,
     ) -> Tensor<B, 3> {
-        let mut x = self.wte.forward(tokens); // [B, T, C]
+        // f32 rows even from a table stored in bf16 (inference; exact), cast to the compute
+        // precision at the end.
+        let mut x = self.wte.forward(tokens).cast(FloatDType::F32); // [B, T, C]
         if let Some(wpe) = &self.wpe {
             x = x + wpe.forward(positions());
         }
@@ -237,14 +244,14 @@ impl<B: Backend> Gpt<B> {
                 }
                 // Otherwise `Wte · hᵀ` reads the table in its own layout. The CPU backend's
                 // generic path would copy the transposed 50257 x 768 table on every token.
-                let logits = wte.cast(h.dtype()).matmul(h.transpose()); // [V, B·T]
+                let logits = kernels::cast(wte, h.dtype().into()).matmul(h.transpose()); // [V, B·T]
                 logits.transpose().reshape([b, t, v])
             }
             None => {
                 // A 2-D product with the transposed table read in place: Burn's `linear` would
                 // reshape the transposed view to 3-D, which copies the whole table on the CPU.
                 let h = hidden.reshape([b * t, c]);
-                let table = self.wte.weight.val().cast(h.dtype());
+                let table = kernels::cast(self.wte.weight.val(), h.dtype().into());
                 h.matmul(table.transpose()).reshape([b, t, v])
             }
         }
@@ -271,11 +278,12 @@ impl<B: Backend> Gpt<B> {
         let (h, targets) = (hidden.reshape([b * t, c]), targets.reshape([b * t]));
         match &self.lm_head {
             None => {
-                let wte = self.wte.weight.val();
+                // A table stored in bf16 (inference) is widened for the loss (exact).
+                let wte = kernels::cast(self.wte.weight.val(), FloatDType::F32);
                 kernels::linear_cross_entropy(h, wte, HeadLayout::VocabMajor, targets)
             }
             Some(head) if head.bias.is_none() && head.lora.as_ref().is_none_or(|l| l.merged) => {
-                let w = head.weight.val();
+                let w = kernels::cast(head.weight.val(), FloatDType::F32);
                 kernels::linear_cross_entropy(h, w, HeadLayout::ChannelMajor, targets)
             }
             // A head with an adapter being trained: logits, then the loss.

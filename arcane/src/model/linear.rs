@@ -55,7 +55,9 @@ impl<B: Backend> Linear<B> {
     }
 
     /// Computes in the dtype of `x`: the f32 parameters are cast to it (a no-op in f32; see
-    /// [`super::Precision`]).
+    /// [`super::Precision`]). A weight stored in bf16 for inference
+    /// ([`super::Gpt::with_bf16_weights`]) meets f32 activations in the CPU backend's bf16
+    /// kernels, and is cast to the dtype of `x` elsewhere.
     ///
     /// # Shapes
     /// - x: `[..., in]`
@@ -63,11 +65,11 @@ impl<B: Backend> Linear<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let dtype = x.dtype();
         // One gemm with the bias folded in (matrix-vector products when decoding) on the CPU
-        // backend; Burn's `linear` elsewhere.
+        // backend; Burn's `linear` elsewhere. `kernels::linear` casts where it must.
         let base = kernels::linear(
             x.clone(),
-            self.weight.val().cast(dtype),
-            self.bias.as_ref().map(|b| b.val().cast(dtype)),
+            self.weight.val(),
+            self.bias.as_ref().map(|b| b.val()),
         );
         match &self.lora {
             Some(l) if !l.merged => {

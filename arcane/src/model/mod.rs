@@ -15,6 +15,7 @@
 
 mod adapter;
 mod attention;
+mod bf16_weights;
 mod block;
 mod config;
 mod gpt;

@@ -14,10 +14,58 @@ const ROWS_PER_BLOCK: usize = 64;
 /// Rows of `W` `[V, C]` per task in [`rows_dot`].
 const DOTS_PER_BLOCK: usize = 128;
 
+/// Columns per step of [`axpy_rows`]: one AVX-512 register, one cache line of weights per row.
+const STEP: usize = 16;
+
+/// Asks for the cache line at `p` ahead of its use (a hint: never faults, any address).
+#[inline(always)]
+pub(super) fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that reads nothing architecturally; SSE is in the baseline.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 multiversion! {
-    /// `acc[j, :] += Σ_i x[j, i]·w[i, :]` over the rows `i` of `w` (`[rows, out]`).
+    /// `acc[j, :] += Σ_i x[j, i]·w[i, :]` over the rows `i` of `w` (`[rows, out]`), four rows
+    /// at a time: four streams of weights in flight keep more memory requests outstanding
+    /// than one (measured on the Xeon: 13.6 against 11.2 GB/s per core), and the accumulator
+    /// is loaded and stored once per four rows. The next four rows are prefetched as these are
+    /// read: they start a page or more ahead, where the hardware's stream prefetcher does not
+    /// look (14.6 GB/s per core with it).
     fn axpy_rows(x: &[f32], x_stride: usize, m: usize, w: &[f32], out: usize, acc: &mut [f32]) {
-        for (i, row) in w.chunks_exact(out).enumerate() {
+        let rows = w.len() / out;
+        let mut i = 0;
+        while i + 4 <= rows {
+            let r = |k: usize| &w[(i + k) * out..(i + k + 1) * out];
+            let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));
+            let next = w.as_ptr().wrapping_add((i + 4) * out);
+            for j in 0..m {
+                let a = &x[j * x_stride + i..j * x_stride + i + 4];
+                let (a0, a1, a2, a3) = (a[0], a[1], a[2], a[3]);
+                let dst = &mut acc[j * out..(j + 1) * out];
+                for (c, d) in dst.chunks_mut(STEP).enumerate() {
+                    let o = c * STEP;
+                    if j == 0 && i + 4 < rows {
+                        for k in 0..4 {
+                            prefetch(next.wrapping_add(k * out + o));
+                        }
+                    }
+                    let n = d.len();
+                    let (s0, s1, s2, s3) = (&r0[o..o + n], &r1[o..o + n], &r2[o..o + n], &r3[o..o + n]);
+                    for (l, d) in d.iter_mut().enumerate() {
+                        *d += (a0 * s0[l] + a1 * s1[l]) + (a2 * s2[l] + a3 * s3[l]);
+                    }
+                }
+            }
+            i += 4;
+        }
+        for i in i..rows {
+            let row = &w[i * out..(i + 1) * out];
             for j in 0..m {
                 let a = x[j * x_stride + i];
                 let dst = &mut acc[j * out..(j + 1) * out];
@@ -70,9 +118,41 @@ multiversion! {
 
 multiversion! {
     /// `y[j, v] = x[j, :]·w[v, :]` for the rows `v` of `w` (`[rows, c]`), `y` laid out `[m, V]`
-    /// from column `v0`.
+    /// from column `v0`; four rows of `w` at a time (four streams in flight, as in
+    /// `axpy_rows`), each with 16 lanes of partial sums.
     fn dots(x: &[f32], m: usize, w: &[f32], c: usize, y: &mut [f32], v0: usize, v_total: usize) {
-        for (r, row) in w.chunks_exact(c).enumerate() {
+        const LANES: usize = 16;
+        let rows = w.len() / c;
+        let body = c - c % LANES;
+        let mut r = 0;
+        while r + 4 <= rows {
+            for j in 0..m {
+                let xr = &x[j * c..(j + 1) * c];
+                let mut acc = [[0f32; LANES]; 4];
+                for (k, xc) in xr[..body].chunks_exact(LANES).enumerate() {
+                    for (q, acc) in acc.iter_mut().enumerate() {
+                        let wc = &w[(r + q) * c + k * LANES..(r + q) * c + (k + 1) * LANES];
+                        for l in 0..LANES {
+                            acc[l] += xc[l] * wc[l];
+                        }
+                    }
+                }
+                for (q, acc) in acc.iter().enumerate() {
+                    let row = &w[(r + q) * c..(r + q + 1) * c];
+                    let mut s = 0.0;
+                    for a in acc {
+                        s += a;
+                    }
+                    for (&a, &b) in xr[body..].iter().zip(&row[body..]) {
+                        s += a * b;
+                    }
+                    y[j * v_total + v0 + r + q] = s;
+                }
+            }
+            r += 4;
+        }
+        for r in r..rows {
+            let row = &w[r * c..(r + 1) * c];
             for j in 0..m {
                 y[j * v_total + v0 + r] = sum_map2(&x[j * c..(j + 1) * c], row, |a, b| a * b);
             }
@@ -117,7 +197,7 @@ mod tests {
 
     #[test]
     fn matvec_and_rows_dot_equal_plain_sums() {
-        let (m, d_in, out) = (3, 150, 70);
+        let (m, d_in, out) = (3, 151, 70);
         let x: Vec<f32> = (0..m * d_in)
             .map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0)
             .collect();

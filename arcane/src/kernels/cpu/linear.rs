@@ -5,8 +5,8 @@
 use rayon::prelude::*;
 
 use super::gemm::{matmul, MatRef};
-use super::gemv;
 use super::simd::multiversion;
+use super::{gemv, gemv_bf16};
 
 /// Rows up to this many go through the matrix-vector kernel (decoding).
 pub const MAX_GEMV_ROWS: usize = 8;
@@ -43,6 +43,23 @@ pub fn forward(
         out,
     );
     y
+}
+
+/// `y[m, out] = x[m, in]·W[in, out] (+ b)` with `W` stored in bf16 (inference): the
+/// matrix-vector kernel on the bf16 weights for a few rows; for more rows the products are
+/// compute-bound, and `W` is widened to f32 (exact) for the gemm.
+pub fn forward_bf16(
+    x: &[f32],
+    m: usize,
+    w: &[half::bf16],
+    d_in: usize,
+    out: usize,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    if m <= MAX_GEMV_ROWS {
+        return gemv_bf16::matvec(x, m, w, d_in, out, bias);
+    }
+    forward(x, m, &gemv_bf16::widen(w), d_in, out, bias)
 }
 
 /// `dx = dy·Wᵀ` `[m, in]`.

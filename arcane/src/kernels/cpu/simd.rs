@@ -14,6 +14,9 @@ use std::sync::OnceLock;
 /// The instruction sets a kernel can be compiled for, best first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isa {
+    /// x86-64-v4 with AVX512_BF16: `vdpbf16ps`, pairwise bf16 products added into f32 (for
+    /// bf16 weights; every other kernel runs its x86-64-v4 code).
+    Avx512Bf16,
     /// x86-64-v4: AVX-512 F/BW/DQ/VL with FMA.
     Avx512,
     /// x86-64-v3: AVX2 with FMA.
@@ -28,6 +31,7 @@ impl Isa {
             Isa::Portable => 0,
             Isa::Avx2 => 1,
             Isa::Avx512 => 2,
+            Isa::Avx512Bf16 => 3,
         }
     }
 
@@ -35,7 +39,8 @@ impl Isa {
         match rank {
             0 => Isa::Portable,
             1 => Isa::Avx2,
-            _ => Isa::Avx512,
+            2 => Isa::Avx512,
+            _ => Isa::Avx512Bf16,
         }
     }
 }
@@ -44,7 +49,7 @@ impl Isa {
 static CAP: AtomicU8 = AtomicU8::new(u8::MAX);
 
 /// The instruction set the kernels use: the best this CPU has (detected once), lowered by
-/// `ARCANE_ISA=avx2|portable` or [`limit_isa`].
+/// `ARCANE_ISA=avx512|avx2|portable` or [`limit_isa`].
 pub fn isa() -> Isa {
     static DETECTED: OnceLock<Isa> = OnceLock::new();
     let detected = *DETECTED.get_or_init(detect);
@@ -58,7 +63,8 @@ pub fn isa() -> Isa {
 
 /// Caps the instruction set of every kernel from now on (a cap above what the CPU has does
 /// nothing): how the tests run the AVX2 and portable code on an AVX-512 machine, and how to
-/// compare them. `ARCANE_ISA=avx512|avx2|portable` sets the same cap at start-up.
+/// compare them. `ARCANE_ISA=avx512|avx2|portable` sets the same cap at start-up (`avx512`
+/// leaves out the bf16 dot products).
 pub fn limit_isa(max: Isa) {
     CAP.store(max.rank(), Ordering::Relaxed);
 }
@@ -68,7 +74,8 @@ fn env_cap() -> u8 {
     match std::env::var("ARCANE_ISA").as_deref().map(str::trim) {
         Ok("portable") => Isa::Portable.rank(),
         Ok("avx2") => Isa::Avx2.rank(),
-        _ => Isa::Avx512.rank(),
+        Ok("avx512") => Isa::Avx512.rank(),
+        _ => Isa::Avx512Bf16.rank(),
     }
 }
 
@@ -77,7 +84,9 @@ fn detect() -> Isa {
     use std::arch::is_x86_feature_detected as has;
     let v3 = has!("avx2") && has!("fma") && has!("bmi2") && has!("f16c");
     let v4 = v3 && has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl");
-    if v4 {
+    if v4 && has!("avx512bf16") {
+        Isa::Avx512Bf16
+    } else if v4 {
         Isa::Avx512
     } else if v3 {
         Isa::Avx2
@@ -111,7 +120,8 @@ macro_rules! multiversion {
                 unsafe fn v3($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
                 match $crate::kernels::cpu::simd::isa() {
                     // SAFETY: `isa()` reported these features on this CPU.
-                    $crate::kernels::cpu::simd::Isa::Avx512 => return unsafe { v4($($arg),*) },
+                    $crate::kernels::cpu::simd::Isa::Avx512Bf16
+                    | $crate::kernels::cpu::simd::Isa::Avx512 => return unsafe { v4($($arg),*) },
                     $crate::kernels::cpu::simd::Isa::Avx2 => return unsafe { v3($($arg),*) },
                     $crate::kernels::cpu::simd::Isa::Portable => {}
                 }
