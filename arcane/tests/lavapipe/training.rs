@@ -84,11 +84,12 @@ fn one_step<B: AutodiffBackend>(name: &str, device: &B::Device) -> Step {
     }
 }
 
-/// Gradient tolerance: 1e-3 of the largest gradient of the tensor. Measured on the GPT-2
-/// fixture: 1e-4 of it on every tensor (a loss of 18 over a 50257-way softmax of logits near
-/// 20, summed in another order); a wrong kernel or mask gives errors of order 1.
+/// Gradient tolerance: 1e-5 of the largest gradient of the tensor (f32 sums in another order).
+/// Measured: Llama and Qwen3 agree to 1e-7; GPT-2 differs by 1e-4 on every tensor, like its
+/// gradient norm, most likely the head product of finding 1 in README-lavapipe.md (K = 8 with
+/// 50257 columns), so it fails here rather than pass under a looser tolerance.
 fn grad_tol(cpu: &[f32]) -> f32 {
-    1e-3 * cpu.iter().fold(1e-3f32, |m, x| m.max(x.abs()))
+    1e-5 * cpu.iter().fold(1e-3f32, |m, x| m.max(x.abs()))
 }
 
 #[test]
@@ -117,11 +118,11 @@ fn one_training_step_matches_the_cpu() {
         );
         let rel = (gpu_step.norm - cpu_step.norm).abs() / cpu_step.norm;
         eprintln!(
-            "{name} gradient norm: wgpu {} cpu {} (relative {rel:.2e}, tolerance 1e-3)",
+            "{name} gradient norm: wgpu {} cpu {} (relative {rel:.2e}, tolerance 1e-4)",
             gpu_step.norm, cpu_step.norm
         );
         assert!(
-            rel < 1e-3,
+            rel < 1e-4,
             "{name}: gradient norm differs by {rel} relative"
         );
         let mut updates = 0;
