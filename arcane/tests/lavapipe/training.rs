@@ -85,6 +85,9 @@ fn one_step<B: AutodiffBackend>(name: &str, device: &B::Device) -> Step {
 }
 
 /// Gradient tolerance: 1e-5 of the largest gradient of the tensor (f32 sums in another order).
+/// Measured: Llama and Qwen3 agree to 1e-7; GPT-2 differs by 1e-4 on every tensor, like its
+/// gradient norm, most likely the head product of finding 1 in README-lavapipe.md (K = 8 with
+/// 50257 columns), so it fails here rather than pass under a looser tolerance.
 fn grad_tol(cpu: &[f32]) -> f32 {
     1e-5 * cpu.iter().fold(1e-3f32, |m, x| m.max(x.abs()))
 }
