@@ -12,7 +12,6 @@ use anyhow::Result;
 use arcane::eval::{load_hellaswag, parse_hellaswag, score_hellaswag, HellaswagExample};
 use arcane::generation::argmax;
 use arcane::{Gpt, ModelConfig};
-use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::Autodiff;
 use burn::prelude::*;
 use serde_json::{json, Map, Value};
@@ -58,9 +57,6 @@ impl Task for Bench {
     fn run<B: TrainBackend>(self, device: B::Device) -> Result<Value> {
         match self.args.kind {
             BenchKind::Hellaswag => self.hellaswag::<B>(device),
-            BenchKind::Train if self.args.activation_checkpointing => {
-                self.train::<Autodiff<B, BalancedCheckpointing>>(device)
-            }
             BenchKind::Train => self.train::<Autodiff<B>>(device),
             BenchKind::Forward => self.forward::<B>(device),
             BenchKind::Decode => self.decode::<B>(device),
