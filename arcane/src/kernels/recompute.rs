@@ -144,7 +144,9 @@ pub fn block<B: Backend, M: Module<B> + 'static>(
     if !cut {
         return forward(module, x);
     }
-    let output = forward(&module.clone().no_grad(), x.clone().detach());
+    // Untracked: `detach` would keep a leaf that requires a gradient (the previous block's
+    // output) tracked, and every operation of the block would keep its state.
+    let output = forward(&module.clone().no_grad(), x.clone().set_require_grad(false));
     let output = output.detach().require_grad();
     let module = module.clone();
     let segment = Segment {
