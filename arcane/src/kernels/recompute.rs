@@ -37,13 +37,14 @@ thread_local! {
     static TAPE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
 }
 
-/// Runs a block again, tracked, from its input.
-type Recompute<B> = Box<dyn Fn(Tensor<B, 3>) -> Tensor<B, 3>>;
+/// Runs a segment again, tracked, from its input (none for the stem).
+type Recompute<B> = Box<dyn Fn(Option<Tensor<B, 3>>) -> Tensor<B, 3>>;
 
-/// One checkpointed block.
+/// One checkpointed block, or the stem before the first one.
 struct Segment<B: Backend> {
-    /// The block's input as the forward pass gave it (tracked: a leaf, or the embeddings).
-    input: Tensor<B, 3>,
+    /// The block's input as the forward pass gave it (the previous segment's output leaf);
+    /// `None` for the stem.
+    input: Option<Tensor<B, 3>>,
     /// The block's output: a leaf cut from the block, where the next part of the graph starts.
     output: Tensor<B, 3>,
     /// The RNG seed the block ran with (blocks with dropout only).
@@ -132,21 +133,65 @@ pub fn block<B: Backend, M: Module<B> + 'static>(
     let Some(cut) = recording::<B>() else {
         return forward(module, x);
     };
+    let input = x.clone();
+    let run = move |module: &M, x: Option<Tensor<B, 3>>| {
+        forward(module, x.expect("a block has an input"))
+    };
+    checkpoint(module, Some(input), dropout, cut, run)
+}
+
+/// Runs `forward(module)`, the part of the forward pass before the first [`block`] (the
+/// embeddings): plainly, or inside a [`record`] as a segment without input, recomputed last.
+/// Without it the first block's input would be a graph that has to outlive the backward
+/// passes of the other segments, which Burn's graph cleanup does not guarantee (it frees a
+/// graph whose parameters' nodes an earlier backward pass consumed).
+///
+/// # Shapes
+/// - output: `[B, T, C]`
+pub fn stem<B: Backend, M: Module<B> + 'static>(
+    module: &M,
+    dropout: bool,
+    forward: impl Fn(&M) -> Tensor<B, 3> + 'static,
+) -> Tensor<B, 3> {
+    let Some(cut) = recording::<B>() else {
+        return forward(module);
+    };
+    checkpoint(module, None, dropout, cut, move |module: &M, _| {
+        forward(module)
+    })
+}
+
+/// [`block`] and [`stem`] inside a [`record`] (`cut`: not [`record_uncut`]).
+fn checkpoint<B: Backend, M: Module<B> + 'static>(
+    module: &M,
+    x: Option<Tensor<B, 3>>,
+    dropout: bool,
+    cut: bool,
+    forward: impl Fn(&M, Option<Tensor<B, 3>>) -> Tensor<B, 3> + 'static,
+) -> Tensor<B, 3> {
     // Lazily initialised parameters get their values now: before the copies below (each copy
     // would otherwise draw its own) and before the seed (so that no initialisation draws
     // between the seed and the dropout masks in one run of the block but not the other).
     module.visit(&mut Materialize);
-    let device = x.device();
-    let seed = dropout.then(|| draw_seed::<B>(&device));
-    if let Some(seed) = seed {
-        B::seed(&device, seed);
-    }
+    let seed = dropout
+        .then(|| {
+            x.as_ref()
+                .map(Tensor::device)
+                .or(module.devices().first().cloned())
+        })
+        .flatten()
+        .map(|device| {
+            let seed = draw_seed::<B>(&device);
+            B::seed(&device, seed);
+            seed
+        });
     if !cut {
         return forward(module, x);
     }
     // Untracked: `detach` would keep a leaf that requires a gradient (the previous block's
     // output) tracked, and every operation of the block would keep its state.
-    let output = forward(&module.clone().no_grad(), x.clone().set_require_grad(false));
+    let untracked = x.clone().map(|x| x.set_require_grad(false));
+    let output = forward(&module.clone().no_grad(), untracked);
     let output = output.detach().require_grad();
     let module = module.clone();
     let segment = Segment {
@@ -200,7 +245,7 @@ impl<B: AutodiffBackend> Tape<B> {
                 continue;
             };
             if let Some(seed) = segment.seed {
-                B::seed(&segment.input.device(), seed);
+                B::seed(&segment.output.device(), seed);
             }
             let output = (segment.forward)(segment.input);
             let grads = (output * Tensor::from_inner(grad)).sum().backward();

@@ -176,10 +176,17 @@ impl<B: Backend> Gpt<B> {
             self.config.max_seq_len
         );
         let device = tokens.device();
-        let mut x = self.embed(tokens, || {
-            Tensor::arange(start as i64..(start + t) as i64, &device).unsqueeze::<2>()
+        let positions = move |device: &B::Device| {
+            Tensor::arange(start as i64..(start + t) as i64, device).unsqueeze::<2>()
             // [1, T]
-        });
+        };
+        let mut x = match cache {
+            Some(_) => self.embed(tokens, || positions(&device)),
+            // Training: the embeddings, which activation checkpointing may recompute.
+            None => kernels::recompute::stem(self, self.config.dropout > 0.0, move |model| {
+                model.embed(tokens.clone(), || positions(&tokens.device()))
+            }),
+        };
         let groups = self.config.n_heads / self.config.kv_heads();
         let window = self.config.sliding_window;
         let mut step = cache.map(|cache| CachedForward::new(cache, t, groups, window, &device));

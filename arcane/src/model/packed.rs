@@ -68,7 +68,10 @@ impl<B: Backend> Gpt<B> {
     /// - tokens: `[B, T]` with `T <= max_seq_len`
     /// - output: `[B, T, C]`
     pub fn forward_packed(&self, tokens: Tensor<B, 2, Int>, packing: &Packing<B>) -> Tensor<B, 3> {
-        let mut x = self.embed(tokens, || packing.positions.clone()); // [B, T, C]
+        let positions = packing.positions.clone();
+        let mut x = kernels::recompute::stem(self, self.config.dropout > 0.0, move |model| {
+            model.embed(tokens.clone(), || positions.clone())
+        }); // [B, T, C]
         for block in &self.blocks {
             let (rope, packing) = (self.rope.clone(), packing.clone());
             x = kernels::recompute::block(block, x, self.blocks_draw(), move |block, x| {
