@@ -6,18 +6,20 @@
 //!
 //! How, with Burn's autodiff (which cannot run a backward pass inside another: its graph lock
 //! is held while the nodes run):
-//! - [`record`] runs the forward pass with a tape on this thread. Every block run through
-//!   [`block`] meanwhile is computed *untracked* (its parameters and input detached, so no
-//!   node keeps any state) and its output is cut from the graph: a fresh leaf that requires
-//!   a gradient. The tape keeps the block's input, that leaf, and how to run the block again.
+//! - [`record`] runs the forward pass with a tape on this thread. The embeddings run through
+//!   [`stem`] and every block through [`block`]; each such segment is computed *untracked*
+//!   (its parameters and input made untracked, so no node keeps any state) and its output is
+//!   cut from the graph: a fresh leaf that requires a gradient. The tape keeps the segment's
+//!   input (the previous leaf), its output leaf, and how to run it again.
 //! - [`Tape::backward`] runs the backward pass from the loss, which ends at the last block's
-//!   output leaf; then, from the last block to the first, recomputes the block *tracked* from
-//!   its saved input and runs a backward pass from `Σ output · gradient` (whose gradient with
-//!   respect to the output is exactly the incoming one). That pass yields the block's
-//!   parameter gradients and its input's gradient, the previous block's output gradient; the
-//!   first block's pass continues into the embeddings. The parameter gradients of all the
-//!   passes are summed per parameter (a tied embedding gets the head's share and the
-//!   embedding's).
+//!   output leaf; then, from the last block to the stem, recomputes each segment *tracked*
+//!   from its saved input and runs a backward pass from `Σ output · gradient` (whose gradient
+//!   with respect to the output is exactly the incoming one). That pass yields the segment's
+//!   parameter gradients and its input's gradient, the previous segment's output gradient.
+//!   The parameter gradients of all the passes are summed per parameter (a tied embedding
+//!   gets the head's share and the stem's). Every graph is thus built just before its own
+//!   backward pass: none has to outlive another pass's cleanup, which Burn's graph memory
+//!   management does not guarantee for a graph whose parameter nodes were consumed before.
 //!
 //! Only public Burn API is used, so it works on every backend, with the fused CPU kernels and
 //! without. Dropout replays: a block that has dropout re-seeds the backend's RNG with a seed
@@ -52,7 +54,8 @@ struct Segment<B: Backend> {
     forward: Recompute<B>,
 }
 
-/// The checkpointed blocks of one forward pass, in order (see the module docs).
+/// The checkpointed segments (stem, blocks) of one forward pass, in order (see the module
+/// docs).
 pub struct Tape<B: Backend> {
     segments: Vec<Segment<B>>,
     /// False for [`record_uncut`]: blocks are seeded as here but run tracked, not cut.
@@ -60,12 +63,12 @@ pub struct Tape<B: Backend> {
 }
 
 impl<B: Backend> Tape<B> {
-    /// Blocks recorded.
+    /// Segments recorded (the stem and the blocks).
     pub fn len(&self) -> usize {
         self.segments.len()
     }
 
-    /// True when no block was recorded.
+    /// True when no segment was recorded.
     pub fn is_empty(&self) -> bool {
         self.segments.is_empty()
     }
