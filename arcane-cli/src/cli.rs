@@ -128,8 +128,8 @@ pub struct TrainArgs {
     /// Override tokens_per_step.
     #[arg(long, allow_negative_numbers = true)]
     pub tokens_per_step: Option<usize>,
-    /// Recompute activations in the backward pass to save memory (GPU backends; the CPU's
-    /// fused kernels keep only what their backward needs, so there it saves nothing).
+    /// Recompute activations in the backward pass to save memory: each transformer block
+    /// keeps only its input and runs again in the backward pass (about one more forward).
     #[arg(long)]
     pub activation_checkpointing: bool,
     /// Compute precision: bf16 (bf16 activations and matmuls, f32 master weights and AdamW
@@ -462,8 +462,8 @@ pub struct BenchArgs {
     /// Sequence length (forward and train; default: min(context, 1024)).
     #[arg(long, allow_negative_numbers = true)]
     pub seq_len: Option<usize>,
-    /// Recompute activations in the backward pass (train only); compare peak memory (it
-    /// saves nothing on the CPU's fused kernels, only on the generic path).
+    /// Recompute each block's activations in the backward pass (train only); compare peak
+    /// memory and step time with and without.
     #[arg(long)]
     pub activation_checkpointing: bool,
     /// Compute precision (auto: bf16 on CUDA, f32 elsewhere). `train` and `forward`: bf16

@@ -13,7 +13,6 @@ use arcane::eval::{load_hellaswag, parse_hellaswag, score_hellaswag, HellaswagEx
 use arcane::generation::argmax;
 use arcane::model::Precision;
 use arcane::{Gpt, ModelConfig};
-use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::Autodiff;
 use burn::prelude::*;
 use serde_json::{json, Map, Value};
@@ -60,9 +59,6 @@ impl Task for Bench {
     fn run<B: TrainBackend>(self, device: B::Device) -> Result<Value> {
         match self.args.kind {
             BenchKind::Hellaswag => self.hellaswag::<B>(device),
-            BenchKind::Train if self.args.activation_checkpointing => {
-                self.train::<Autodiff<B, BalancedCheckpointing>>(device)
-            }
             BenchKind::Train => self.train::<Autodiff<B>>(device),
             BenchKind::Forward => self.forward::<B>(device),
             BenchKind::Decode => self.decode::<B>(device),

@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use anyhow::Result;
+use arcane::kernels::recompute;
 use arcane::training::{clip_global_norm, lm_loss, GroupedAdamW, LmBatch, OptimizerConfig};
 use arcane::Gpt;
 use burn::optim::{GradientsParams, Optimizer};
@@ -31,6 +32,7 @@ impl Bench {
             seq_len: t,
         };
         let profile = self.args.profile;
+        let checkpointing = self.args.activation_checkpointing;
         let mut phases = Phases::new(&["forward", "backward", "clip", "optimizer"]);
         let mut step = |phases: Option<&mut Phases>| {
             let start = Instant::now();
@@ -43,9 +45,18 @@ impl Bench {
             };
             // The training loop's step (`TrainStep for Gpt`), in its parts.
             let batch = LmBatch::<B>::new(&batch, 1.0, &device);
-            let loss = lm_loss(&model, batch.inputs, batch.targets);
+            let forward = || lm_loss(&model, batch.inputs, batch.targets);
+            let (loss, tape) = if checkpointing {
+                let (loss, tape) = recompute::record(forward);
+                (loss, Some(tape))
+            } else {
+                (forward(), None)
+            };
             mark(&mut marks);
-            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            let mut grads = match tape {
+                Some(tape) => tape.backward(loss.clone(), &model),
+                None => GradientsParams::from_grads(loss.backward(), &model),
+            };
             mark(&mut marks);
             clip_global_norm(&model, &mut grads, 1.0);
             mark(&mut marks);

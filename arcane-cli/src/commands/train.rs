@@ -12,7 +12,6 @@ use arcane::training::{
     read_run_config, train_data_parallel, LoopOutcome, StopReason, TrainOptions, TrainingConfig,
 };
 use arcane::ModelTokenizer;
-use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::Autodiff;
 use burn::train::Interrupter;
 use serde::{Deserialize, Serialize};
@@ -330,12 +329,8 @@ impl DevicesTask for TrainTask {
     type Output = Trained;
 
     fn run<B: TrainBackend>(self, devices: Vec<B::Device>) -> Result<Trained> {
-        // Each choice is another copy of the generic training code: two per backend.
-        if self.config.activation_checkpointing {
-            self.train::<Autodiff<B, BalancedCheckpointing>>(devices)
-        } else {
-            self.train::<Autodiff<B>>(devices)
-        }
+        // Activation checkpointing is a flag of the training step (`config`), not a backend.
+        self.train::<Autodiff<B>>(devices)
     }
 }
 

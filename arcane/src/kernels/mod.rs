@@ -26,6 +26,7 @@ mod flex_attention;
 mod fused;
 mod generic;
 mod params;
+pub mod recompute;
 
 use burn::prelude::*;
 use burn::tensor::{DType, FloatDType};

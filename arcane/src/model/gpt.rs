@@ -181,21 +181,41 @@ impl<B: Backend> Gpt<B> {
             self.config.max_seq_len
         );
         let device = tokens.device();
-        let mut x = self.embed(tokens, || {
-            Tensor::arange(start as i64..(start + t) as i64, &device).unsqueeze::<2>()
+        let positions = move |device: &B::Device| {
+            Tensor::arange(start as i64..(start + t) as i64, device).unsqueeze::<2>()
             // [1, T]
-        });
+        };
+        let mut x = match cache {
+            Some(_) => self.embed(tokens, || positions(&device)),
+            // Training: the embeddings, which activation checkpointing may recompute.
+            None => kernels::recompute::stem(self, self.config.dropout > 0.0, move |model| {
+                model.embed(tokens.clone(), || positions(&tokens.device()))
+            }),
+        };
         let groups = self.config.n_heads / self.config.kv_heads();
         let window = self.config.sliding_window;
         let mut step = cache.map(|cache| CachedForward::new(cache, t, groups, window, &device));
         for (layer, block) in self.blocks.iter().enumerate() {
-            let layer_cache = step.as_mut().map(|s| (s, layer));
-            x = block.forward(x, self.rope.as_ref(), layer_cache, start);
+            x = match step.as_mut() {
+                Some(step) => block.forward(x, self.rope.as_ref(), Some((step, layer)), start),
+                // Training: one block, which activation checkpointing may recompute.
+                None => {
+                    let rope = self.rope.clone();
+                    kernels::recompute::block(block, x, self.blocks_draw(), move |block, x| {
+                        block.forward(x, rope.as_ref(), None, start)
+                    })
+                }
+            };
         }
         if let Some(step) = step {
             step.cache.advance(t);
         }
         self.ln_f.forward(x)
+    }
+
+    /// True when the blocks draw random numbers in training: dropout, or an adapter's.
+    pub(crate) fn blocks_draw(&self) -> bool {
+        self.config.dropout > 0.0 || self.lora.as_ref().is_some_and(|l| l.dropout > 0.0)
     }
 
     /// Token embeddings, plus learned positions where the model has them (`positions` is only

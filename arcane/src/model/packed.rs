@@ -14,6 +14,7 @@ use super::attention::CausalSelfAttention;
 use super::block::Block;
 use super::gpt::Gpt;
 use super::rope::Rope;
+use crate::kernels;
 
 /// Where each token of a packed batch sits: its position inside its example, and which
 /// tokens it may attend to.
@@ -67,9 +68,15 @@ impl<B: Backend> Gpt<B> {
     /// - tokens: `[B, T]` with `T <= max_seq_len`
     /// - output: `[B, T, C]`
     pub fn forward_packed(&self, tokens: Tensor<B, 2, Int>, packing: &Packing<B>) -> Tensor<B, 3> {
-        let mut x = self.embed(tokens, || packing.positions.clone()); // [B, T, C]
+        let positions = packing.positions.clone();
+        let mut x = kernels::recompute::stem(self, self.config.dropout > 0.0, move |model| {
+            model.embed(tokens.clone(), || positions.clone())
+        }); // [B, T, C]
         for block in &self.blocks {
-            x = block.forward_packed(x, self.rope.as_ref(), packing);
+            let (rope, packing) = (self.rope.clone(), packing.clone());
+            x = kernels::recompute::block(block, x, self.blocks_draw(), move |block, x| {
+                block.forward_packed(x, rope.as_ref(), &packing)
+            });
         }
         self.ln_f.forward(x)
     }

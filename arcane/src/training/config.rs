@@ -198,7 +198,9 @@ pub struct TrainingConfig {
     pub sample_tokens: usize,
     /// Steps between plain log lines when stdout is not a terminal.
     pub log_every: usize,
-    /// Recompute activations in the backward pass (Burn's balanced checkpointing) to save memory.
+    /// Recompute activations in the backward pass to save memory: each block keeps only its
+    /// input and is run again in the backward pass (see [`crate::kernels::recompute`]), on
+    /// every backend, with dropout replayed; costs about one more forward pass.
     pub activation_checkpointing: bool,
     /// Compute precision: `bf16` (bf16 activations and matmuls, f32 master weights and AdamW
     /// moments), `f32`, or `auto` (the CLI picks bf16 on CUDA, f32 elsewhere).

@@ -156,6 +156,8 @@ pub(crate) struct RankJob {
     pub(crate) rank: usize,
     pub(crate) seed: u64,
     pub(crate) grad_clip: f64,
+    /// Recompute each block in the backward pass (the config's `activation_checkpointing`).
+    pub(crate) activation_checkpointing: bool,
 }
 
 /// The secondary ranks `1..N`, each a thread that runs the steps rank 0 sends it.

@@ -74,11 +74,12 @@ fn rank_step<B: AutodiffBackend>(
     let mut loss_sum: Option<Tensor<B::InnerBackend, 1>> = None;
     for round in 0..job.plan.accumulation {
         let k = job.plan.micro_batch_index(step, job.rank, round);
-        let batch = loader
+        let mut batch = loader
             .slice(k, k + 1)
             .iter()
             .next()
             .expect("the training loader holds every micro-batch of the run");
+        batch.activation_checkpointing = job.activation_checkpointing;
         let output = learner.train_step(batch);
         let loss = output.item.loss.inner();
         loss_sum = Some(match loss_sum {
@@ -109,6 +110,7 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
             rank: 0,
             seed: self.config.seed,
             grad_clip: self.config.optimizer.grad_clip,
+            activation_checkpointing: self.config.activation_checkpointing,
         };
         let main = self.devices[0].clone();
         let mut peers = ddp.peers.lock().unwrap_or_else(|e| e.into_inner());

@@ -248,6 +248,7 @@ pub fn sft_batch<B: Backend>(
         loss_rows: Some(Tensor::from_data(TensorData::new(rows, [n]), device)),
         real_tokens: examples.iter().map(|e| e.len()).sum(),
         packing: None,
+        activation_checkpointing: false,
     }
 }
 
@@ -301,5 +302,6 @@ pub fn sft_packed_batch<B: Backend>(
         loss_rows: Some(Tensor::from_data(TensorData::new(loss_rows, [n]), device)),
         real_tokens: rows.iter().flatten().map(|e| e.len()).sum(),
         packing: Some(Packing::from_segments(&segments, device)),
+        activation_checkpointing: false,
     }
 }

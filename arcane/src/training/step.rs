@@ -1,6 +1,7 @@
 //! What burn-train calls per batch: the loss, and the train (forward + backward) and validation
 //! steps of [`Gpt`]. Kept out of `model/`, which is pure architecture.
 
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::ItemLazy;
@@ -8,6 +9,7 @@ use burn::train::{InferenceStep, TrainOutput, TrainStep};
 
 use super::metrics::StepStats;
 use crate::data::Batch;
+use crate::kernels::recompute;
 use crate::model::{Gpt, Packing};
 
 /// A batch of `B` sequences: inputs and the next tokens.
@@ -28,6 +30,9 @@ pub struct LmBatch<B: Backend> {
     /// Packed rows (several examples a row, none attending to another); `None`: one sequence
     /// a row, plain causal attention.
     pub packing: Option<Packing<B>>,
+    /// Recompute each block's activations in the backward pass instead of keeping them (see
+    /// [`crate::kernels::recompute`]); set by the training loop from its config.
+    pub activation_checkpointing: bool,
 }
 
 impl<B: Backend> LmBatch<B> {
@@ -47,6 +52,7 @@ impl<B: Backend> LmBatch<B> {
             loss_rows: None,
             real_tokens: b * t,
             packing: None,
+            activation_checkpointing: false,
         }
     }
 
@@ -187,21 +193,27 @@ impl<B: AutodiffBackend> TrainStep for Gpt<B> {
     fn step(&self, batch: LmBatch<B>) -> TrainOutput<LmOutput<B>> {
         let tokens = batch.num_tokens();
         let loss_scale = batch.loss_scale;
-        let (loss, metrics) = batch_loss(self, batch);
-        let grads = (loss.clone() * loss_scale).backward();
+        let ((loss, metrics), grads) = if batch.activation_checkpointing {
+            let (out, tape) = recompute::record(|| batch_loss(self, batch));
+            let grads = tape.backward(out.0.clone() * loss_scale, self);
+            (out, grads)
+        } else {
+            let (loss, metrics) = batch_loss(self, batch);
+            let grads = (loss.clone() * loss_scale).backward();
+            ((loss, metrics), GradientsParams::from_grads(grads, self))
+        };
         let stats = StepStats {
             tokens,
             ..StepStats::default()
         };
-        TrainOutput::new(
-            self,
+        TrainOutput {
             grads,
-            LmOutput {
+            item: LmOutput {
                 loss: loss.detach(),
                 stats,
                 token_metrics: metrics.map(|(m, n)| (m.detach(), n)),
             },
-        )
+        }
     }
 }
 

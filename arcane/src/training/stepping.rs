@@ -40,7 +40,13 @@ impl<B: AutodiffBackend> ArcaneLoop<B> {
         let mut accumulator = GradientsAccumulator::<Gpt<B>>::new();
         let mut loss_sum: Option<Tensor<B::InnerBackend, 1>> = None;
         let mut metrics: Option<(Tensor<B::InnerBackend, 1>, usize, usize)> = None;
-        let batches: Vec<_> = block.iter().collect();
+        let batches: Vec<_> = block
+            .iter()
+            .map(|batch| LmBatch {
+                activation_checkpointing: c.activation_checkpointing,
+                ..batch
+            })
+            .collect();
         let real_tokens: usize = batches.iter().map(|b| b.real_tokens).sum();
         for round in batches.chunks(n_devices) {
             for output in self.train_round(learner, round.to_vec()) {
