@@ -22,6 +22,7 @@
 # earlier run can be reused: mkdir -p $RUNS && cp -r runs/sentiment/base $RUNS/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+command -v jq >/dev/null || { echo "chat_pipeline.sh writes the chat data with jq: install it (apt install jq)" >&2; exit 1; }
 RUNS=${RUNS:-runs/chat-pipeline}
 SOURCE=arcane/data/sentiment
 DATA=$RUNS/data
