@@ -86,15 +86,29 @@ pub fn matvec(
     out: usize,
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
+    blocked_matvec(x, m, (w, d_in, out), bias, ROWS_PER_BLOCK, axpy_rows)
+}
+
+/// `y[m, out] = x[m, in]·W[in, out] (+ bias)` for weights of any element type: blocks of
+/// `rows_per_block` rows of `W` go to the cores, each summing into its own partial output
+/// with `axpy` (`acc[j, :] += Σ_i x[j, i]·w[i, :]` over its rows), then the partials are added.
+pub(super) fn blocked_matvec<W: Sync>(
+    x: &[f32],
+    m: usize,
+    (w, d_in, out): (&[W], usize, usize),
+    bias: Option<&[f32]>,
+    rows_per_block: usize,
+    axpy: fn(&[f32], usize, usize, &[W], usize, &mut [f32]),
+) -> Vec<f32> {
     assert_eq!(x.len(), m * d_in);
     assert_eq!(w.len(), d_in * out);
-    let blocks = d_in.div_ceil(ROWS_PER_BLOCK);
+    let blocks = d_in.div_ceil(rows_per_block);
     let partials: Vec<Vec<f32>> = (0..blocks)
         .into_par_iter()
         .map(|b| {
-            let (r0, r1) = (b * ROWS_PER_BLOCK, ((b + 1) * ROWS_PER_BLOCK).min(d_in));
+            let (r0, r1) = (b * rows_per_block, ((b + 1) * rows_per_block).min(d_in));
             let mut acc = vec![0.0f32; m * out];
-            axpy_rows(&x[r0..], d_in, m, &w[r0 * out..r1 * out], out, &mut acc);
+            axpy(&x[r0..], d_in, m, &w[r0 * out..r1 * out], out, &mut acc);
             acc
         })
         .collect();

@@ -16,7 +16,7 @@
 use half::bf16;
 use rayon::prelude::*;
 
-use super::gemv::prefetch;
+use super::gemv::{blocked_matvec, prefetch};
 use super::simd::{isa, multiversion, Isa};
 
 /// Input rows of `W` `[in, out]` per task (for `out` = 768: 192 KB of bf16 weights).
@@ -113,14 +113,6 @@ multiversion! {
     }
 }
 
-multiversion! {
-    fn add_into(y: &mut [f32], p: &[f32]) {
-        for (y, &p) in y.iter_mut().zip(p) {
-            *y += p;
-        }
-    }
-}
-
 /// `y[m, out] = x[m, in]·W[in, out] (+ bias)` with `W` row-major in bf16, f32 accumulation.
 pub fn matvec(
     x: &[f32],
@@ -130,26 +122,7 @@ pub fn matvec(
     out: usize,
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
-    assert_eq!(x.len(), m * d_in);
-    assert_eq!(w.len(), d_in * out);
-    let blocks = d_in.div_ceil(ROWS_PER_BLOCK);
-    let partials: Vec<Vec<f32>> = (0..blocks)
-        .into_par_iter()
-        .map(|b| {
-            let (r0, r1) = (b * ROWS_PER_BLOCK, ((b + 1) * ROWS_PER_BLOCK).min(d_in));
-            let mut acc = vec![0.0f32; m * out];
-            axpy_rows(&x[r0..], d_in, m, &w[r0 * out..r1 * out], out, &mut acc);
-            acc
-        })
-        .collect();
-    let mut y = match bias {
-        Some(b) => (0..m).flat_map(|_| b.iter().copied()).collect(),
-        None => vec![0.0f32; m * out],
-    };
-    for p in &partials {
-        add_into(&mut y, p);
-    }
-    y
+    blocked_matvec(x, m, (w, d_in, out), bias, ROWS_PER_BLOCK, axpy_rows)
 }
 
 /// `x·w_q` for the `N` consecutive rows `w_q` (`c` bf16 each) at the start of `w`, widened to
